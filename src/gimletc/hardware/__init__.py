@@ -1,0 +1,34 @@
+"""Hardware descriptions: the chip catalog, clusters of nodes and links, and routes between devices."""
+
+from gimletc.hardware.catalog import (
+    chip_catalog,
+    chip_file,
+    chip_names,
+    cluster_presets,
+    get_chip,
+    load_chip,
+    load_cluster,
+)
+from gimletc.hardware.cluster import Cluster, Device, Host, Link, Node, NodeLink, Route
+from gimletc.hardware.efficiency import derive_efficiency
+from gimletc.hardware.schema import Chip, Efficiency
+
+__all__ = [
+    "Chip",
+    "Cluster",
+    "Device",
+    "Efficiency",
+    "Host",
+    "Link",
+    "Node",
+    "NodeLink",
+    "Route",
+    "chip_catalog",
+    "chip_file",
+    "chip_names",
+    "cluster_presets",
+    "derive_efficiency",
+    "get_chip",
+    "load_chip",
+    "load_cluster",
+]

@@ -1,0 +1,37 @@
+"""The rule that gives a chip with no measurements its efficiency factors.
+
+Only the reference chips are fitted to measurements (`gimletc calibrate`):
+`h200` for GPUs and SRAM accelerators, `xeon-host-16c` for CPUs. Every other
+chip borrows its reference's fractions of peak and fixed overheads unchanged,
+and its `origin` says so, so a plan never presents a borrowed number as a
+measured one.
+"""
+
+from __future__ import annotations
+
+from gimletc.errors import ConfigError
+from gimletc.hardware.schema import Chip, ChipKind, Efficiency
+
+# SRAM accelerators share the GPU reference: both run the same transformer
+# kernels as matrix engines fed from a fast memory, and there is no SRAM-chip
+# measurement yet to do better.
+REFERENCE_CHIP: dict[ChipKind, str] = {"gpu": "h200", "sram-accelerator": "h200", "cpu": "xeon-host-16c"}
+
+
+def derive_efficiency(chip: Chip, reference: Chip | None = None) -> Efficiency:
+    """`reference`'s efficiency (default: the catalog's reference chip for `chip.kind`),
+    with an `origin` naming the reference and saying that `chip` itself was not measured."""
+    want = REFERENCE_CHIP[chip.kind]
+    if reference is None:
+        from gimletc.hardware.catalog import get_chip  # the catalog calls this module while it loads
+
+        reference = get_chip(want)
+    if reference.name != want:
+        raise ConfigError(
+            f"chip {chip.name}: the efficiency reference for kind {chip.kind} is {want}, not {reference.name}"
+        )
+    origin = (
+        f"derived: same fractions of peak and overheads as {reference.name} "
+        f"({reference.efficiency.origin}); no measurement of {chip.name}"
+    )
+    return reference.efficiency.model_copy(update={"origin": origin})
