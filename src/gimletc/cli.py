@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -58,11 +59,18 @@ def _fmt_rate(n: float, unit: str) -> str:
 # ---- estimate -----------------------------------------------------------------
 
 
+class PhaseName(str, Enum):
+    prefill = "prefill"
+    decode = "decode"
+    verify = "verify"
+
+
+
 @app.command()
 def estimate(
     model: Annotated[str, typer.Option(help="catalog model name, or a path to a Hugging Face config.json")],
     chip: Annotated[str, typer.Option(help="catalog chip name (see `gimletc hw list`)")],
-    phase: Annotated[str, typer.Option(help="prefill | decode | verify")],
+    phase: Annotated[PhaseName, typer.Option(help="step kind", case_sensitive=False)],
     batch: Annotated[int, typer.Option(help="sequences in the step")] = 1,
     tokens: Annotated[
         int | None,
@@ -78,6 +86,7 @@ def estimate(
     from gimletc.hardware import get_chip
     from gimletc.models import get_model, step_workload
 
+    phase = phase.value
     if tokens is None:
         if phase != "decode":
             _fail(f"--tokens is required for phase {phase!r} (prompt length for prefill, draft tokens for verify)")
@@ -273,7 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         # Usage errors of the (vendored or installed) click parser: bad option, missing argument.
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            _fail(" ".join(e.format_message().split()))
+            msg = " ".join(e.format_message().split())
+            if not msg:  # no arguments: the help was printed
+                raise SystemExit(2) from None
+            _fail(msg)
         raise
     if isinstance(rv, int) and rv:
         raise SystemExit(rv)
