@@ -5,6 +5,12 @@ Only the reference chips are fitted to measurements (`gimletc calibrate`):
 chip borrows its reference's fractions of peak and fixed overheads unchanged,
 and its `origin` says so, so a plan never presents a borrowed number as a
 measured one.
+
+One exception: SRAM accelerators keep the fractions of peak but have no fixed
+per-layer or launch overheads. Their toolchains (Groq's compiler, d-Matrix
+Aviator, Cerebras' graph compiler) schedule a whole step as one static
+program, so there are no kernel boundaries or host launches for the GPU's
+fitted overheads to stand for. This is an assumption, not a measurement.
 """
 
 from __future__ import annotations
@@ -30,6 +36,13 @@ def derive_efficiency(chip: Chip, reference: Chip | None = None) -> Efficiency:
         raise ConfigError(
             f"chip {chip.name}: the efficiency reference for kind {chip.kind} is {want}, not {reference.name}"
         )
+    if chip.kind == "sram-accelerator":
+        origin = (
+            f"derived: same fractions of peak as {reference.name} ({reference.efficiency.origin}), "
+            f"no fixed overheads (statically scheduled); no measurement of {chip.name}"
+        )
+        zero = {"layer_overhead_s": 0.0, "step_overhead_s": 0.0, "launch_s_per_layer": 0.0}
+        return reference.efficiency.model_copy(update={**zero, "origin": origin})
     origin = (
         f"derived: same fractions of peak and overheads as {reference.name} "
         f"({reference.efficiency.origin}); no measurement of {chip.name}"
