@@ -211,17 +211,21 @@ def calibrate(
     ),
 ) -> None:
     """Fit the GPU's and host CPU's efficiency factors to measured step times."""
-    from gimletc.cost.calibrate import calibrate as fit, markdown_table, update_doc, write_efficiency
+    from gimletc.cost.calibrate import calibrate as fit
+    from gimletc.cost.calibrate import layer_split_table, load_calibration, markdown_table, update_doc, write_efficiency
     from gimletc.hardware.catalog import chip_file, get_chip
 
     fits = fit(data, get_chip(gpu), get_chip(cpu))
     for f in fits:
         out.print(markdown_table(f), markup=False)
         out.print()
+    fitted_gpu = get_chip(gpu).model_copy(update={"efficiency": fits[0].efficiency})
+    split = layer_split_table(load_calibration(data), fitted_gpu)
+    out.print(split, markup=False)
     if write:
         for f in fits:
             write_efficiency(chip_file(f.chip), f.efficiency)
-        update_doc(doc, fits, str(data))
+        update_doc(doc, fits, str(data), split)
         out.print(f"wrote fitted efficiency of {', '.join(f.chip for f in fits)} and the table in {doc}")
 
 
