@@ -197,6 +197,149 @@ def hw_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False)
     out.print_json(json.dumps(d))
 
 
+# ---- compile / show / graph ---------------------------------------------------------------
+
+
+class ObjectiveName(str, Enum):
+    latency = "latency"
+    energy = "energy"
+    cost = "cost"
+    throughput = "throughput"
+
+
+class GraphFormat(str, Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+    mlir = "mlir"
+
+
+def _parse_pins(pins: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pins:
+        op, sep, dev = p.partition("=")
+        if not sep or not op or not dev:
+            _fail(f"--pin takes OP=DEVICE (a device id, node, chip name or 'cpu'); got {p!r}")
+        out[op] = dev
+    return out
+
+
+@app.command("compile")
+def compile_cmd(
+    graph: Annotated[Path, typer.Argument(help="agent graph: a .py file defining `graph`, or .yaml/.json")],
+    cluster: Annotated[str, typer.Option("--cluster", "-c", help="cluster file or preset name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the plan (JSON)")] = Path("plan.json"),
+    objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
+    power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
+    pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op on a device, node, chip or 'cpu'")] = [],  # noqa: B006
+    trace: Annotated[Path | None, typer.Option(help="write a Chrome/Perfetto trace of the replay")] = None,
+    dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass")] = [],  # noqa: B006
+    baseline: Annotated[bool, typer.Option(help="also compile the best single-chip-type plan at the same power")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print no summary")] = False,
+) -> None:
+    """Compile an agent graph for a cluster into a deployment plan."""
+    from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
+    from gimletc.sim.trace import chrome_trace
+
+    err = Console(stderr=True, highlight=False)
+    progress = None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
+    result = run_compile(
+        graph,
+        cluster,
+        objective=objective.value,
+        power_budget_w=power_budget,
+        pins=_parse_pins(pin),
+        pipeline=pipeline or DEFAULT_PIPELINE,
+        baseline=baseline,
+        dump_after=frozenset(dump_ir_after),
+        progress=progress,
+    )
+    # Everything is computed before anything is written; each file is written atomically.
+    plan_text = result.plan.to_json()
+    trace_text = json.dumps(chrome_trace(result.timeline, result.plan.name), sort_keys=True) + "\n" if trace else None
+    from gimletc._io import write_atomic
+
+    write_atomic(output, plan_text)
+    if trace is not None and trace_text is not None:
+        write_atomic(trace, trace_text)
+    for name in dump_ir_after:
+        if name in result.ctx.dumps:
+            sys.stdout.write(f"// IR after {name}\n{result.ctx.dumps[name]}")
+    if not quiet:
+        _print_plan(result.plan)
+        out.print(f"wrote {output}" + (f" and {trace}" if trace else ""))
+
+
+def _print_plan(plan: Any) -> None:
+    from gimletc.plan import DeploymentPlan
+
+    p: DeploymentPlan = plan
+    m = p.metrics
+    out.print(f"[bold]{p.name}[/bold] on {p.cluster.name}: objective {p.objective}, pipeline {p.pipeline}")
+    t = Table(title="placements (predicted, cost model)")
+    for col in ("op", "kind", "device", "chip", "seconds", "runs"):
+        t.add_column(col, justify="right" if col in ("seconds", "runs") else "left")
+    for pl in p.placements:
+        t.add_row(pl.op, pl.kind, ",".join(pl.devices) if len(pl.devices) > 1 else pl.device, pl.chip,
+                  f"{pl.seconds:.4f}", f"{pl.runs:g}")
+    out.print(t)
+    if p.transfers:
+        t = Table(title="transfers")
+        for col in ("value", "from", "to", "route", "bytes", "ms", "chunks", "convert"):
+            t.add_column(col)
+        for tr in p.transfers:
+            conv = f"{tr.convert.from_layout}->{tr.convert.to_layout}" if tr.convert else ""
+            t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes), f"{tr.seconds * 1e3:.3f}", str(tr.chunks), conv)
+        out.print(t)
+    t = Table(title="metrics per request (predicted)")
+    t.add_column("metric")
+    t.add_column("this plan", justify="right")
+    t.add_column(f"baseline: {p.baseline.chips}x {p.baseline.chip}" if p.baseline else "baseline", justify="right")
+    b = p.baseline.metrics if p.baseline else None
+    rows = [
+        ("latency ms", m.latency_ms, b.latency_ms if b else None),
+        ("energy J", m.energy_j, b.energy_j if b else None),
+        ("power W", m.power_w, b.power_w if b else None),
+        ("cost USD", m.cost_usd, b.cost_usd if b else None),
+        ("throughput req/s", m.throughput_rps, b.throughput_rps if b else None),
+    ]
+    for name in sorted(m.ttft_ms):
+        rows.append((f"TTFT {name} ms", m.ttft_ms[name], b.ttft_ms.get(name) if b else None))
+        rows.append((f"TPOT {name} ms", m.tpot_ms[name], b.tpot_ms.get(name) if b else None))
+    for name, a, bb in rows:
+        t.add_row(name, f"{a:.4g}", "-" if bb is None else f"{bb:.4g}")
+    out.print(t)
+    if p.speedup is not None:
+        out.print(f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}")
+    if p.search:
+        s = p.search
+        out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "
+                  f"objective {s.objective_value:.4g}, bound {s.bound:.4g} (gap {s.gap:.1%})")
+    out.print(f"critical path: {' -> '.join(p.critical_path)}")
+
+
+@app.command()
+def show(plan: Annotated[Path, typer.Argument(help="a plan written by `gimletc compile`")]) -> None:
+    """Print a readable summary of a plan (loading a plan never executes code)."""
+    from gimletc.plan import load_plan
+
+    _print_plan(load_plan(plan))
+
+
+@app.command("graph")
+def graph_cmd(
+    graph: Annotated[Path, typer.Argument(help="agent graph: .py, .yaml or .json")],
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mlir,
+) -> None:
+    """Print an agent graph as Mermaid, Graphviz dot or MLIR generic text."""
+    from gimletc.graph_io import load_graph
+    from gimletc.ir import print_graph, to_dot, to_mermaid
+
+    g = load_graph(graph)
+    text = {"mermaid": to_mermaid, "dot": to_dot, "mlir": print_graph}[fmt.value](g)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
 # ---- calibrate ------------------------------------------------------------------
 
 

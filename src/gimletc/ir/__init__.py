@@ -15,6 +15,8 @@ from gimletc.ir.core import (
     spec,
     verify,
 )
+from gimletc.ir.export import to_dot, to_mermaid
+from gimletc.ir.text import parse_graph, print_graph
 
 __all__ = [
     "ASYNC_TOKEN",
@@ -26,8 +28,12 @@ __all__ = [
     "Type",
     "Value",
     "frozen_attrs",
+    "parse_graph",
+    "print_graph",
     "register",
     "registered_kinds",
     "spec",
+    "to_dot",
+    "to_mermaid",
     "verify",
 ]

@@ -1,0 +1,65 @@
+"""expand-llm: `agent.llm` -> `model.prefill` + `model.decode`, with the KV cache as a value.
+
+The prompt is the operands' tokens plus the call's fixed system tokens. The
+prefill's result is the KV cache after the prompt, sized from the model
+(`Model.kv_cache_bytes`); the decode consumes it and defines the LLM's
+original result value, so users of the LLM's output are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gimletc.ir import Graph, Op, Type, Value
+from gimletc.models import get_model
+from gimletc.passes.manager import Pass, PassContext
+
+
+def prompt_tokens(graph_values: dict[str, Value], op: Op) -> int:
+    """Tokens an LLM call reads: its operands' tokens plus its system tokens."""
+    return int(sum(graph_values[v].type.tokens for v in op.operands)) + int(op.attr("system_tokens", 0))
+
+
+@dataclass(frozen=True)
+class ExpandLLM(Pass):
+    name: ClassVar[str] = "expand-llm"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        values = _all_values(graph)
+
+        def expand(op: Op) -> Op | list[Op]:
+            if op.kind != "agent.llm":
+                return op
+            model = get_model(str(op.attr("model")))
+            prompt = prompt_tokens(values, op)
+            out = op.results[0]
+            kv = Value(f"{op.name}.kv", Type("kv", model.kv_cache_bytes(prompt)))
+            prefill = Op(
+                "model.prefill",
+                f"{op.name}.prefill",
+                op.operands,
+                (kv,),
+                {"model": str(op.attr("model")), "tokens": prompt, "ctx": 0, "of": op.name},
+            )
+            spec = {k: op.attr(k) for k in ("draft", "draft_k", "acceptance") if op.attr(k) is not None}
+            decode = Op(
+                "model.decode",
+                f"{op.name}.decode",
+                (kv.name,),
+                (out,),
+                {"model": str(op.attr("model")), "tokens": int(op.attr("output_tokens")), "ctx": prompt, "of": op.name, **spec},
+            )
+            return [prefill, decode]
+
+        return graph.map_ops(expand).with_attrs(**{"gimlet.level": "model"})
+
+
+def _all_values(graph: Graph) -> dict[str, Value]:
+    vals: dict[str, Value] = {}
+    for op, _ in graph.walk():
+        vals.update({v.name: v for v in op.results})
+        for r in op.regions:
+            vals.update({a.name: a for a in r.args})
+    vals.update({a.name: a for a in graph.args})
+    return vals

@@ -1,0 +1,26 @@
+"""partition-phase: let an LLM call's prefill and decode land on different chips.
+
+Without this pass, `place` keeps each call's prefill and decode together (one
+placement unit). With it, each phase is its own unit tagged
+`partition = "phase"`; when they land apart, `insert-transfers` moves the KV
+cache between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gimletc.ir import Graph, Op
+from gimletc.passes.manager import Pass, PassContext
+
+
+@dataclass(frozen=True)
+class PartitionPhase(Pass):
+    name: ClassVar[str] = "partition-phase"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        def tag(op: Op) -> Op:
+            return op.with_attrs(partition="phase") if op.kind in ("model.prefill", "model.decode") else op
+
+        return graph.map_ops(tag)

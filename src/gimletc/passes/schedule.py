@@ -1,0 +1,107 @@
+"""schedule: lower placed ops to `exec.compute` and fix each device's program order.
+
+Every placed agent/model op becomes an `exec.compute` on its devices, keeping
+its results and adding a done token. Each device (and each CPU lane of a host)
+runs its ops in graph order, which is a topological order, and that order is
+made explicit with `!async.token` chains: an op takes the last token of every
+resource it uses.
+
+Transfers join the chains too, as a runtime without asynchronous copies would
+run them: a send sits in its source's chain after the producer (the source
+waits for the copy to finish), a receive and a conversion in the
+destination's chain before the consumer. `overlap` then removes the edges that
+make devices wait for copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gimletc.ir import ASYNC_TOKEN, Graph, Op, Value
+from gimletc.passes.manager import Pass, PassContext
+
+CHAIN = "chain"  # a token operand that orders ops on a resource (not a data dependency)
+
+
+def resources(op: Op) -> tuple[str, ...]:
+    devs = op.attr("devices")
+    if devs:
+        return tuple(str(d) for d in devs)
+    dev = op.attr("device")
+    return (str(dev),) if dev is not None else ()
+
+
+@dataclass(frozen=True)
+class Schedule(Pass):
+    name: ClassVar[str] = "schedule"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        producers: dict[str, Op] = {v.name: op for op, _ in graph.walk() for v in op.results}
+        out = _lower(graph, producers, {})
+        return out.with_attrs(**{"gimlet.level": "exec"})
+
+
+def _lower(graph: Graph, producers: dict[str, Op], outer_last: dict[str, str]) -> Graph:
+    last: dict[str, str] = {}  # resource -> last token in this scope
+    ops: list[Op] = []
+
+    def chain_tokens(res: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(last[r] for r in res if r in last))
+
+    def advance(res: tuple[str, ...], token: str) -> None:
+        for r in res:
+            last[r] = token
+
+    for op in graph.ops:
+        if op.regions:
+            ops.append(op.with_regions(_lower(r, producers, last) for r in op.regions))
+            continue
+        if op.kind == "agent.yield":
+            ops.append(op)
+            continue
+        if op.kind == "exec.send":
+            src_op = producers.get(op.operands[0])
+            res = resources(src_op) if src_op is not None else (str(op.attr("src")),)
+            tok = op.results[-1].name
+            ops.append(op.with_operands((*op.operands, *chain_tokens(res))))
+            advance(res, tok)
+            continue
+        if op.kind in ("exec.recv", "exec.convert"):
+            res = _dest_resources(op, graph)
+            ops.append(op.with_operands((*op.operands, *chain_tokens(res))))
+            advance(res, op.results[-1].name)
+            continue
+        res = resources(op)
+        if not res:  # unplaced (e.g. an op kind place does not handle): keep as is
+            ops.append(op)
+            continue
+        done = Value(f"{op.name}.done", ASYNC_TOKEN)
+        attrs = {
+            "of": op.name,
+            "kind_of": op.kind,
+            "device": str(op.attr("device")),
+            "devices": tuple(res),
+            "seconds": float(op.attr("seconds", 0.0)),
+        }
+        for key in ("model", "tokens"):
+            if op.attr(key) is not None:
+                attrs[key] = op.attr(key)
+        if op.attr("of") is not None:
+            attrs["llm"] = str(op.attr("of"))
+        ops.append(Op("exec.compute", op.name, (*op.operands, *chain_tokens(res)), (*op.results, done), attrs))
+        advance(res, done.name)
+    return graph.replace_ops(ops)
+
+
+def _dest_resources(op: Op, graph: Graph) -> tuple[str, ...]:
+    """Resources of the first op in this scope that uses the moved value (else the destination device)."""
+    moved = op.results[0].name
+    for other in graph.ops:
+        if moved in other.operands and other.kind not in ("exec.send",):
+            if other.kind == "exec.convert":
+                continue
+            r = resources(other)
+            if r:
+                return r
+    return (str(op.attr("dst" if op.kind == "exec.recv" else "device")),)

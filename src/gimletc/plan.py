@@ -1,0 +1,176 @@
+"""The deployment plan: what runs where, what moves, in which order, and what it costs.
+
+`DeploymentPlan` is written as deterministic JSON (sorted keys, fixed
+indentation) with a published JSON schema (`docs/plan.schema.json`, from
+`plan_schema()`). Loading a plan only parses JSON and validates it: it never
+imports or executes anything named in it.
+
+Every metric is a prediction: the cost model prices each op and transfer, and
+the single-request replay (`gimletc.sim`) orders them; `sources` says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gimletc._io import describe_validation_error, write_atomic
+from gimletc.errors import ConfigError
+
+SCHEMA_VERSION = "1"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Placement(_M):
+    op: str = Field(description="op name in the compiled graph")
+    kind: str = Field(description="op kind before lowering (model.prefill, agent.tool, ...)")
+    llm: str | None = Field(None, description="the LLM call this phase belongs to")
+    model: str | None = None
+    device: str = Field(description="primary device id")
+    devices: list[str] = Field(description="every device (or CPU lane) the op occupies")
+    chip: str
+    seconds: float = Field(description="predicted seconds of one execution (cost model)")
+    runs: float = Field(1.0, description="expected executions per request (loops, branches)")
+
+
+class Step(_M):
+    op: str
+    kind: str = Field(description="exec op kind")
+    of: str | None = Field(None, description="the op it runs, for exec.compute")
+    seconds: float
+    start_ms: float = Field(description="predicted start in the single-request replay")
+    end_ms: float
+
+
+class Convert(_M):
+    op: str
+    device: str
+    from_layout: str
+    to_layout: str
+    from_dtype: str
+    to_dtype: str
+    seconds: float
+
+
+class Transfer(_M):
+    value: str
+    src: str
+    dst: str
+    route: str = Field(description="local | direct | host-bounce | network")
+    hops: list[str] = Field(description="link kinds crossed")
+    bytes: float
+    seconds: float = Field(description="latency + bytes / bandwidth summed over hops (cost model)")
+    chunks: int = Field(1, description="layer-streamed pieces (overlap pass)")
+    convert: Convert | None = None
+
+
+class LLMMetrics(_M):
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+    ttft_ms: float = Field(description="time to first token: end of the prefill, from the request's start")
+    tpot_ms: float = Field(description="time per output token of the decode")
+    prefill_device: str
+    decode_device: str
+
+
+class Metrics(_M):
+    latency_ms: float = Field(description="end-to-end latency of one request")
+    ttft_ms: dict[str, float] = Field(description="per LLM node")
+    tpot_ms: dict[str, float] = Field(description="per LLM node")
+    energy_j: float = Field(description="per request: TDP while busy, idle power otherwise, devices used")
+    power_w: float = Field(description="TDP of the devices the plan uses")
+    cost_usd: float = Field(description="per request: price per chip-hour x busy time")
+    throughput_rps: float = Field(description="1 / busiest device's busy time per request")
+    utilisation: dict[str, float] = Field(description="busy fraction of the latency, per device")
+    llms: dict[str, LLMMetrics] = Field(default_factory=dict)
+    source: str = "predicted: cost model (gimletc.cost) + single-request replay (gimletc.sim)"
+
+
+class Search(_M):
+    objective: str
+    method: str = Field(description="exhaustive | greedy+local-search | milp ...")
+    evaluated: int
+    objective_value: float
+    bound: float = Field(description="a lower bound on the objective no placement beats")
+    gap: float = Field(description="(objective - bound) / objective")
+    units: int
+    search_space_log10: float = Field(description="log10 of the number of possible assignments")
+
+
+class Baseline(_M):
+    chip: str = Field(description="the one chip type this plan uses")
+    chips: int
+    power_w: float
+    metrics: Metrics
+    placements: list[Placement]
+    note: str = ""
+
+
+class ClusterDevice(_M):
+    id: str
+    node: str
+    chip: str
+    role: str
+
+
+class ClusterSummary(_M):
+    name: str
+    devices: list[ClusterDevice]
+    power_w: float
+
+
+class DeploymentPlan(_M):
+    schema_version: str = SCHEMA_VERSION
+    gimletc_version: str
+    name: str
+    digest: str = Field(description="sha256 of the inputs: graph text, cluster, options")
+    inputs: dict[str, Any]
+    objective: str
+    power_budget_w: float | None
+    pipeline: str
+    cluster: ClusterSummary
+    placements: list[Placement]
+    programs: dict[str, list[Step]] = Field(description="per device (or CPU lane, or link): ordered exec ops")
+    transfers: list[Transfer]
+    metrics: Metrics
+    critical_path: list[str]
+    search: Search | None = None
+    overlap: dict[str, Any] = Field(default_factory=dict)
+    baseline: Baseline | None = None
+    speedup: float | None = Field(None, description="baseline latency / this plan's latency (>1: faster)")
+    energy_ratio: float | None = Field(None, description="this plan's energy / baseline energy (<1: less energy)")
+    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Deterministic JSON: sorted keys, two-space indentation, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+    def write(self, path: str | Path) -> None:
+        write_atomic(path, self.to_json())
+
+
+def load_plan(path: str | Path) -> DeploymentPlan:
+    """Parse and validate a plan file. Executes nothing."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: malformed JSON at line {e.lineno}: {e.msg}") from None
+    try:
+        return DeploymentPlan.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, str(p))) from None
+
+
+def plan_schema() -> dict[str, Any]:
+    return DeploymentPlan.model_json_schema()
