@@ -113,7 +113,8 @@ def _compile_one(
     ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after, progress=progress)
     pm = PassManager(pipeline)
     out = pm.run(g, ctx)
-    timeline = replay(out)
+    cached = ctx.data.get("timeline")
+    timeline = cached[1] if cached is not None and cached[0] is out else replay(out)
     plan = build_plan(g, cl, out, timeline, ctx, str(pm), objective, budget)
     return CompileResult(plan, out, timeline, ctx)
 

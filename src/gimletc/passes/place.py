@@ -46,6 +46,7 @@ from gimletc.passes.manager import Pass, PassContext
 
 Objective = Literal["latency", "energy", "cost", "throughput"]
 OBJECTIVES: tuple[str, ...] = ("latency", "energy", "cost", "throughput")
+LOCAL_SEARCH_UNIT_STEPS = 20_000  # local search may re-schedule this many units in all
 HOST_LANES = 8  # concurrent CPU ops per host (tools are single-threaded; hosts have many cores)
 CPU_KINDS = ("agent.tool", "agent.code", "agent.retrieve")
 IO_KINDS = ("agent.input", "agent.output")
@@ -65,14 +66,12 @@ class Slot:
     chip: Chip
     devices: tuple[str, ...]  # device ids (for a host: the host's id)
     is_host: bool
+    n: int = field(init=False)
+    cls: tuple[str, str, int] = field(init=False)  # interchangeable slots share a class
 
-    @property
-    def n(self) -> int:
-        return len(self.devices)
-
-    @property
-    def cls(self) -> tuple[str, str, int]:
-        return (self.node, self.chip.name, self.n)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", len(self.devices))
+        object.__setattr__(self, "cls", (self.node, self.chip.name, len(self.devices)))
 
 
 @dataclass
@@ -148,6 +147,19 @@ def _device_power(cluster: Any) -> dict[str, float]:
     return out
 
 
+def _node_signatures(cluster: Any) -> dict[str, str]:
+    """Nodes with equal signatures are interchangeable: same chips, host, fabric and host link,
+    and the same multiset of links to other nodes."""
+    import json
+
+    out = {}
+    for node in cluster.nodes:
+        spec = node.model_dump(mode="json", exclude={"name"})
+        links = sorted((lk.kind, lk.bandwidth, lk.latency) for lk in cluster.links if node.name in lk.between)
+        out[node.name] = json.dumps([spec, links], sort_keys=True)
+    return out
+
+
 class Problem:
     """Units, slots, costs and routes of one placement problem."""
 
@@ -164,11 +176,13 @@ class Problem:
         self._route_cache: dict[tuple, tuple[float, float]] = {}
         self._cost_cache: dict[tuple, float] = {}
         self.pins = dict(ctx.pins)
+        self.slot_capacity = [sum(self.capacity[d] for d in sl.devices) for sl in self.slots]
+        self.host_lanes = {sl.devices[0]: tuple(f"{sl.devices[0]}#{i}" for i in range(HOST_LANES)) for sl in self.slots if sl.is_host}
+        self._sig = [tuple((op.kind, tuple(sorted(op.attrs.items()))) for op in u.ops) for u in self.units]
+        self.node_sig = _node_signatures(cluster)
         self._candidates()
         # seconds[u][s] for candidate slots
-        self.seconds: list[dict[int, float]] = [
-            {s: self.unit_seconds(u, s) for s in unit.candidates} for u, unit in enumerate(self.units)
-        ]
+        self._unit_sec: list[dict[tuple, float]] = [{} for _ in self.units]
 
     # ---- units --------------------------------------------------------------------
     def _collect(self, graph: Graph, scale: float, arm_preds: tuple[int, ...]) -> None:
@@ -234,13 +248,13 @@ class Problem:
 
     # ---- candidates and costs -------------------------------------------------------
     def _fits(self, unit: Unit, slot: Slot) -> bool:
-        need = unit.weight_bytes + unit.kv_bytes
-        return need <= sum(self.capacity[d] for d in slot.devices)
+        return unit.weight_bytes + unit.kv_bytes <= sum(self.capacity[d] for d in slot.devices)
 
     def _candidates(self) -> None:
         for unit in self.units:
             if unit.kind == "model":
-                fitting = [i for i, s in enumerate(self.slots) if self._fits(unit, s)]
+                need = unit.weight_bytes + unit.kv_bytes
+                fitting = [i for i, cap in enumerate(self.slot_capacity) if need <= cap]
                 # per (node, chip): the smallest group that fits, and twice that
                 smallest: dict[tuple[str, str], int] = {}
                 for i in fitting:
@@ -295,15 +309,17 @@ class Problem:
             pin in ("cpu", "host") and slot.is_host
         )
 
-    def unit_seconds(self, u: int, s: int) -> float:
-        unit, slot = self.units[u], self.slots[s]
-        total = 0.0
-        for op in unit.ops:
-            key = (op.kind, tuple(sorted(op.attrs.items())), slot.chip.name, slot.n)
+    def sec(self, u: int, s: int) -> float:
+        """Predicted seconds of one execution of unit u on slot s (cached per unit and slot class)."""
+        slot = self.slots[s]
+        per = self._unit_sec[u]
+        t = per.get(slot.cls)
+        if t is None:
+            key = (self._sig[u], slot.chip.name, slot.n)
             if key not in self._cost_cache:
-                self._cost_cache[key] = op_seconds(op, slot.chip, slot.n, self.stack)
-            total += self._cost_cache[key]
-        return total
+                self._cost_cache[key] = sum(op_seconds(op, slot.chip, slot.n, self.stack) for op in self.units[u].ops)
+            t = per[slot.cls] = self._cost_cache[key]
+        return t
 
     def op_seconds_on(self, op: Op, s: int) -> float:
         slot = self.slots[s]
@@ -345,30 +361,44 @@ class _State:
         self.mem: dict[str, float] = {}
         self.used: set[str] = set()
         self.latency = 0.0
+        self.power = 0.0  # TDP of the devices used so far
+        self.bottleneck = 0.0  # busiest device's busy seconds so far
 
     def trial(self, u: int, s: int) -> tuple[float, float, tuple[str, ...]]:
         """(start, duration, resources) unit u would get on slot s after the units placed so far."""
         p = self.p
         unit, slot = p.units[u], p.slots[s]
-        dur = p.seconds[u][s] * unit.scale
+        dur = p.sec(u, s) * unit.scale
         ready = 0.0
         for pu, nbytes in unit.preds:
             t = self.finish[pu] + p.transfer(self.assign[pu], s, nbytes) * min(unit.scale, p.units[pu].scale)
             ready = max(ready, t)
+        free = self.free
         if slot.is_host:
-            host = slot.devices[0]
-            all_lanes = tuple(f"{host}#{i}" for i in range(HOST_LANES))
-            res = all_lanes if unit.kind == "model" else (min(all_lanes, key=lambda r: (self.free.get(r, 0.0), r)),)
+            all_lanes = p.host_lanes[slot.devices[0]]
+            if unit.kind == "model":
+                res = all_lanes
+            else:  # the lane that frees first (lowest index on ties)
+                best, best_t = all_lanes[0], free.get(all_lanes[0], 0.0)
+                for r in all_lanes[1:]:
+                    t = free.get(r, 0.0)
+                    if t < best_t:
+                        best, best_t = r, t
+                res = (best,)
         else:
             res = slot.devices
-        t0 = max([ready] + [self.free.get(r, 0.0) for r in res])
+        t0 = ready
+        for r in res:
+            t = free.get(r, 0.0)
+            if t > t0:
+                t0 = t
         return t0, dur, res
 
     def mem_after(self, u: int, s: int) -> dict[str, float]:
         """Memory each of slot s's devices would hold with unit u added."""
         p = self.p
         unit, slot = p.units[u], p.slots[s]
-        out = {}
+        out: dict[str, float] = {}
         if unit.kind != "model":
             return out
         for d in slot.devices:
@@ -397,7 +427,11 @@ class _State:
         self.latency = max(self.latency, t0 + dur)
         self.assign.append(s)
         self.lanes.append(res)
-        self.used.update(slot.devices)
+        for d in slot.devices:
+            if d not in self.used:
+                self.used.add(d)
+                self.power += p.device_power[d]
+            self.bottleneck = max(self.bottleneck, self.busy.get(d, 0.0))
 
 
 class Evaluator:
@@ -454,7 +488,7 @@ class SearchResult:
 def lower_bound(problem: Problem, objective: str) -> float:
     """A bound no feasible assignment beats: each unit at its cheapest candidate, no transfers, no waiting."""
     units = problem.units
-    best_t = [min(problem.seconds[u][s] for s in unit.candidates) * unit.scale for u, unit in enumerate(units)]
+    best_t = [min(problem.sec(u, s) for s in unit.candidates) * unit.scale for u, unit in enumerate(units)]
     if objective == "latency":
         longest = [0.0] * len(units)
         for u, unit in enumerate(units):
@@ -468,7 +502,7 @@ def lower_bound(problem: Problem, objective: str) -> float:
         vals = []
         for s in unit.candidates:
             slot = problem.slots[s]
-            t = problem.seconds[u][s] * unit.scale
+            t = problem.sec(u, s) * unit.scale
             if objective == "energy":
                 share = 1.0 / HOST_LANES if (slot.is_host and unit.kind != "model") else 1.0
                 vals.append(t * sum(problem.device_power[d] for d in slot.devices) * share)
@@ -496,26 +530,42 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
     st = _State(p)
     count = 0
     for u, unit in enumerate(p.units):
-        seen: dict[tuple, int] = {}
-        best_s, best_key = None, None
+        # Slots of interchangeable nodes (equal signatures) differ only in when they free up and
+        # in how close they are to the unit's inputs: try the one that frees first in each class,
+        # and those in the nodes that hold the unit's inputs.
+        near = {p.slots[st.assign[pu]].node for pu, _ in unit.preds}
+        first: dict[tuple, tuple[float, int]] = {}
+        local: list[int] = []
         for s in unit.candidates:
-            c = p.slots[s].cls
-            if seen.get(c, 0) >= 2:  # interchangeable slots: trying the first two is enough
+            slot = p.slots[s]
+            if slot.node in near:
+                local.append(s)
                 continue
-            seen[c] = seen.get(c, 0) + 1
+            key = (p.node_sig[slot.node], slot.chip.name, slot.n, slot.is_host)
+            prev = first.get(key)
+            if prev is not None and prev[0] == 0.0:
+                continue  # nothing frees earlier than idle
+            avail = max(st.free.get(r, 0.0) for r in (p.host_lanes[slot.devices[0]] if slot.is_host else slot.devices))
+            if prev is None or avail < prev[0]:
+                first[key] = (avail, s)
+        best_s, best_key = None, None
+        for s in local + [s for _, s in first.values()]:
             t0, dur, res = st.trial(u, s)
             count += 1
             slot = p.slots[s]
-            over_mem = any(m > p.capacity[d] * (1 + 1e-9) for d, m in st.mem_after(u, s).items())
+            # Candidates fit empty devices; only devices that already hold something need checking.
+            over_mem = unit.kind == "model" and any(d in st.mem for d in slot.devices) and any(
+                m > p.capacity[d] * (1 + 1e-9) for d, m in st.mem_after(u, s).items()
+            )
             new = [d for d in slot.devices if d not in st.used]
-            power = sum(p.device_power[d] for d in st.used) + sum(p.device_power[d] for d in new)
+            power = st.power + sum(p.device_power[d] for d in new)
             over_power = ev.budget is not None and power > ev.budget * (1 + 1e-9)
             finish = t0 + dur
             if objective == "latency":
                 primary = finish
             elif objective == "throughput":
                 share = len(res) / HOST_LANES if slot.is_host else 1.0
-                primary = max([st.busy.get(d, 0.0) + dur * share for d in slot.devices] + [max(st.busy.values(), default=0.0)])
+                primary = max([st.busy.get(d, 0.0) + dur * share for d in slot.devices] + [st.bottleneck])
             elif objective == "energy":
                 share = len(res) / HOST_LANES if slot.is_host else 1.0
                 primary = dur * share * sum(p.device_power[d] for d in slot.devices) + sum(
@@ -569,7 +619,7 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
     for u, unit in enumerate(units):
         for s in unit.candidates:
             slot = slots[s]
-            t = problem.seconds[u][s] * unit.scale
+            t = problem.sec(u, s) * unit.scale
             if objective == "energy":
                 share = 1.0 / HOST_LANES if (slot.is_host and unit.kind != "model") else 1.0
                 c = t * sum(problem.device_power[d] for d in slot.devices) * share
@@ -623,7 +673,7 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
                 slot = slots[s]
                 share = 1.0 / HOST_LANES if (slot.is_host and units[u].kind != "model") else 1.0
                 idx.append(j)
-                vals.append(problem.seconds[u][s] * units[u].scale * share)
+                vals.append(problem.sec(u, s) * units[u].scale * share)
             row(idx + [tvar], vals + [-1.0], -inf, 0.0)
     if budget_w is not None:
         row([z0 + i for i in range(nz)], [problem.device_power[d] for d in devices], -inf, budget_w)
@@ -652,7 +702,9 @@ def search(problem: Problem, objective: str, budget_w: float | None, exact_limit
     bound = lower_bound(problem, objective)
     method = "greedy"
     if e.feasible:
-        assign, e, more = local_search(ev, objective, assign, e, max_evaluations)
+        # Each evaluation replays every unit: bound the work, not just the count.
+        budget = min(max_evaluations, LOCAL_SEARCH_UNIT_STEPS // max(1, len(problem.units)))
+        assign, e, more = local_search(ev, objective, assign, e, budget)
         count += more
         method = "greedy+local-search"
     if objective != "latency" and sum(len(u.candidates) for u in problem.units) <= 50_000:
