@@ -535,13 +535,10 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
         # and those in the nodes that hold the unit's inputs.
         near = {p.slots[st.assign[pu]].node for pu, _ in unit.preds}
         first: dict[tuple, tuple[float, int]] = {}
-        local: list[int] = []
         for s in unit.candidates:
             slot = p.slots[s]
-            if slot.node in near:
-                local.append(s)
-                continue
-            key = (p.node_sig[slot.node], slot.chip.name, slot.n, slot.is_host)
+            where = ("node", slot.node) if slot.node in near else ("sig", p.node_sig[slot.node])
+            key = (where, slot.chip.name, slot.n, slot.is_host)
             prev = first.get(key)
             if prev is not None and prev[0] == 0.0:
                 continue  # nothing frees earlier than idle
@@ -549,7 +546,7 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
             if prev is None or avail < prev[0]:
                 first[key] = (avail, s)
         best_s, best_key = None, None
-        for s in local + [s for _, s in first.values()]:
+        for _, s in first.values():
             t0, dur, res = st.trial(u, s)
             count += 1
             slot = p.slots[s]
