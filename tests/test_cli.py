@@ -96,3 +96,115 @@ def test_installed_entry_point_runs():
                         "--ctx", "1024", "--json"], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["chip"] == "h200"
+
+
+# ---- compile, show, graph ---------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+MIXED = str(EXAMPLES / "clusters" / "mixed_rack.yaml")
+
+
+def test_compile_writes_plan_trace_and_summary(capsys, tmp_path):
+    plan, trace = tmp_path / "plan.json", tmp_path / "trace.json"
+    code, out, err = run(capsys, "compile", str(EXAMPLES / "coding_agent.py"), "--cluster", MIXED, "-o", str(plan),
+                         "--trace", str(trace))
+    assert code == 0, err
+    d = json.loads(plan.read_text())
+    for key in ("digest", "cluster", "placements", "programs", "transfers", "metrics", "critical_path", "baseline",
+                "speedup", "energy_ratio"):
+        assert key in d
+    m = d["metrics"]
+    assert m["latency_ms"] > 0 and set(m["ttft_ms"]) == {"plan", "edit", "summary"} and m["energy_j"] > 0
+    assert "speedup over the baseline" in out and "critical path" in out
+    t = json.loads(trace.read_text())
+    names = {e["args"]["name"] for e in t["traceEvents"] if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    assert any(n.startswith("gpu0.h100") for n in names) and any("->" in n for n in names)  # device and link tracks
+    code, out2, _ = run(capsys, "show", str(plan))
+    assert code == 0 and "placements" in out2
+
+
+def test_compile_is_byte_for_byte_deterministic(capsys, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for p in (a, b):
+        assert run(capsys, "compile", str(EXAMPLES / "multi_agent.py"), "-c", MIXED, "-o", str(p), "-q")[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_compile_options(capsys, tmp_path):
+    p = tmp_path / "p.json"
+    code, _, err = run(capsys, "compile", str(EXAMPLES / "rag.py"), "-c", "8x-h100-nvlink", "-o", str(p), "-q",
+                       "--objective", "energy", "--power-budget", "3000", "--pin", "answer=hgx0.h100-sxm.3",
+                       "--pipeline", "expand-llm,place,insert-transfers,schedule,overlap", "--no-baseline")
+    assert code == 0, err
+    d = json.loads(p.read_text())
+    assert d["objective"] == "energy" and d["power_budget_w"] == 3000 and d["baseline"] is None
+    assert {pl["device"] for pl in d["placements"] if pl["llm"] == "answer"} == {"hgx0.h100-sxm.3"}
+    assert d["metrics"]["power_w"] <= 3000
+
+
+def test_graph_formats(capsys):
+    for fmt, needle in (("mermaid", "flowchart TD"), ("dot", "digraph"), ("mlir", '"agent.llm"')):
+        code, out, _ = run(capsys, "graph", str(EXAMPLES / "rag.py"), "--format", fmt)
+        assert code == 0 and needle in out
+
+
+BAD_GRAPHS = {
+    "cycle.yaml": ("nodes:\n  - {op: input, name: q, tokens: 10}\n"
+                   "  - {op: llm, name: a, model: llama-3.1-8b, prompt: [q, b], output_tokens: 5}\n"
+                   "  - {op: llm, name: b, model: llama-3.1-8b, prompt: [a], output_tokens: 5}\n"
+                   "  - {op: output, name: out, inputs: [b]}\n", "cycle outside a loop: a -> b -> a"),
+    "model.yaml": ("nodes:\n  - {op: input, name: q, tokens: 10}\n"
+                   "  - {op: llm, name: a, model: gpt-9, prompt: [q], output_tokens: 5}\n"
+                   "  - {op: output, name: out, inputs: [a]}\n", "unknown model 'gpt-9'"),
+    "tool.yaml": ("nodes:\n  - {op: input, name: q, tokens: 10}\n  - {op: tool, name: t, tool: frob, inputs: [q]}\n"
+                  "  - {op: output, name: out, inputs: [t]}\n", "unknown tool 'frob'"),
+    "negative.yaml": ("nodes:\n  - {op: input, name: q, tokens: -10}\n  - {op: output, name: out, inputs: [q]}\n",
+                      "-10"),
+    "malformed.yaml": ("nodes: [\n  - {op: input\n", "malformed YAML"),
+    "big.yaml": ("nodes:\n  - {op: input, name: q, tokens: 10}\n"
+                 "  - {op: llm, name: a, model: llama-3.1-405b, prompt: [q], output_tokens: 5}\n"
+                 "  - {op: output, name: out, inputs: [a]}\n", "llama-3.1-405b"),
+}
+SMALL_CLUSTER = ("name: small\nnodes:\n  - name: n0\n    chips: {CHIP: 1}\n"
+                 "    host: {cpu: xeon-6980p, memory_bytes: 64.0e9}\n"
+                 "    host_link: {kind: pcie, bandwidth: 64e9, latency: 2.0e-6}\n")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRAPHS))
+def test_bad_graphs_fail_cleanly_without_a_plan(capsys, tmp_path, case):
+    text, needle = BAD_GRAPHS[case]
+    g, c, out = tmp_path / case, tmp_path / "cluster.yaml", tmp_path / "plan.json"
+    g.write_text(text)
+    c.write_text(SMALL_CLUSTER.replace("CHIP", "h100-sxm"))
+    code, _, err = run(capsys, "compile", str(g), "-c", str(c), "-o", str(out))
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not out.exists() and list(tmp_path.iterdir()) == sorted([g, c]) or set(tmp_path.iterdir()) == {g, c}
+
+
+@pytest.mark.parametrize(
+    ("cluster_text", "extra", "needle"),
+    [
+        (SMALL_CLUSTER.replace("CHIP", "tpu-v9"), [], "unknown chip 'tpu-v9'"),
+        (SMALL_CLUSTER.replace("CHIP", "h100-sxm"), ["--power-budget", "100"], "infeasible power budget: 100 W"),
+        (SMALL_CLUSTER.replace("CHIP", "h100-sxm") + "bogus: 1\n", [], "bogus"),
+    ],
+)
+def test_bad_clusters_and_budgets_fail_cleanly(capsys, tmp_path, cluster_text, extra, needle):
+    c, out = tmp_path / "cluster.yaml", tmp_path / "plan.json"
+    c.write_text(cluster_text)
+    code, _, err = run(capsys, "compile", str(EXAMPLES / "rag.py"), "-c", str(c), "-o", str(out), *extra)
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_loading_a_plan_validates_and_executes_nothing(capsys, tmp_path):
+    p = tmp_path / "evil.json"
+    p.write_text(json.dumps({"schema_version": "1", "__class__": "os.system", "name": "x"}))
+    code, _, err = run(capsys, "show", str(p))
+    assert code == 2 and "evil.json" in err
+
+
+def test_published_plan_schema_is_current():
+    from gimletc.plan import schema_text
+
+    assert (Path(__file__).parents[1] / "docs" / "plan.schema.json").read_text() == schema_text()

@@ -236,13 +236,15 @@ def compile_cmd(
     dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass")] = [],  # noqa: B006
     baseline: Annotated[bool, typer.Option(help="also compile the best single-chip-type plan at the same power")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print no summary")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="report each pass on stderr (default on a terminal)")] = False,
 ) -> None:
     """Compile an agent graph for a cluster into a deployment plan."""
     from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
     from gimletc.sim.trace import chrome_trace
 
     err = Console(stderr=True, highlight=False)
-    progress = None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
+    show_progress = verbose or (not quiet and sys.stderr.isatty())
+    progress = (lambda msg: err.print(f"[dim]{msg}[/dim]")) if show_progress else None
     result = run_compile(
         graph,
         cluster,

@@ -174,3 +174,14 @@ def load_plan(path: str | Path) -> DeploymentPlan:
 
 def plan_schema() -> dict[str, Any]:
     return DeploymentPlan.model_json_schema()
+
+
+def schema_text() -> str:
+    """The published JSON schema (docs/plan.schema.json), deterministic."""
+    return json.dumps(plan_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # python -m gimletc.plan > docs/plan.schema.json
+    import sys
+
+    sys.stdout.write(schema_text())

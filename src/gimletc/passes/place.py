@@ -277,10 +277,11 @@ class Problem:
                     i for i in pool if self._matches(self.slots[i], pin)
                 ]
                 if not cands:
+                    anywhere = any(self._matches(sl, pin) for sl in self.slots)
                     raise PlacementError(
-                        f"op {unit.name} is pinned to {pin!r}, but no device there "
-                        + ("can hold it" if unit.kind == "model" else "matches")
-                        + f" (devices: {', '.join(d.id for d in self.cluster.devices())})"
+                        f"op {unit.name} is pinned to {pin!r}, but "
+                        + ("no device there can hold it" if anywhere else "that names no device, node or chip")
+                        + f" of cluster {self.cluster.name} (devices: {', '.join(d.id for d in self.cluster.devices())})"
                     )
             if not cands:
                 if unit.kind == "model":
