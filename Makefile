@@ -13,16 +13,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/gimletc demo
+	@mkdir -p build
+	$(BIN)/gimletc compile examples/coding_agent.py --cluster examples/clusters/mixed_rack.yaml -o build/plan.json --trace build/trace.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_estimate.py
+	$(BIN)/python benchmarks/bench_compile.py
 
 calibrate: $(STAMP)
-	$(BIN)/gimletc calibrate ../shared/data/h200_llama_calibration.json
+	$(BIN)/gimletc calibrate src/gimletc/cost/data/h200_llama_calibration.json --write
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -49,8 +49,10 @@ class Type:
     def __post_init__(self) -> None:
         if self.kind not in TYPE_KINDS:
             raise IRError(f"unknown value type {self.kind!r}; known: {', '.join(TYPE_KINDS)}")
-        if self.size < 0 or self.size != self.size:
-            raise IRError(f"value type {self.kind} has a negative or NaN size {self.size}")
+        if not (0 <= self.size < float("inf")):
+            raise IRError(f"value type {self.kind} has a negative, infinite or NaN size {self.size}")
+        if self.kind == "token" and self.size:
+            raise IRError(f"!async.token carries no size; got {self.size}")
 
     @property
     def nbytes(self) -> float:
@@ -85,6 +87,15 @@ def _freeze(v: Any) -> AttrValue:
     raise IRError(f"attribute values must be int, float, str, bool or tuples of them; got {type(v).__name__}")
 
 
+def _typed(v: AttrValue) -> Any:
+    return tuple(_typed(x) for x in v) if isinstance(v, tuple) else (type(v).__name__, v)
+
+
+def _typed_items(attrs: Mapping[str, AttrValue]) -> tuple:
+    """Attributes as a comparable tuple in which 1, 1.0 and True differ."""
+    return tuple((k, _typed(v)) for k, v in attrs.items())
+
+
 def frozen_attrs(attrs: Mapping[str, Any] | None) -> Mapping[str, AttrValue]:
     """An immutable, key-sorted attribute mapping."""
     return MappingProxyType({k: _freeze(attrs[k]) for k in sorted(attrs or {})})
@@ -105,8 +116,7 @@ class Op:
         object.__setattr__(self, "operands", tuple(self.operands))
         object.__setattr__(self, "results", tuple(self.results))
         object.__setattr__(self, "regions", tuple(self.regions))
-        if not isinstance(self.attrs, MappingProxyType):
-            object.__setattr__(self, "attrs", frozen_attrs(self.attrs))
+        object.__setattr__(self, "attrs", frozen_attrs(self.attrs))
 
     @property
     def dialect(self) -> str:
@@ -131,7 +141,7 @@ class Op:
         return Op(self.kind, self.name, self.operands, self.results, self.attrs, tuple(regions))
 
     def _key(self) -> tuple:
-        return (self.kind, self.name, self.operands, self.results, tuple(self.attrs.items()), self.regions)
+        return (self.kind, self.name, self.operands, self.results, _typed_items(self.attrs), self.regions)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Op) and self._key() == other._key()
@@ -158,7 +168,7 @@ class Graph:
             object.__setattr__(self, "attrs", frozen_attrs(self.attrs))
 
     def _key(self) -> tuple:
-        return (self.ops, self.args, tuple(self.attrs.items()))
+        return (self.ops, self.args, _typed_items(self.attrs))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Graph) and self._key() == other._key()
@@ -279,6 +289,7 @@ def _uses_including_regions(op: Op) -> list[str]:
     uses = list(op.operands)
     for r in op.regions:
         defined = {a.name for a in r.args} | {v.name for o, _ in r.walk() for v in o.results}
+        defined |= {a.name for o, _ in r.walk() for rr in o.regions for a in rr.args}
         for inner, _ in r.walk():
             uses.extend(x for x in inner.operands if x not in defined)
     return list(dict.fromkeys(uses))
@@ -429,7 +440,9 @@ def _count_ok(n: int, bounds: tuple[int, int | None]) -> bool:
     return n >= lo and (hi is None or n <= hi)
 
 
-def verify(graph: Graph, _outer: frozenset[str] = frozenset(), _names: set[str] | None = None) -> Graph:
+def verify(
+    graph: Graph, _outer: frozenset[str] = frozenset(), _names: set[str] | None = None, _where: str = ""
+) -> Graph:
     """Check the invariants; raise IRError naming the op and value that break one. Returns the graph.
 
     - every op kind is registered and its attributes, operand, result and region counts match its spec
@@ -442,9 +455,13 @@ def verify(graph: Graph, _outer: frozenset[str] = frozenset(), _names: set[str] 
     defined: set[str] = set(_outer)
     for a in graph.args:
         if a.name in defined:
-            raise IRError(f"region argument %{a.name} is defined twice")
+            raise IRError(f"{_where}region argument %{a.name} is defined twice")
         defined.add(a.name)
+    if _where and graph.attrs:
+        raise IRError(f"{_where}a region has attributes ({', '.join(graph.attrs)}); regions carry none")
     for i, op in enumerate(graph.ops):
+        if op.kind not in _SPECS:
+            raise IRError(f"op @{op.name}: unknown op kind {op.kind!r}")
         s = spec(op.kind)
         if op.name in names:
             raise IRError(f"op name @{op.name} is used twice")
@@ -476,10 +493,15 @@ def verify(graph: Graph, _outer: frozenset[str] = frozenset(), _names: set[str] 
         for r in op.regions:
             if not r.ops or r.ops[-1].kind != "agent.yield":
                 raise IRError(f"op @{op.name} ({op.kind}): each region must end with agent.yield")
-            verify(r, frozenset(defined), names)
+            verify(r, frozenset(defined), names, f"op @{op.name} ({op.kind}): ")
             if op.kind == "agent.loop" and len(r.args) != len(op.operands):
                 raise IRError(
                     f"op @{op.name} (agent.loop): {len(op.operands)} operands for {len(r.args)} body arguments"
+                )
+            if op.kind == "agent.branch" and len(r.ops[-1].operands) != len(op.results):
+                raise IRError(
+                    f"op @{op.name} (agent.branch): an arm yields {len(r.ops[-1].operands)} values for "
+                    f"{len(op.results)} results"
                 )
             if op.kind == "agent.loop":
                 y = r.ops[-1]
