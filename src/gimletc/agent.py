@@ -402,6 +402,12 @@ class _Block:
     _state = "new"
     _mark = 0  # how many names were claimed before it
 
+    @property
+    def results(self) -> tuple[Val, ...]:
+        if self._results is None:
+            raise self._g._error(self._label, "results exist only after its `with` block ends")
+        return self._results
+
     def _enter(self, claims: list[str]) -> None:
         g = self._g
         if self._state != "new":
@@ -449,12 +455,6 @@ class Loop(_Block):
         self._yielded: tuple[Val, ...] | None = None
         self._results: tuple[Val, ...] | None = None
 
-    @property
-    def results(self) -> tuple[Val, ...]:
-        if self._results is None:
-            raise self._g._error(self._label, "results exist only after its `with` block ends")
-        return self._results
-
     def __enter__(self) -> Loop:
         g = self._g
         if self._state == "new":
@@ -500,12 +500,6 @@ class Branch(_Block):
         self._arm: _Region | None = None
         self._yielded: tuple[Val, ...] | None = None
         self._results: tuple[Val, ...] | None = None
-
-    @property
-    def results(self) -> tuple[Val, ...]:
-        if self._results is None:
-            raise self._g._error(self._label, "results exist only after its `with` block ends")
-        return self._results
 
     def __enter__(self) -> Branch:
         if self._state == "new":

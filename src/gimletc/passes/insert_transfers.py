@@ -172,25 +172,7 @@ class _Builder:
         seconds = (in_bytes + out_bytes) / bw  # read the cache once, write it once in the new layout
         name = f"{received.name}.converted"
         conv_val = Value(name, Type("kv", out_bytes))
-        out.append(
-            Op(
-                "exec.convert",
-                f"convert.{received.name}",
-                (received.name,),
-                (conv_val, Value(f"{name}.done", ASYNC_TOKEN)),
-                {
-                    "device": dst,
-                    "from_layout": a.kv_layout,
-                    "to_layout": b.kv_layout,
-                    "from_dtype": kv_dtype,
-                    "to_dtype": to_dtype,
-                    "seconds": seconds,
-                },
-            )
-        )
-        self.values[name] = conv_val
-        info = {
-            "op": f"convert.{received.name}",
+        attrs = {
             "device": dst,
             "from_layout": a.kv_layout,
             "to_layout": b.kv_layout,
@@ -198,4 +180,8 @@ class _Builder:
             "to_dtype": to_dtype,
             "seconds": seconds,
         }
+        op_name = f"convert.{received.name}"
+        out.append(Op("exec.convert", op_name, (received.name,), (conv_val, Value(f"{name}.done", ASYNC_TOKEN)), attrs))
+        self.values[name] = conv_val
+        info = {"op": op_name, **attrs}
         return name, info
