@@ -250,6 +250,7 @@ def build_plan(
         critical_path=tl.critical_path(),
         search=search,
         overlap=dict(sorted(ctx.data.get("overlap", {}).items())),
+        ir=print_graph(out),
         sources={
             "metrics": "predicted by the cost model and the single-request replay, not measured",
             "efficiency": "h200 and xeon-host-16c fitted to measurements; other chips derived by rule (docs/cost-model.md)",

@@ -146,6 +146,7 @@ class DeploymentPlan(_M):
     baseline: Baseline | None = None
     speedup: float | None = Field(None, description="baseline latency / this plan's latency (>1: faster)")
     energy_ratio: float | None = Field(None, description="this plan's energy / baseline energy (<1: less energy)")
+    ir: str = Field("", description="the compiled exec-level graph in MLIR generic text (gimletc.ir.parse_graph)")
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
     sources: dict[str, str] = Field(default_factory=dict)
 

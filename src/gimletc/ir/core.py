@@ -396,7 +396,8 @@ for _s in (
     OpSpec(
         "exec.compute",
         {"of": str, "device": str, "seconds": _NUM},
-        {"kind_of": str, "layers": int, "model": str, "tokens": int, "llm": str, "chunk": int, "chunks": int},
+        {"kind_of": str, "layers": int, "model": str, "tokens": int, "ctx": int, "batch": int, "llm": str, "chunk": int,
+         "chunks": int},
         results=(1, None),
         doc="runs op `of` on `device`; its last result is a done token",
     ),

@@ -84,7 +84,7 @@ def _lower(graph: Graph, producers: dict[str, Op], outer_last: dict[str, str]) -
             "devices": tuple(res),
             "seconds": float(op.attr("seconds", 0.0)),
         }
-        for key in ("model", "tokens"):
+        for key in ("model", "tokens", "ctx", "batch"):
             if op.attr(key) is not None:
                 attrs[key] = op.attr(key)
         if op.attr("of") is not None:
