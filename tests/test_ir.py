@@ -165,7 +165,7 @@ def exec_graph() -> Graph:
                 "prefill",
                 ("req",),
                 (Value("kv", kv(67108864)), Value("t0", ASYNC_TOKEN)),
-                {"of": "chat.prefill", "device": "h100-0", "seconds": 0.012, "kind_of": "model.prefill", "layers": 32},
+                {"of": "chat.prefill", "device": "h100-0", "seconds": 0.012, "kind_of": "model.prefill", "layers": (0, 32)},
             ),
             Op(
                 "exec.send",

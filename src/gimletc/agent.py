@@ -231,10 +231,13 @@ class AgentGraph:
         draft: str | Path | None = None,
         draft_k: int | None = None,
         acceptance: float | None = None,
+        batch: int | None = None,
     ) -> Val:
         """An LLM call: the prompt is the `prompt` values plus `system_tokens`; the result has
         `output_tokens` tokens. `draft` names a draft model for speculative decoding, proposing
-        `draft_k` tokens per step of which a fraction `acceptance` (0 < a <= 1) is accepted."""
+        `draft_k` tokens per step of which a fraction `acceptance` (0 < a <= 1) is accepted.
+        `batch` (default 1) runs the call for that many sequences at once (a batch job, or one
+        engine's share of concurrent requests); the result's size is one sequence's."""
         label = self._begin("llm", name)
         m = self._model(label, "model", model)
         ops = self._operands(label, "prompt", prompt)
@@ -251,7 +254,8 @@ class AgentGraph:
             not isinstance(acceptance, Real) or isinstance(acceptance, bool) or not 0 < acceptance <= 1
         ):
             raise self._error(label, f"acceptance must be a rate in (0, 1], got {acceptance!r}")
-        attrs = {"model": m, "output_tokens": out, "system_tokens": sys_t, "draft": d, "draft_k": k}
+        b = self._count(label, "batch", batch) if batch is not None else None
+        attrs = {"model": m, "output_tokens": out, "system_tokens": sys_t, "draft": d, "draft_k": k, "batch": b}
         attrs["acceptance"] = float(acceptance) if acceptance is not None else None
         return self._add("llm", name, ops, attrs, out)
 

@@ -32,6 +32,7 @@ from gimletc.plan import (
     DeploymentPlan,
     LLMMetrics,
     Metrics,
+    PartitionChoice,
     Placement,
     Search,
     Step,
@@ -39,7 +40,7 @@ from gimletc.plan import (
 )
 from gimletc.sim import Timeline, replay
 
-DEFAULT_PIPELINE = "expand-llm,partition-phase,place,insert-transfers,schedule,overlap"
+DEFAULT_PIPELINE = "expand-llm,place,insert-transfers,schedule,overlap"
 MAX_BASELINE_CHIPS = 64
 
 
@@ -224,7 +225,7 @@ def build_plan(
                      bytes=rec["bytes"], seconds=rec["seconds"], chunks=chunks.get(rec["send"], 1), convert=conv)
         )
 
-    metrics = _metrics(out, tl, cl)
+    metrics = plan_metrics(out, tl, cl)
     pl = ctx.data.get("placement")
     search = None
     if pl:
@@ -250,6 +251,7 @@ def build_plan(
         critical_path=tl.critical_path(),
         search=search,
         overlap=dict(sorted(ctx.data.get("overlap", {}).items())),
+        partitions={n: PartitionChoice(**v) for n, v in sorted(ctx.data.get("partitions", {}).items())},
         ir=print_graph(out),
         sources={
             "metrics": "predicted by the cost model and the single-request replay, not measured",
@@ -265,7 +267,8 @@ def _total_seconds(graph: Graph, op: Op) -> float:
     return float(op.attr("seconds")) * int(op.attr("chunks"))
 
 
-def _metrics(out: Graph, tl: Timeline, cl: Cluster) -> Metrics:
+def plan_metrics(out: Graph, tl: Timeline, cl: Cluster) -> Metrics:
+    """Per-request metrics of a compiled graph from its replay (every figure predicted)."""
     chips = {d.id: d for d in cl.devices()}
     # Busy seconds per device; CPU lanes fold into their host.
     busy: dict[str, float] = {}
@@ -285,35 +288,50 @@ def _metrics(out: Graph, tl: Timeline, cl: Cluster) -> Metrics:
         energy += sockets * (dev.chip.tdp_w * b + dev.chip.idle_w * (span - b))
         cost += (dev.chip.price_per_hour or 0.0) * sockets / 3600 * busy[d]
         power += dev.chip.tdp_w * sockets
-    starts = {e.op: e for e in tl.events}
+    # Events at any depth: an LLM call inside a loop is measured on the loop's first iteration.
+    events: dict[str, Any] = {}
+    for e in tl.events:
+        events.setdefault(e.op, e)
+    ops = {op.name: op for op, _ in out.walk()}
+    calls: dict[str, dict[str, list[Op]]] = {}
+    for op in ops.values():
+        llm = op.attr("llm") if op.kind == "exec.compute" else None
+        if llm is None or (op.attr("chunk") is not None and op.attr("chunk") != op.attr("chunks") - 1):
+            continue
+        kind = str(op.attr("kind_of"))
+        calls.setdefault(str(llm), {}).setdefault(kind, []).append(op)
     ttft: dict[str, float] = {}
     tpot: dict[str, float] = {}
     llms: dict[str, LLMMetrics] = {}
-    prefill: dict[str, Op] = {}
-    decode: dict[str, Op] = {}
-    for op, _ in out.walk():
-        if op.kind != "exec.compute" or op.attr("llm") is None:
+    for name in sorted(calls):
+        c = calls[name]
+        prefills = c.get("model.prefill", [])
+        if not prefills:
             continue
-        if op.attr("chunk") is not None and op.attr("chunk") != op.attr("chunks") - 1:
-            continue
-        if op.attr("kind_of") == "model.prefill":
-            prefill[str(op.attr("llm"))] = op
-        elif op.attr("kind_of") == "model.decode":
-            decode[str(op.attr("llm"))] = op
-    for name in sorted(prefill):
-        p, d = prefill[name], decode.get(name)
-        ev = starts.get(p.name)
-        ttft[name] = (ev.end if ev else 0.0) * 1e3
-        out_tokens = int(d.attr("tokens", 0)) if d is not None else 0
-        tpot[name] = float(d.attr("seconds")) / out_tokens * 1e3 if d is not None and out_tokens else 0.0
+        target = max(prefills, key=lambda o: int(o.attr("stage", 0)))  # the last pipeline stage emits the token
+        target = next((o for o in prefills if o.name == f"{name}.prefill"), target)
+        end = max((events[o.name].end for o in prefills if o.name in events), default=0.0)
+        loop = ops.get(f"{name}.decode")
+        if loop is not None and loop.kind == "agent.loop":
+            out_tokens = int(loop.attr("max"))
+            decode_s = events[loop.name].duration if loop.name in events else 0.0
+            inner = [o for o, _ in loop.regions[0].walk() if o.kind == "exec.compute"]
+            decode_dev = str(inner[-1].attr("device")) if inner else str(target.attr("device"))
+        else:
+            d = c.get("model.decode", [None])[0]
+            out_tokens = int(d.attr("tokens", 0)) if d is not None else 0
+            decode_s = float(d.attr("seconds")) if d is not None else 0.0
+            decode_dev = str(d.attr("device")) if d is not None else str(target.attr("device"))
+        ttft[name] = end * 1e3
+        tpot[name] = decode_s / out_tokens * 1e3 if out_tokens else 0.0
         llms[name] = LLMMetrics(
-            model=str(p.attr("model")),
-            prompt_tokens=int(p.attr("tokens", 0)),
+            model=str(target.attr("model")),
+            prompt_tokens=int(target.attr("tokens", 0)),
             output_tokens=out_tokens,
             ttft_ms=ttft[name],
             tpot_ms=tpot[name],
-            prefill_device=str(p.attr("device")),
-            decode_device=str(d.attr("device")) if d is not None else str(p.attr("device")),
+            prefill_device=str(target.attr("device")),
+            decode_device=decode_dev,
         )
     bottleneck = max(busy.values(), default=0.0)
     return Metrics(

@@ -45,7 +45,7 @@ NODE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "input": (frozenset({"tokens"}), frozenset()),
     "llm": (
         frozenset({"model", "output_tokens"}),
-        frozenset({"prompt", "system_tokens", "draft", "draft_k", "acceptance"}),
+        frozenset({"prompt", "system_tokens", "draft", "draft_k", "acceptance", "batch"}),
     ),
     "tool": (frozenset(), frozenset({"tool", "inputs", "cpu_s", "latency_s", "output_tokens"})),
     "retrieve": (frozenset({"query", "index_docs", "k", "doc_tokens"}), frozenset({"embed_dim"})),

@@ -104,6 +104,17 @@ class Search(_M):
     search_space_log10: float = Field(description="log10 of the number of possible assignments")
 
 
+class PartitionChoice(_M):
+    kind: str = Field(description="whole | phase | layers | attn-ffn | speculative")
+    detail: str = ""
+    note: str = ""
+    objective: float | None = Field(None, description="the plan's objective with this choice (predicted)")
+    runner_up: str | None = Field(None, description="the best other kind for this call")
+    runner_up_objective: float | None = Field(None, description="the objective with the runner-up (predicted)")
+    options: list[str] = Field(default_factory=list, description="the kinds that applied to this call")
+    why: str = ""
+
+
 class Baseline(_M):
     chip: str = Field(description="the one chip type this plan uses")
     chips: int
@@ -146,6 +157,9 @@ class DeploymentPlan(_M):
     baseline: Baseline | None = None
     speedup: float | None = Field(None, description="baseline latency / this plan's latency (>1: faster)")
     energy_ratio: float | None = Field(None, description="this plan's energy / baseline energy (<1: less energy)")
+    partitions: dict[str, PartitionChoice] = Field(
+        default_factory=dict, description="per LLM call: how it was partitioned, and the runner-up"
+    )
     ir: str = Field("", description="the compiled exec-level graph in MLIR generic text (gimletc.ir.parse_graph)")
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
     sources: dict[str, str] = Field(default_factory=dict)

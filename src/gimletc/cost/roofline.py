@@ -212,7 +212,7 @@ def _allreduce_s(model: Model, chip: Chip, work: Workload, chips: int) -> float:
     m = work.batch * work.tokens
     payload = m * model.hidden * nbytes(model.act_dtype)
     one = 2 * (chips - 1) / chips * payload / chip.scale_up_bw + 2 * (chips - 1) * ALLREDUCE_LATENCY_S
-    return 2 * model.layers * one
+    return 2 * work.layers * one * work.overhead_share  # one all-reduce per block and layer
 
 
 def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, check_fit: bool = True) -> PhaseEstimate:
@@ -231,13 +231,15 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
     memory_s = device_s - compute_s
     comm_s = _allreduce_s(model, chip, work, chips)
 
-    e, L = chip.efficiency, model.layers
+    # Fixed costs scale with the layers this workload covers (a pipeline stage covers some; one block of
+    # an attention/FFN split carries half of each layer's kernels).
+    e, L, share = chip.efficiency, work.layers, work.overhead_share
     if work.phase == "prefill":  # eager: host issue overlaps device work layer by layer
-        g = (device_s + comm_s) / L + e.layer_overhead_s
-        c = e.launch_s_per_layer
+        g = (device_s + comm_s) / L + e.layer_overhead_s * share
+        c = e.launch_s_per_layer * share
         latency = max(L * c, L * g) + min(c, g) + e.step_overhead_s
     else:  # captured graph
-        latency = device_s + comm_s + L * e.layer_overhead_s + e.step_overhead_s
+        latency = device_s + comm_s + L * e.layer_overhead_s * share + e.step_overhead_s
     overhead_s = latency - device_s
 
     # The units work during operator time; fixed overheads leave them near idle.

@@ -342,14 +342,25 @@ COMMON_OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "partition": str,
 }
 
+# Attributes the partitioning passes set on model ops.
+_PARTITION_ATTRS: dict[str, type | tuple[type, ...]] = {
+    "layers": tuple,  # (first, last): a pipeline stage's or a block's layer range
+    "stage": int,
+    "stages": int,
+    "microbatch": int,
+    "microbatches": int,
+    "variant": str,  # the partitioning kind: whole, phase, layers, attn-ffn, speculative
+    "unit": str,  # ops with the same unit are placed together
+}
+
 for _s in (
     OpSpec("agent.input", {"tokens": int}, operands=(0, 0), results=(1, 1), doc="a request's input tokens"),
     OpSpec(
         "agent.llm",
         {"model": str, "output_tokens": int},
-        {"system_tokens": int, "draft": str, "draft_k": int, "acceptance": _NUM},
+        {"system_tokens": int, "draft": str, "draft_k": int, "acceptance": _NUM, "batch": int},
         results=(1, 1),
-        doc="an LLM call: prompt = operands + system tokens; produces output_tokens",
+        doc="an LLM call: prompt = operands + system tokens; produces output_tokens (per sequence of `batch`)",
     ),
     OpSpec(
         "agent.tool",
@@ -380,24 +391,66 @@ for _s in (
     OpSpec(
         "model.prefill",
         {"model": str, "tokens": int},
-        {"ctx": int, "batch": int, "of": str},
+        {"ctx": int, "batch": int, "of": str, **_PARTITION_ATTRS},
         operands=(1, None),
-        results=(1, 1),
-        doc="prefill of `tokens` prompt tokens: the result is the KV cache (the first token comes with it)",
+        results=(1, 2),
+        doc="prefill of `tokens` prompt tokens (of layers `layers`, when a pipeline stage): results are the "
+        "KV cache, or the activations to the next stage and the stage's KV cache, and, on the last stage of a "
+        "partitioned call, the first token",
     ),
     OpSpec(
         "model.decode",
         {"model": str, "tokens": int, "ctx": int},
-        {"batch": int, "of": str, "draft": str, "draft_k": int, "acceptance": _NUM, "kv_from": str},
-        operands=(1, 1),
+        {"batch": int, "of": str, "draft": str, "draft_k": int, "acceptance": _NUM, "kv_from": str, **_PARTITION_ATTRS},
+        operands=(1, None),
         results=(1, 1),
-        doc="decode of `tokens` tokens after `ctx` context tokens from a KV cache",
+        doc="decode of `tokens` tokens after `ctx` context tokens from a KV cache (a stage's layers if `layers`)",
+    ),
+    OpSpec(
+        "model.attention",
+        {"model": str, "tokens": int, "ctx": int},
+        {"batch": int, "of": str, **_PARTITION_ATTRS},
+        operands=(1, None),
+        results=(1, 1),
+        doc="the attention block of layers `layers` for one decode step of `batch` sequences (attention/FFN split)",
+    ),
+    OpSpec(
+        "model.ffn",
+        {"model": str, "tokens": int, "ctx": int},
+        {"batch": int, "of": str, **_PARTITION_ATTRS},
+        operands=(1, None),
+        results=(1, 1),
+        doc="the FFN or MoE block of layers `layers` for one decode step (attention/FFN split)",
+    ),
+    OpSpec(
+        "model.draft",
+        {"model": str, "draft_k": int, "ctx": int},
+        {"batch": int, "of": str, **_PARTITION_ATTRS},
+        operands=(1, None),
+        results=(1, 1),
+        doc="speculative decoding: the draft model proposes draft_k tokens (rolling back its own KV first)",
+    ),
+    OpSpec(
+        "model.verify",
+        {"model": str, "tokens": int, "ctx": int},
+        {"batch": int, "of": str, "acceptance": _NUM, **_PARTITION_ATTRS},
+        operands=(1, None),
+        results=(1, 1),
+        doc="speculative decoding: the target checks `tokens` positions at once; result: the accepted tokens",
+    ),
+    OpSpec(
+        "model.kv_rollback",
+        {"model": str},
+        {"of": str, **_PARTITION_ATTRS},
+        operands=(1, None),
+        results=(0, 0),
+        doc="speculative decoding: drop the rejected draft tokens' KV entries (a length update)",
     ),
     OpSpec(
         "exec.compute",
         {"of": str, "device": str, "seconds": _NUM},
-        {"kind_of": str, "layers": int, "model": str, "tokens": int, "ctx": int, "batch": int, "llm": str, "chunk": int,
-         "chunks": int},
+        {"kind_of": str, "model": str, "tokens": int, "ctx": int, "batch": int, "llm": str, "chunk": int,
+         "chunks": int, "draft_k": int, **_PARTITION_ATTRS},
         results=(1, None),
         doc="runs op `of` on `device`; its last result is a done token",
     ),

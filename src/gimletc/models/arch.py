@@ -121,13 +121,16 @@ class Model(_Strict):
         sw = self.sliding_window
         return 0 if sw is None else (self.layers + sw.every - 1) // sw.every
 
+    def layer_kinds(self) -> list[tuple[bool, bool]]:
+        """(is_moe, is_sliding) of every layer, in order."""
+        first_dense = self.layers if self.moe is None else self.moe.first_dense_layers
+        sw = self.sliding_window
+        return [(i >= first_dense, sw is not None and i % sw.every == 0) for i in range(self.layers)]
+
     def layer_groups(self) -> list[tuple[bool, bool, int]]:
         """(is_moe, is_sliding, count) for each distinct kind of layer, in a fixed order."""
         counts: dict[tuple[bool, bool], int] = {}
-        first_dense = self.layers if self.moe is None else self.moe.first_dense_layers
-        sw = self.sliding_window
-        for i in range(self.layers):
-            key = (i >= first_dense, sw is not None and i % sw.every == 0)
+        for key in self.layer_kinds():
             counts[key] = counts.get(key, 0) + 1
         return [(m, s, n) for (m, s), n in sorted(counts.items())]
 
@@ -225,6 +228,38 @@ class Model(_Strict):
         """Bytes of all weights as stored (expert weights in their own format)."""
         routed = self.moe_layers * (self.moe.experts if self.moe else 0) * self.expert_params
         return (self.params - routed) * nbytes(self.weight_dtype) + self.routed_expert_weight_bytes
+
+    def stage_weight_bytes(self, first: int, last: int, block: str | None = None) -> float:
+        """Weight bytes of layers [first, last), with the embedding on the first layer and the LM head on
+        the last; `block` = "attention" or "ffn" keeps one block (embedding and head go with attention)."""
+        wb = nbytes(self.weight_dtype)
+        total = 0.0
+        for is_moe, _ in self.layer_kinds()[first:last]:
+            if block in (None, "attention"):
+                total += self.attention_params_per_layer * wb
+            if block in (None, "ffn"):
+                if is_moe:
+                    total += (self.moe.experts * self.expert_params) * nbytes(self.expert_dtype)  # type: ignore[union-attr]
+                    total += (self.shared_expert_params + self.router_params) * wb
+                else:
+                    total += self.gated_ffn_params(self.ffn) * wb
+        if block in (None, "attention"):
+            table = self.vocab * self.hidden * wb
+            if first == 0:
+                total += table
+            if last == self.layers and not self.tied_embeddings:
+                total += table
+            elif last == self.layers and first != 0:
+                total += table  # a tied head on another chip needs its own copy of the table
+        return total
+
+    def stage_kv_cache_bytes(self, first: int, last: int, tokens: int, batch: int = 1) -> float:
+        """KV-cache bytes layers [first, last) hold for `batch` sequences of `tokens` tokens."""
+        per = self.kv_bytes_per_token_layer()
+        window = self.sliding_window.window if self.sliding_window else None
+        return batch * per * sum(
+            min(tokens, window) if (sliding and window) else tokens for _, sliding in self.layer_kinds()[first:last]
+        )
 
     def kv_bytes_per_token_layer(self) -> float:
         """KV-cache bytes one token adds to one layer."""

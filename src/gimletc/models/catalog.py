@@ -27,12 +27,16 @@ def names() -> list[str]:
 
 
 def get_model(name_or_path: str | Path) -> Model:
-    """A catalog model by name, or a model from a Hugging Face config.json path."""
+    """A catalog model by name, a model from a Hugging Face config.json path, or an imported ONNX model."""
     key = str(name_or_path)
     models = catalog()
     if key in models:
         return models[key]
     p = Path(key)
+    if p.suffix == ".onnx":
+        from gimletc.importers.onnx_import import architecture
+
+        return architecture(p)
     if p.suffix == ".json" or p.is_dir() or p.exists():
         return Model.from_hf_config(p)
     raise UnknownNameError("model", key, list(models))

@@ -18,7 +18,7 @@ Counting conventions (each unit-tested against hand-computed values):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gimletc.dtypes import nbytes
@@ -60,6 +60,7 @@ class Workload:
     ctx: int
     layers: int
     ops: tuple[Op, ...] = field(default_factory=tuple)
+    overhead_share: float = 1.0  # share of each layer's fixed cost this workload carries (1/2 for one block)
 
     @property
     def flops(self) -> float:
@@ -218,3 +219,52 @@ def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, s
     ops.append(Op("final_norm", "elementwise", 0.0, 0.0, m_head * h * ew.norm * ab / 2, 0.0, 1, m_head))
     ops.append(_gemm("lm_head", m_head, h, model.vocab, wb, ab, 1))
     return Workload(model.name, phase, batch, tokens, ctx, model.layers, tuple(ops))
+
+
+HEAD_OPS = ("embed", "final_norm", "lm_head")
+BLOCKS = ("attention", "ffn")
+
+
+def in_block(name: str, block: str | None) -> bool:
+    """Whether operator `name` belongs to `block`: "attention" (with the token stream: embedding, norms,
+    residuals, LM head) or "ffn" (dense FFN or MoE experts); None: every operator."""
+    if block is None:
+        return True
+    ffn = name.startswith(("ffn.", "moe."))
+    return ffn if block == "ffn" else not ffn
+
+
+def restrict(work: Workload, model: Model, first: int, last: int, block: str | None = None) -> Workload:
+    """The part of a step that layers [first, last) (and, optionally, one block of them) compute.
+
+    The embedding goes with the first layer, the final norm and LM head with the last."""
+    L = model.layers
+    if not (0 <= first < last <= L):
+        raise EstimateError(f"{model.name}: layer range [{first}, {last}) is not inside [0, {L})")
+    if block not in (None, *BLOCKS):
+        raise EstimateError(f"block must be one of {', '.join(BLOCKS)}; got {block!r}")
+    kinds = model.layer_kinds()[first:last]
+    n_moe = sum(1 for m, _ in kinds if m)
+    n_window = sum(1 for _, w in kinds if w)
+    ops = []
+    for op in work.ops:
+        if not in_block(op.name, block):
+            continue
+        if op.name == "embed":
+            count = 1 if first == 0 else 0
+        elif op.name in ("final_norm", "lm_head"):
+            count = 1 if last == L else 0
+        elif op.name == "attn.core":
+            count = (last - first) - n_window
+        elif op.name == "attn.core.window":
+            count = n_window
+        elif op.name.startswith("ffn.") or op.name == "ffn.act":
+            count = (last - first) - n_moe
+        elif op.name.startswith("moe."):
+            count = n_moe
+        else:
+            count = last - first
+        if count:
+            ops.append(replace(op, count=count))
+    share = 1.0 if block is None else 0.5
+    return replace(work, layers=last - first, ops=tuple(ops), overhead_share=share)

@@ -17,14 +17,20 @@ from gimletc.errors import EstimateError
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Op
 from gimletc.models import Model, get_model, step_workload
+from gimletc.models.workload import restrict
 
 DEFAULT_EMBED_DIM = 768  # a common sentence-embedding width (e.g. all-mpnet-base-v2)
 VECTOR_BYTES = 2  # fp16 vectors
 
 
-def _phase_seconds(model: str, chip: Chip, phase: str, tokens: int, ctx: int, chips: int, stack: str) -> float:
+def _seconds(model: str, chip: Chip, phase: str, batch: int, tokens: int, ctx: int, chips: int, stack: str,
+             layers: tuple[int, int] | None = None, block: str | None = None) -> float:
     m = get_model(model)
-    return estimate_workload(m, chip, step_workload(m, phase, 1, tokens, ctx, stack), chips, check_fit=False).latency_s
+    work = step_workload(m, phase, batch, tokens, ctx, stack)
+    if layers is not None or block is not None:
+        a, b = layers if layers is not None else (0, m.layers)
+        work = restrict(work, m, int(a), int(b), block)
+    return estimate_workload(m, chip, work, chips, check_fit=False).latency_s
 
 
 def model_of(op: Op) -> Model:
@@ -34,14 +40,28 @@ def model_of(op: Op) -> Model:
 def op_seconds(op: Op, chip: Chip, chips: int = 1, stack: str = "reference") -> float:
     """Predicted seconds of `op` on `chips` chips of `chip` (one execution, no loop scaling)."""
     k = op.kind
+    batch = int(op.attr("batch", 1))
+    layers = op.attr("layers")
     if k == "model.prefill":
-        return _phase_seconds(str(op.attr("model")), chip, "prefill", int(op.attr("tokens")), int(op.attr("ctx", 0)), chips, stack)
+        return _seconds(str(op.attr("model")), chip, "prefill", batch, int(op.attr("tokens")), int(op.attr("ctx", 0)),
+                        chips, stack, layers)
     if k == "model.decode":
         n = int(op.attr("tokens"))
         if n == 0:
             return 0.0
         mid = int(op.attr("ctx")) + n // 2
-        return n * _phase_seconds(str(op.attr("model")), chip, "decode", 1, mid, chips, stack)
+        return n * _seconds(str(op.attr("model")), chip, "decode", batch, 1, mid, chips, stack, layers)
+    if k in ("model.attention", "model.ffn"):
+        block = "attention" if k == "model.attention" else "ffn"
+        return _seconds(str(op.attr("model")), chip, "decode", batch, 1, int(op.attr("ctx")), chips, stack, layers, block)
+    if k == "model.draft":
+        step = _seconds(str(op.attr("model")), chip, "decode", batch, 1, int(op.attr("ctx")), chips, stack)
+        return int(op.attr("draft_k")) * step
+    if k == "model.verify":
+        return _seconds(str(op.attr("model")), chip, "verify", batch, int(op.attr("tokens")), int(op.attr("ctx")),
+                        chips, stack)
+    if k == "model.kv_rollback":
+        return 0.0  # a paged cache drops rejected entries by moving its length
     if k in ("agent.tool", "agent.code"):
         return float(op.attr("cpu_s", op.attr("latency_s", 0.0)))
     if k == "agent.retrieve":
@@ -58,13 +78,30 @@ def op_seconds(op: Op, chip: Chip, chips: int = 1, stack: str = "reference") -> 
 
 
 def op_memory(op: Op) -> tuple[str | None, float, float]:
-    """(model name or None, weight bytes, KV + activation bytes) `op` needs resident while it runs."""
-    if op.kind not in ("model.prefill", "model.decode"):
+    """(weights key or None, weight bytes, KV + activation bytes) `op` needs resident while it runs.
+
+    The key names what the weights are (a model, or a model's layer range or block), so that ops sharing
+    them on one device count them once."""
+    if not op.kind.startswith("model.") or op.kind == "model.kv_rollback":
         return None, 0.0, 0.0
     m = model_of(op)
+    batch = int(op.attr("batch", 1))
+    layers = op.attr("layers")
+    a, b = (int(layers[0]), int(layers[1])) if layers is not None else (0, m.layers)
+    block = {"model.attention": "attention", "model.ffn": "ffn"}.get(op.kind)
     if op.kind == "model.prefill":
         tokens = int(op.attr("tokens")) + int(op.attr("ctx", 0))
-        return m.name, m.weight_bytes, m.kv_cache_bytes(tokens) + m.activation_bytes(1, int(op.attr("tokens")))
-    tokens = int(op.attr("ctx")) + int(op.attr("tokens"))
-    return m.name, m.weight_bytes, m.kv_cache_bytes(tokens) + m.activation_bytes(1, 1)
-
+        act = m.activation_bytes(batch, int(op.attr("tokens")))
+    elif op.kind == "model.decode":
+        tokens = int(op.attr("ctx")) + int(op.attr("tokens"))
+        act = m.activation_bytes(batch, 1)
+    else:
+        tokens = int(op.attr("ctx")) * 2  # the context at the end of decoding (ctx is the middle)
+        act = m.activation_bytes(batch, int(op.attr("tokens", op.attr("draft_k", 1))))
+    if layers is None and block is None:
+        return m.name, m.weight_bytes, m.kv_cache_bytes(tokens, batch) + act
+    key = f"{m.name}[{a}:{b}]" + (f"/{block}" if block else "")
+    weights = m.stage_weight_bytes(a, b, block)
+    # The attention side holds the KV cache of every layer it serves; the FFN side holds none.
+    kv = 0.0 if block == "ffn" else m.stage_kv_cache_bytes(a, b, tokens, batch)
+    return key, weights, kv + act

@@ -34,13 +34,14 @@ class ExpandLLM(Pass):
             model = get_model(str(op.attr("model")))
             prompt = prompt_tokens(values, op)
             out = op.results[0]
-            kv = Value(f"{op.name}.kv", Type("kv", model.kv_cache_bytes(prompt)))
+            batch = {"batch": int(op.attr("batch"))} if op.attr("batch") is not None else {}
+            kv = Value(f"{op.name}.kv", Type("kv", model.kv_cache_bytes(prompt, int(op.attr("batch", 1)))))
             prefill = Op(
                 "model.prefill",
                 f"{op.name}.prefill",
                 op.operands,
                 (kv,),
-                {"model": str(op.attr("model")), "tokens": prompt, "ctx": 0, "of": op.name},
+                {"model": str(op.attr("model")), "tokens": prompt, "ctx": 0, "of": op.name, **batch},
             )
             spec = {k: op.attr(k) for k in ("draft", "draft_k", "acceptance") if op.attr(k) is not None}
             decode = Op(
@@ -48,7 +49,8 @@ class ExpandLLM(Pass):
                 f"{op.name}.decode",
                 (kv.name,),
                 (out,),
-                {"model": str(op.attr("model")), "tokens": int(op.attr("output_tokens")), "ctx": prompt, "of": op.name, **spec},
+                {"model": str(op.attr("model")), "tokens": int(op.attr("output_tokens")), "ctx": prompt, "of": op.name,
+                 **spec, **batch},
             )
             return [prefill, decode]
 

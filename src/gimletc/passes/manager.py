@@ -222,6 +222,9 @@ def _quote(s: str) -> str:
 
 PASS_REGISTRY: dict[str, str] = {
     "expand-llm": "gimletc.passes.expand_llm:ExpandLLM",
+    "partition-layers": "gimletc.passes.partition:PartitionLayers",
+    "partition-attn-ffn": "gimletc.passes.partition:PartitionAttnFFN",
+    "speculative": "gimletc.passes.partition:Speculative",
     "partition-phase": "gimletc.passes.partition_phase:PartitionPhase",
     "place": "gimletc.passes.place:Place",
     "insert-transfers": "gimletc.passes.insert_transfers:InsertTransfers",

@@ -58,6 +58,8 @@ def async_transfers(graph: Graph) -> Graph:
             return op.with_operands(op.operands[:1])  # depends on its data only
         if op.kind == "exec.recv":
             return op.with_operands(op.operands[:1])  # depends on its send only
+        if not op.kind.startswith("exec."):
+            return op  # agent ops (loops, yields) take data operands only, positionally
         new: list[str] = []
         for v in op.operands:
             new.extend(resolve(v) if v in skip else (v,))

@@ -21,6 +21,8 @@ class PartitionPhase(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         def tag(op: Op) -> Op:
-            return op.with_attrs(partition="phase") if op.kind in ("model.prefill", "model.decode") else op
+            if op.kind in ("model.prefill", "model.decode") and op.attr("variant") is None:
+                return op.with_attrs(partition="phase", variant="phase")
+            return op
 
         return graph.map_ops(tag)

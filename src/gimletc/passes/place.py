@@ -79,8 +79,9 @@ class Unit:
     name: str
     ops: tuple[Op, ...]
     kind: Literal["model", "cpu", "io"]
-    scale: float  # executions per request (loop expectation x branch probability)
+    scale: float  # executions per request of its least frequent op (loop expectation x branch probability)
     preds: list[tuple[int, float]] = field(default_factory=list)  # (unit index, bytes)
+    op_scales: tuple[float, ...] = ()  # executions per request of each op
     candidates: list[int] = field(default_factory=list)  # slot indices
     models: tuple[str, ...] = ()
     weight_bytes: float = 0.0
@@ -171,7 +172,9 @@ class Problem:
         self.stack = stack
         self.units: list[Unit] = []
         self._unit_of_op: dict[str, int] = {}
+        self._unit_key: dict[str, int] = {}
         self._collect(graph, 1.0, ())
+        self._memory()
         self._link_preds(graph)
         self._route_cache: dict[tuple, tuple[float, float]] = {}
         self._cost_cache: dict[tuple, float] = {}
@@ -186,7 +189,8 @@ class Problem:
 
     # ---- units --------------------------------------------------------------------
     def _collect(self, graph: Graph, scale: float, arm_preds: tuple[int, ...]) -> None:
-        merged: dict[str, int] = {}
+        """Gather units, recursing into loops and branches. Ops sharing a `unit` attribute, or the phases
+        of one LLM call that no pass split, form one unit wherever they are nested."""
         for op in graph.ops:
             if op.kind == "agent.loop":
                 self._collect(op.regions[0], scale * float(op.attr("expected")), arm_preds)
@@ -201,24 +205,37 @@ class Problem:
             if op.kind == "agent.yield":
                 continue
             of = op.attr("of")
-            if op.kind in MODEL_KINDS and of and op.attr("partition") != "phase" and of in merged:
-                u = self.units[merged[of]]
+            key = op.attr("unit")
+            if key is None and op.kind in MODEL_KINDS and of and op.attr("partition") != "phase":
+                key = of
+            if key is not None and key in self._unit_key:
+                idx = self._unit_key[key]
+                u = self.units[idx]
                 u.ops = (*u.ops, op)
-                self._unit_of_op[op.name] = merged[of]
+                u.op_scales = (*u.op_scales, scale)
+                u.scale = min(u.scale, scale)
+                self._unit_of_op[op.name] = idx
                 continue
-            kind = "model" if op.kind in MODEL_KINDS else "io" if op.kind in IO_KINDS else "cpu"
+            kind = "model" if op.kind.startswith("model.") else "io" if op.kind in IO_KINDS else "cpu"
             idx = len(self.units)
-            unit = Unit(of if (kind == "model" and op.attr("partition") != "phase" and of) else op.name, (op,), kind, scale)
+            unit = Unit(str(key) if key is not None else op.name, (op,), kind, scale, op_scales=(scale,))
             unit.preds.extend((p, 0.0) for p in arm_preds)
             self.units.append(unit)
             self._unit_of_op[op.name] = idx
-            if kind == "model" and of and op.attr("partition") != "phase":
-                merged[of] = idx
+            if key is not None:
+                self._unit_key[str(key)] = idx
+
+    def _memory(self) -> None:
         for u in self.units:
-            mems = [op_memory(op) for op in u.ops]
-            u.models = tuple(sorted({m for m, _, _ in mems if m}))
-            u.weight_bytes = sum({m: w for m, w, _ in mems if m}.values())
-            u.kv_bytes = max((kv for _, _, kv in mems), default=0.0)
+            weights: dict[str, float] = {}
+            kv: dict[str, float] = {}
+            for key, w, k in (op_memory(op) for op in u.ops):
+                if key:
+                    weights[key] = w
+                    kv[key] = max(kv.get(key, 0.0), k)  # the phases of one call share its cache
+            u.models = tuple(sorted(weights))
+            u.weight_bytes = sum(weights.values())
+            u.kv_bytes = sum(kv.values())
 
     def _link_preds(self, graph: Graph) -> None:
         producer: dict[str, tuple[int, float]] = {}
@@ -242,7 +259,9 @@ class Problem:
                 continue
             u = self._unit_of_op[op.name]
             for v in op.operands:
-                if v in producer and producer[v][0] != u:
+                # Units are scheduled in order; an input from a later unit (a cycle between two units, as
+                # attention and FFN groups or draft and target form) is left to the replay.
+                if v in producer and producer[v][0] < u:
                     p, nbytes = producer[v]
                     self.units[u].preds.append((p, nbytes))
 
@@ -296,13 +315,16 @@ class Problem:
             unit.candidates = cands
 
     def _pin_for(self, unit: Unit) -> str | None:
+        pins = set()
         for op in unit.ops:
             for key in (op.name, op.attr("of")):
                 if key and key in self.pins:
-                    return self.pins[key]
+                    pins.add(self.pins[key])
             if op.attr("pinned"):
-                return str(op.attr("pinned"))
-        return None
+                pins.add(str(op.attr("pinned")))
+        if len(pins) > 1:
+            raise PlacementError(f"ops placed together as {unit.name} are pinned to different places: {', '.join(sorted(pins))}")
+        return next(iter(pins), None)
 
     @staticmethod
     def _matches(slot: Slot, pin: str) -> bool:
@@ -316,9 +338,12 @@ class Problem:
         per = self._unit_sec[u]
         t = per.get(slot.cls)
         if t is None:
-            key = (self._sig[u], slot.chip.name, slot.n)
+            key = (self._sig[u], self.units[u].op_scales, slot.chip.name, slot.n)
             if key not in self._cost_cache:
-                self._cost_cache[key] = sum(op_seconds(op, slot.chip, slot.n, self.stack) for op in self.units[u].ops)
+                unit = self.units[u]
+                self._cost_cache[key] = sum(
+                    op_seconds(op, slot.chip, slot.n, self.stack) * sc for op, sc in zip(unit.ops, unit.op_scales, strict=True)
+                )
             t = per[slot.cls] = self._cost_cache[key]
         return t
 
@@ -369,7 +394,7 @@ class _State:
         """(start, duration, resources) unit u would get on slot s after the units placed so far."""
         p = self.p
         unit, slot = p.units[u], p.slots[s]
-        dur = p.sec(u, s) * unit.scale
+        dur = p.sec(u, s)
         ready = 0.0
         for pu, nbytes in unit.preds:
             t = self.finish[pu] + p.transfer(self.assign[pu], s, nbytes) * min(unit.scale, p.units[pu].scale)
@@ -489,7 +514,7 @@ class SearchResult:
 def lower_bound(problem: Problem, objective: str) -> float:
     """A bound no feasible assignment beats: each unit at its cheapest candidate, no transfers, no waiting."""
     units = problem.units
-    best_t = [min(problem.sec(u, s) for s in unit.candidates) * unit.scale for u, unit in enumerate(units)]
+    best_t = [min(problem.sec(u, s) for s in unit.candidates) for u, unit in enumerate(units)]
     if objective == "latency":
         longest = [0.0] * len(units)
         for u, unit in enumerate(units):
@@ -503,7 +528,7 @@ def lower_bound(problem: Problem, objective: str) -> float:
         vals = []
         for s in unit.candidates:
             slot = problem.slots[s]
-            t = problem.sec(u, s) * unit.scale
+            t = problem.sec(u, s)
             if objective == "energy":
                 share = 1.0 / HOST_LANES if (slot.is_host and unit.kind != "model") else 1.0
                 vals.append(t * sum(problem.device_power[d] for d in slot.devices) * share)
@@ -617,7 +642,7 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
     for u, unit in enumerate(units):
         for s in unit.candidates:
             slot = slots[s]
-            t = problem.sec(u, s) * unit.scale
+            t = problem.sec(u, s)
             if objective == "energy":
                 share = 1.0 / HOST_LANES if (slot.is_host and unit.kind != "model") else 1.0
                 c = t * sum(problem.device_power[d] for d in slot.devices) * share
@@ -671,7 +696,7 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
                 slot = slots[s]
                 share = 1.0 / HOST_LANES if (slot.is_host and units[u].kind != "model") else 1.0
                 idx.append(j)
-                vals.append(problem.sec(u, s) * units[u].scale * share)
+                vals.append(problem.sec(u, s) * share)
             row(idx + [tvar], vals + [-1.0], -inf, 0.0)
     if budget_w is not None:
         row([z0 + i for i in range(nz)], [problem.device_power[d] for d in devices], -inf, budget_w)
@@ -735,13 +760,19 @@ def _infeasible_message(ev: Evaluator, problem: Problem, budget_w: float | None)
 
 @dataclass(frozen=True)
 class Place(Pass):
-    """Assign every op to devices (see the module docstring)."""
+    """Assign every op to devices, choosing each LLM call's partitioning (see the module docstring).
+
+    `partitions`: "auto" chooses per call among whole, phase, layers, attn-ffn and speculative (where
+    they apply); a kind name forces it on every call it applies to (others stay whole); "none" keeps the
+    graph's partitioning as it is."""
 
     name: ClassVar[str] = "place"
     objective: str = ""  # empty: the compile's objective (PassContext.objective)
     exact_limit: int = 20000
     max_evaluations: int = 2000
     stack: str = "reference"
+    partitions: str = "auto"
+    joint_units: int = 60  # up to this many units, variants are compared by replaying the whole plan
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         if ctx.cluster is None:
@@ -749,6 +780,19 @@ class Place(Pass):
         objective = self.objective or ctx.objective
         if objective not in OBJECTIVES:
             raise PlacementError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        from gimletc.passes.partition import KINDS, find_calls
+
+        if self.partitions not in ("auto", "none", *KINDS):
+            raise PlacementError(f"unknown partitions {self.partitions!r}; choose auto, none or one of {', '.join(KINDS)}")
+        calls = find_calls(graph) if self.partitions != "none" else {}
+        if calls:
+            from gimletc.passes.joint import choose_partitions
+
+            return choose_partitions(self, graph, calls, ctx, objective)
+        return self.place(graph, ctx, objective)[0]
+
+    def place(self, graph: Graph, ctx: PassContext, objective: str) -> tuple[Graph, Evaluation]:
+        """Place a graph whose partitioning is fixed; records the search in ctx.data["placement"]."""
         problem = Problem(graph, ctx.cluster, ctx, self.stack)
         result = search(problem, objective, ctx.power_budget_w, self.exact_limit, self.max_evaluations)
         ev = result.evaluation
@@ -776,4 +820,5 @@ class Place(Pass):
             secs = problem.op_seconds_on(op, s)
             return op.with_attrs(device=slot.devices[0], devices=tuple(res), seconds=secs)
 
-        return graph.map_ops(annotate).with_attrs(**{"gimlet.level": "placed", "gimlet.objective": objective})
+        out = graph.map_ops(annotate).with_attrs(**{"gimlet.level": "placed", "gimlet.objective": objective})
+        return out, ev

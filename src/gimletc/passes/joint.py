@@ -1,0 +1,137 @@
+"""Joint choice of each LLM call's partitioning together with the placement of everything.
+
+The search space is one variant per LLM call (whole, phase, layers,
+attn-ffn, speculative, where each applies; see `gimletc.passes.partition`)
+times the placements of the resulting ops. For a choice of variants, `place`
+finds the placement (exactly or heuristically, with a bound); the choices are
+searched as follows:
+
+1. Uniform configurations: every call takes the same kind (or stays
+   phase-split where the kind does not apply).
+2. Coordinate descent from the best of them: one call at a time switches to
+   each of its other variants while that improves the objective (at most two
+   sweeps and `MAX_CONFIGS` configurations in all).
+3. The runner-up of each call: the best configuration in which that call
+   takes another kind, the rest as chosen.
+
+Small graphs (at most `joint_units` ops) score each configuration by
+compiling it to the end and replaying it, the same numbers the plan reports;
+larger ones score by the placement's own list-schedule and skip steps 2-3,
+evaluating one configuration per kind that applies beyond phase (phase split
+places a superset of what whole does). Because every uniform configuration is
+among the candidates, the joint result is never worse than the best single
+kind applied alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from gimletc.ir import Graph
+from gimletc.passes.manager import PassContext
+from gimletc.passes.partition import KINDS, LLMCall, Variant, apply_variants, variant_for
+
+if TYPE_CHECKING:
+    from gimletc.passes.place import Place
+
+MAX_CONFIGS = 40
+
+
+def _score_by_replay(placed: Graph, ctx: PassContext, objective: str) -> float:
+    """The objective of the finished plan: transfers, schedule, overlap, replay, plan metrics."""
+    from gimletc.compiler import plan_metrics
+    from gimletc.passes.insert_transfers import InsertTransfers
+    from gimletc.passes.overlap import Overlap
+    from gimletc.passes.schedule import Schedule
+
+    g = placed
+    for p in (InsertTransfers(), Schedule(), Overlap()):
+        g = p.run(g, ctx)
+    _, tl = ctx.data["timeline"]
+    m = plan_metrics(g, tl, ctx.cluster)
+    return {"latency": m.latency_ms, "energy": m.energy_j, "cost": m.cost_usd, "throughput": -m.throughput_rps}[objective]
+
+
+def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: PassContext, objective: str) -> Graph:
+    from gimletc.passes.place import PlacementError
+
+    kinds = KINDS if pp.partitions == "auto" else (pp.partitions,)
+    options: dict[str, dict[str, Variant]] = {}
+    for n, call in calls.items():
+        opts = {k: v for k in kinds if (v := variant_for(k, call, ctx.cluster)) is not None}
+        if not opts:  # a forced kind that does not apply to this call: it stays whole
+            opts = {"whole": Variant("whole")}
+        if f"{n}.prefill" in ctx.pins or f"{n}.decode" in ctx.pins:  # pinning the phases implies splitting them
+            opts = {"phase": Variant("phase", note="its phases are pinned")}
+        options[n] = opts
+    small = sum(1 for _ in graph.walk()) <= pp.joint_units
+
+    cache: dict[tuple, tuple[float, Graph | None, dict[str, Any] | None]] = {}
+    first_error: list[Exception] = []
+
+    def evaluate(config: dict[str, str]) -> float:
+        key = tuple(sorted(config.items()))
+        if key in cache:
+            return cache[key][0]
+        g = apply_variants(graph, calls, {n: options[n][k] for n, k in config.items()})
+        sub = PassContext(cluster=ctx.cluster, objective=objective, power_budget_w=ctx.power_budget_w, pins=dict(ctx.pins))
+        try:
+            placed, ev = pp.place(g, sub, objective)
+            score = _score_by_replay(placed, sub, objective) if small else ev.objective(objective)
+        except PlacementError as e:
+            if not first_error:
+                first_error.append(e)
+            cache[key] = (math.inf, None, None)
+            return math.inf
+        cache[key] = (score, placed, sub.data["placement"])
+        return score
+
+    def fallback(n: str) -> str:
+        return "phase" if "phase" in options[n] else next(iter(options[n]))
+
+    present = [k for k in KINDS if any(k in o for o in options.values())]
+    if not small:
+        present = [k for k in present if k != "whole" or "phase" not in present]
+    for k in present:
+        evaluate({n: (k if k in options[n] else fallback(n)) for n in calls})
+    if not cache or all(v[0] == math.inf for v in cache.values()):
+        raise first_error[0] if first_error else PlacementError("no partitioning of the LLM calls fits the cluster")
+    best = dict(min(cache, key=lambda k: (cache[k][0], k)))
+
+    if small:
+        for _ in range(2):
+            improved = False
+            for n in calls:
+                for k in options[n]:
+                    if k == best[n] or len(cache) >= MAX_CONFIGS:
+                        continue
+                    trial = {**best, n: k}
+                    if evaluate(trial) < evaluate(best):
+                        best, improved = trial, True
+            if not improved:
+                break
+        for n in calls:  # runner-ups
+            for k in options[n]:
+                if k != best[n] and len(cache) < MAX_CONFIGS:
+                    evaluate({**best, n: k})
+
+    score, placed, placement = cache[tuple(sorted(best.items()))]
+    assert placed is not None and placement is not None
+    report: dict[str, Any] = {}
+    for n in calls:
+        alts = [(cache[key][0], dict(key)[n]) for key in cache if dict(key)[n] != best[n] and cache[key][0] < math.inf]
+        runner = min(alts) if alts else None
+        v = options[n][best[n]]
+        report[n] = {
+            "kind": best[n],
+            "detail": v.describe(),
+            "note": v.note,
+            "objective": score,
+            "runner_up": runner[1] if runner else None,
+            "runner_up_objective": runner[0] if runner else None,
+            "options": sorted(options[n]),
+        }
+    ctx.data.setdefault("partitions", {}).update(report)
+    ctx.data["placement"] = {**placement, "partition_configs": len(cache), "partition_scoring": "replay" if small else "list-schedule"}
+    return placed

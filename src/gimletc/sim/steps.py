@@ -1,0 +1,166 @@
+"""Step times of one model on a group of chips, as the load simulator asks for them, cached.
+
+Every number comes from the cost model (`gimletc.cost.roofline`); this module
+only decides which steps to price and remembers them, so 100,000 requests
+cost a few thousand cost-model calls:
+
+- prefill of `batch` prompts of `tokens` tokens after `ctx` cached ones:
+  priced exactly and memoised per (batch, tokens, ctx);
+- decode of a running batch of B sequences at mean context C: exact in B,
+  linear interpolation in C between grid points `CTX_STEP` tokens apart
+  (a decode step's time is linear in context: its attention reads B·C cache
+  entries), memoised per grid point;
+- a mixed iteration (chunked prefill): one forward pass over the c prefill
+  tokens plus the B decode tokens (GEMMs see c + B rows and read the weights
+  once; priced as a prefill of c + B tokens after the chunk's own context),
+  plus the decode sequences' attention reading their caches at the chip's
+  achieved memory bandwidth.
+
+A `SoftwareProfile` says which serving stack is modelled. "calibrated" is
+the cost model as fitted (PyTorch without fusion, ~40 kernels per layer, ring
+all-reduce). "fused-engine" models a serving engine with fused elementwise
+kernels, ~10 kernels per decoder layer in a captured graph (so a quarter of
+the calibrated fixed cost per layer and per launch) and a one-shot all-reduce
+for small messages on NVLink (8 us each instead of the ring's 2·(n−1)·5 us).
+Those two factors are assumptions stated here, not measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gimletc.cost.roofline import ALLREDUCE_LATENCY_S, estimate_workload
+from gimletc.dtypes import nbytes
+from gimletc.errors import GimletError
+from gimletc.hardware.schema import Chip
+from gimletc.models import Model, step_workload
+
+__all__ = ["CTX_STEP", "PROFILES", "SoftwareProfile", "StepCost", "profile"]
+
+CTX_STEP = 256  # decode interpolation grid, tokens
+
+
+@dataclass(frozen=True)
+class SoftwareProfile:
+    """The serving stack a simulation prices steps for.
+
+    `stack` picks the elementwise byte counts (`gimletc.models.workload`);
+    `overhead_scale` multiplies the chip's fitted fixed costs (per layer, per
+    launch, per step); `allreduce_latency_s`, when set, replaces the ring
+    all-reduce's 2·(n−1) x 5 us latency per all-reduce of tensor-parallel steps."""
+
+    name: str = "calibrated"
+    stack: str = "reference"
+    overhead_scale: float = 1.0
+    allreduce_latency_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "stack": self.stack, "overhead_scale": self.overhead_scale,
+                "allreduce_latency_s": self.allreduce_latency_s}
+
+
+PROFILES: dict[str, SoftwareProfile] = {
+    "calibrated": SoftwareProfile(),
+    "fused-engine": SoftwareProfile("fused-engine", "fused", 0.25, 8e-6),
+}
+
+
+def profile(name: str) -> SoftwareProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise GimletError(f"unknown software profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+class StepCost:
+    """Cached step times (seconds) and operator-busy seconds of `model` on `chips` chips of `chip`."""
+
+    def __init__(self, model: Model, chip: Chip, chips: int, prof: SoftwareProfile = PROFILES["calibrated"]):
+        self.model, self.chips, self.profile = model, chips, prof
+        if prof.overhead_scale != 1.0:
+            e = chip.efficiency
+            s = prof.overhead_scale
+            eff = e.model_copy(update={
+                "layer_overhead_s": e.layer_overhead_s * s,
+                "launch_s_per_layer": e.launch_s_per_layer * s,
+                "step_overhead_s": e.step_overhead_s * s,
+            })
+            chip = chip.model_copy(update={"efficiency": eff})
+        self.chip = chip
+        self._max_ctx = (model.max_context or 1 << 30) - 1
+        self._dec: dict[tuple[int, int], tuple[float, float]] = {}
+        self._pre: dict[tuple[int, int, int], tuple[float, float]] = {}
+        # Seconds to read one cached token of one sequence (all layers) at the achieved bandwidth.
+        bw = (chip.memory_bw or chip.sram_bw) * chip.efficiency.memory * chips
+        self._kv_read_s_per_token = model.kv_cache_bytes(1, 1) / bw
+        self.calls = 0  # cost-model calls made (for benchmarks)
+
+    # ---- the cost model, with the profile's all-reduce correction --------------------------
+    def _price(self, phase: str, batch: int, tokens: int, ctx: int) -> tuple[float, float]:
+        self.calls += 1
+        m, n = self.model, self.chips
+        est = estimate_workload(m, self.chip, step_workload(m, phase, batch, tokens, ctx, self.profile.stack), n,
+                                check_fit=False)
+        busy = est.compute_s + est.memory_s
+        t = est.latency_s
+        ar = self.profile.allreduce_latency_s
+        if ar is not None and n > 1:
+            delta = 2 * m.layers * (ar - 2 * (n - 1) * ALLREDUCE_LATENCY_S)
+            if phase == "prefill":
+                # Eager: the chain is max(L·c, L·g) + min(c, g); shift the device time per layer g.
+                e, L = self.chip.efficiency, m.layers
+                payload = batch * tokens * m.hidden * nbytes(m.act_dtype)
+                comm = 2 * L * (2 * (n - 1) / n * payload / self.chip.scale_up_bw + 2 * (n - 1) * ALLREDUCE_LATENCY_S)
+                g = (busy + comm + delta) / L + e.layer_overhead_s
+                c = e.launch_s_per_layer
+                t = max(L * c, L * g) + min(c, g) + e.step_overhead_s
+            else:
+                t = max(busy, t + delta)
+        return t, busy
+
+    # ---- what the simulator asks ------------------------------------------------------------
+    def prefill(self, batch: int, tokens: int, ctx: int = 0) -> tuple[float, float]:
+        """(seconds, operator-busy seconds) of one prefill step of `batch` prompts of `tokens` tokens."""
+        key = (batch, tokens, ctx)
+        v = self._pre.get(key)
+        if v is None:
+            tokens = max(1, min(tokens, self._max_ctx + 1 - ctx))
+            v = self._pre[key] = self._price("prefill", batch, tokens, ctx)
+        return v
+
+    def _dec_point(self, batch: int, k: int) -> tuple[float, float]:
+        key = (batch, k)
+        v = self._dec.get(key)
+        if v is None:
+            ctx = min(k * CTX_STEP, self._max_ctx)
+            v = self._dec[key] = self._price("decode", batch, 1, ctx)
+        return v
+
+    def decode(self, batch: int, ctx: float) -> tuple[float, float]:
+        """(seconds, operator-busy seconds) of one decode step of `batch` sequences at mean context `ctx`."""
+        x = ctx / CTX_STEP
+        k = int(x)
+        t0, b0 = self._dec_point(batch, k)
+        f = x - k
+        if f <= 0.0:
+            return t0, b0
+        t1, b1 = self._dec_point(batch, k + 1)
+        return t0 + (t1 - t0) * f, b0 + (b1 - b0) * f
+
+    def mixed(self, chunk: int, chunk_ctx: int, batch: int, ctx: float) -> tuple[float, float]:
+        """A chunked-prefill iteration: `chunk` prompt tokens (after `chunk_ctx`) and `batch` decode tokens."""
+        if batch == 0:
+            return self.prefill(1, chunk, chunk_ctx)
+        if chunk == 0:
+            return self.decode(batch, ctx)
+        t, b = self.prefill(1, chunk + batch, chunk_ctx)
+        read = self._kv_read_s_per_token * batch * ctx
+        return t + read, b + read
+
+    def kv_bytes(self, tokens: int, seqs: int = 1) -> float:
+        return self.model.kv_cache_bytes(tokens, seqs)
+
+
+def ceil_pow2(x: float) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1.0, x))))

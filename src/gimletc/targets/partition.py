@@ -1,0 +1,266 @@
+"""Partitions of an imported model and their ONNX subgraphs.
+
+A partition is a contiguous range of an imported model's segments
+(`embed, layer0.attention, layer0.ffn, ..., head`). Its text form:
+
+| text | segments |
+|---|---|
+| `all` | the whole step |
+| `layers[a:b]` | layers a .. b-1, with the embedding when a = 0 and the head when b = layers (a pipeline stage) |
+| `attention[i]`, `ffn[i]` | one block of layer i |
+| `embed`, `head`, `layer3.ffn` | one segment |
+| `embed+attention[0]` | several contiguous terms joined by `+` |
+
+`extract(model, partition)` cuts the subgraph with `onnx.utils.Extractor`:
+its inputs are the step inputs it reads (token ids, its layers' past KV) and
+the tensors earlier segments produce for it; its outputs are the step outputs
+it produces (logits, its layers' present KV) and the tensors later segments
+read from it. Each subgraph gets a unique graph name, so several can be
+imported into one MLIR context or loaded side by side.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import onnx
+
+from gimletc.errors import GimletError
+from gimletc.importers.onnx_import import ImportedModel, tensor_bytes
+
+__all__ = [
+    "Partition",
+    "PartitionError",
+    "Subgraph",
+    "attention_block",
+    "chunk_partition",
+    "extract",
+    "ffn_block",
+    "layer_range",
+    "parse_partition",
+    "partition_of",
+    "whole",
+]
+
+
+class PartitionError(GimletError):
+    """A partition text or range does not fit the model: names the text and the model."""
+
+
+@dataclass(frozen=True, order=True)
+class Partition:
+    """Segments [start, end) of a model with `layers` layers."""
+
+    start: int
+    end: int
+    layers: int
+
+    def __post_init__(self) -> None:
+        n = 2 * self.layers + 2
+        if not (0 <= self.start < self.end <= n):
+            raise PartitionError(f"segment range [{self.start}:{self.end}) is empty or outside 0..{n} of a {self.layers}-layer model")
+
+    @property
+    def segments(self) -> range:
+        return range(self.start, self.end)
+
+    @property
+    def is_whole(self) -> bool:
+        return self.start == 0 and self.end == 2 * self.layers + 2
+
+    @property
+    def has_embed(self) -> bool:
+        return self.start == 0
+
+    @property
+    def has_head(self) -> bool:
+        return self.end == 2 * self.layers + 2
+
+    @property
+    def kv_layers(self) -> tuple[int, ...]:
+        """Layers whose attention (and so whose KV cache) this partition holds."""
+        return tuple(i for i in range(self.layers) if self.start <= 1 + 2 * i < self.end)
+
+    def layer_span(self) -> tuple[int, int]:
+        """(first, last + 1) of the layers any of whose segments it holds (empty: (k, k))."""
+        touched = [i for i in range(self.layers) if self.start <= 1 + 2 * i < self.end or self.start <= 2 + 2 * i < self.end]
+        return (touched[0], touched[-1] + 1) if touched else (0, 0)
+
+    def __str__(self) -> str:
+        if self.is_whole:
+            return "all"
+        for a in range(self.layers + 1):
+            for b in range(a + 1, self.layers + 1):
+                if layer_range(a, b, self.layers) == self:
+                    return f"layers[{a}:{b}]"
+        names = []
+        for s in self.segments:
+            if s == 0:
+                names.append("embed")
+            elif s == 2 * self.layers + 1:
+                names.append("head")
+            else:
+                i, part = divmod(s - 1, 2)
+                names.append(f"{'attention' if part == 0 else 'ffn'}[{i}]")
+        return "+".join(names)
+
+    @property
+    def slug(self) -> str:
+        """A name usable in file names and MLIR symbols."""
+        return re.sub(r"[^A-Za-z0-9]+", "_", str(self)).strip("_")
+
+
+def whole(layers: int) -> Partition:
+    return Partition(0, 2 * layers + 2, layers)
+
+
+def layer_range(a: int, b: int, layers: int) -> Partition:
+    """Layers a .. b-1 as a pipeline stage: with the embedding when a = 0 and the head when b = layers."""
+    if not (0 <= a < b <= layers):
+        raise PartitionError(f"layers[{a}:{b}] is empty or outside the model's {layers} layers")
+    return Partition(0 if a == 0 else 1 + 2 * a, 2 * layers + 2 if b == layers else 1 + 2 * b, layers)
+
+
+def attention_block(i: int, layers: int) -> Partition:
+    if not 0 <= i < layers:
+        raise PartitionError(f"attention[{i}]: the model has layers 0..{layers - 1}")
+    return Partition(1 + 2 * i, 2 + 2 * i, layers)
+
+
+def ffn_block(i: int, layers: int) -> Partition:
+    if not 0 <= i < layers:
+        raise PartitionError(f"ffn[{i}]: the model has layers 0..{layers - 1}")
+    return Partition(2 + 2 * i, 3 + 2 * i, layers)
+
+
+_TERM = re.compile(r"^(?:(all|embed|head)|layers\[(\d+):(\d+)\]|(attention|ffn)\[(\d+)\]|layer(\d+)\.(attention|ffn))$")
+
+
+def parse_partition(text: str, layers: int) -> Partition:
+    """Parse the text form (see the module docstring); terms joined by `+` must be contiguous."""
+    ranges: list[Partition] = []
+    for term in text.replace(" ", "").split("+"):
+        m = _TERM.match(term)
+        if not m:
+            raise PartitionError(
+                f"partition {text!r}: cannot read {term!r}; expected all, embed, head, layers[a:b], attention[i], ffn[i] "
+                "or layerN.attention / layerN.ffn, joined by +"
+            )
+        if m.group(1) == "all":
+            ranges.append(whole(layers))
+        elif m.group(1) == "embed":
+            ranges.append(Partition(0, 1, layers))
+        elif m.group(1) == "head":
+            ranges.append(Partition(2 * layers + 1, 2 * layers + 2, layers))
+        elif m.group(2) is not None:
+            ranges.append(layer_range(int(m.group(2)), int(m.group(3)), layers))
+        else:
+            kind, idx = (m.group(4), m.group(5)) if m.group(4) else (m.group(7), m.group(6))
+            ranges.append((attention_block if kind == "attention" else ffn_block)(int(idx), layers))
+    ranges.sort()
+    for a, b in zip(ranges, ranges[1:], strict=False):
+        if b.start != a.end:
+            raise PartitionError(f"partition {text!r}: its terms are not contiguous segments of the model")
+    return Partition(ranges[0].start, ranges[-1].end, layers)
+
+
+@dataclass(frozen=True, eq=False)
+class Subgraph:
+    """One partition's ONNX model and how it connects to the rest of the step."""
+
+    partition: Partition
+    proto: onnx.ModelProto
+    step_inputs: tuple[str, ...]  # token ids and past KV it reads
+    boundary_inputs: tuple[str, ...]  # tensors produced by earlier segments
+    step_outputs: tuple[str, ...]  # logits and present KV it produces
+    boundary_outputs: tuple[str, ...]  # tensors later segments read
+    weight_bytes: int
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (*self.step_inputs, *self.boundary_inputs)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (*self.step_outputs, *self.boundary_outputs)
+
+    def serialized(self) -> bytes:
+        return self.proto.SerializeToString(deterministic=True)
+
+
+def extract(model: ImportedModel, partition: Partition | str) -> Subgraph:
+    """The ONNX subgraph of `partition` (cached per model and partition)."""
+    if isinstance(partition, str):
+        partition = parse_partition(partition, model.layers)
+    if partition.layers != model.layers:
+        raise PartitionError(f"partition {partition} is for {partition.layers} layers; model {model.name} has {model.layers}")
+    return _extract(model, partition)
+
+
+@cache
+def _extract(model: ImportedModel, p: Partition) -> Subgraph:
+    g = model.proto.graph
+    seg = model.node_segment
+    inside = [n for n in g.node if p.start <= seg[n.name] < p.end]
+    produced = {o for n in inside for o in n.output if o}
+    inits = {t.name for t in g.initializer}
+    graph_inputs = [i.name for i in g.input]
+    read = {x for n in inside for x in n.input if x}
+    step_inputs = tuple(x for x in graph_inputs if x in read)
+    boundary_in = sorted({x for x in read if x not in produced and x not in inits and x not in graph_inputs})
+    later: set[str] = set()
+    for n in g.node:
+        if seg[n.name] >= p.end:
+            later.update(x for x in n.input if x in produced)
+    graph_outputs = [o.name for o in g.output]
+    step_outputs = tuple(o for o in graph_outputs if o in produced)
+    boundary_out = sorted(later - set(step_outputs))
+    ex = model.extractor
+    missing = [x for x in [*boundary_in, *boundary_out] if x not in ex.value_infos]
+    if missing:
+        raise PartitionError(
+            f"model {model.name}, partition {p}: no type known for boundary tensor(s) {', '.join(missing[:5])} "
+            "(ONNX shape inference could not type them)"
+        )
+    inputs = [*step_inputs, *boundary_in]
+    outputs = [*step_outputs, *boundary_out]
+    if not outputs:
+        raise PartitionError(f"model {model.name}, partition {p}: produces nothing later segments or the step use")
+    sub = ex.extract_model(inputs, outputs)
+    sub.graph.name = re.sub(r"[^A-Za-z0-9_]", "_", f"{model.name}__{p.slug}")
+    sub.ir_version = model.proto.ir_version
+    del sub.metadata_props[:]
+    for k, v in (
+        ("gimletc.model", model.name),
+        ("gimletc.partition", str(p)),
+        ("gimletc.source_sha256", model.sha256),
+    ):
+        sub.metadata_props.add(key=k, value=v)
+    return Subgraph(p, sub, step_inputs, tuple(boundary_in), step_outputs, tuple(boundary_out), tensor_bytes(sub))
+
+
+def chunk_partition(i: int, k: int, layers: int) -> Partition | None:
+    """Chunk i of a prefill streamed in k layer groups (the `overlap` pass): layers
+    floor(i·L/k) .. floor((i+1)·L/k) - 1, the embedding with chunk 0 and the head with
+    the last; None when the chunk holds no segment (more chunks than layers)."""
+    if not 0 <= i < k:
+        raise PartitionError(f"chunk {i} of {k} does not exist")
+    a, b = i * layers // k, (i + 1) * layers // k
+    start = 0 if i == 0 else 1 + 2 * a
+    end = 2 * layers + 2 if i == k - 1 else 1 + 2 * b
+    return Partition(start, end, layers) if start < end else None
+
+
+def partition_of(attrs: Mapping[str, Any], layers: int) -> Partition | None:
+    """The partition an exec.compute of a model runs, from its attributes: `partition`
+    (text; `phase` or absent means the whole step), else `chunk`/`chunks`; None for an empty chunk."""
+    text = attrs.get("partition")
+    if text not in (None, "", "phase", "all"):
+        return parse_partition(str(text), layers)
+    if attrs.get("chunk") is not None and attrs.get("chunks") is not None:
+        return chunk_partition(int(attrs["chunk"]), int(attrs["chunks"]), layers)
+    return whole(layers)
