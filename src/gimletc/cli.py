@@ -416,6 +416,9 @@ def demo(
               "other chips derived by rule (see docs/cost-model.md).[/dim]")
 
 
+from gimletc.cli_serving import register as _register_serving; _register_serving(app)  # noqa: E402, E702
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors with exit code 2, never a traceback, for anything a user can cause."""
     try:

@@ -317,7 +317,7 @@ class Problem:
     def _pin_for(self, unit: Unit) -> str | None:
         pins = set()
         for op in unit.ops:
-            for key in (op.name, op.attr("of")):
+            for key in (op.name, op.attr("unit"), op.attr("of")):
                 if key and key in self.pins:
                     pins.add(self.pins[key])
             if op.attr("pinned"):

@@ -746,8 +746,7 @@ class _Sim:
                 pool = self.hosts[hp]
                 if pool.q:
                     r2, t2, s2 = pool.q.popleft()
-                    pool.busy_s += s2
-                    self._push(t + s2, _EV_CPU, (r2, t2, hp))
+                    self._run_cpu(r2, t2, hp, s2, t)
                 else:
                     pool.free += 1
                 self._complete(req, task, t)
@@ -756,8 +755,7 @@ class _Sim:
                 pool = self.channels[ch]
                 if pool.q:
                     r2, t2, s2, then2 = pool.q.popleft()
-                    pool.busy_s += s2
-                    self._push(t + s2, _EV_XFER, (r2, t2, ch, then2))
+                    self._run_xfer(r2, t2, ch, s2, then2, t)
                 else:
                     pool.free += 1
                 if then is None:
@@ -812,12 +810,9 @@ class _Sim:
             if s.is_tool and self.cfg.tool_times == "exponential":
                 secs = secs * float(self.rng_tool.exponential())
             pool = self.hosts[s.resource]
-            if self.record and len(self.timeline) < self.cfg.timeline_limit:
-                self.timeline.append((self.wl.hosts[s.resource].id, t, t + secs, s.label, 1))
             if pool.free > 0:
                 pool.free -= 1
-                pool.busy_s += secs
-                self._push(t + secs, _EV_CPU, (req, task, s.resource))
+                self._run_cpu(req, task, s.resource, secs, t)
             else:
                 pool.q.append((req, task, secs))
         elif k == XFER:
@@ -843,15 +838,24 @@ class _Sim:
         else:  # pragma: no cover
             raise SimulationError(f"unknown task kind {k}")
 
+    def _run_cpu(self, req: _Req, task: int, host: int, secs: float, t: float) -> None:
+        self.hosts[host].busy_s += secs
+        if self.record and len(self.timeline) < self.cfg.timeline_limit:
+            self.timeline.append((self.wl.hosts[host].id, t, t + secs, req.tpl.spec[task].label, 1))
+        self._push(t + secs, _EV_CPU, (req, task, host))
+
+    def _run_xfer(self, req: _Req, task: int, ch: int, secs: float, then: Any, t: float) -> None:
+        self.channels[ch].busy_s += secs
+        if self.record and len(self.timeline) < self.cfg.timeline_limit:
+            self.timeline.append((self.wl.channels[ch], t, t + secs, "transfer", 1))
+        self._push(t + secs, _EV_XFER, (req, task, ch, then))
+
     def _transfer(self, req: _Req, task: int, ch: int, secs: float, then: Callable[[float], None] | None,
                   t: float) -> None:
         pool = self.channels[ch]
-        if self.record and len(self.timeline) < self.cfg.timeline_limit:
-            self.timeline.append((self.wl.channels[ch], t, t + secs, "transfer", 1))
         if pool.free > 0:
             pool.free -= 1
-            pool.busy_s += secs
-            self._push(t + secs, _EV_XFER, (req, task, ch, then))
+            self._run_xfer(req, task, ch, secs, then, t)
         else:
             pool.q.append((req, task, secs, then))
 
@@ -1090,7 +1094,8 @@ class _Sim:
         self._push(t + secs, _EV_ITER, eng, what)
 
     def _iter_done(self, eng: _Engine, what: tuple, t: float) -> None:
-        eng.busy = False
+        # The engine stays busy while this iteration's results flow on: tasks that become
+        # ready here may queue on it, but only the kick at the end starts its next iteration.
         kind = what[0]
         if kind == "accel":
             _, req, task = what
@@ -1118,6 +1123,7 @@ class _Sim:
                     eng.outstanding -= 1
             if had_decode:
                 self._decode_step(eng, mq, t)
+        eng.busy = False
         self._kick(eng, t)
 
     def _decode_step(self, eng: _Engine, mq: _ModelQ, t: float) -> None:
