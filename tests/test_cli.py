@@ -208,3 +208,28 @@ def test_published_plan_schema_is_current():
     from gimletc.plan import schema_text
 
     assert (Path(__file__).parents[1] / "docs" / "plan.schema.json").read_text() == schema_text()
+
+
+SCENARIOS = EXAMPLES / "scenarios"
+
+
+@pytest.mark.parametrize(
+    ("graph", "cluster", "extra"),
+    [
+        ("speculative.py", "gpu_corsair", []),
+        ("splitwise.py", "h100_a100", ["--objective", "throughput"]),
+        ("moe_attn_ffn.py", "h200_x16", ["--objective", "throughput", "--pipeline",
+                                          "expand-llm,partition-attn-ffn,place,insert-transfers,schedule,overlap"]),
+        ("cross_vendor.py", "mi300x_h200", ["--pin", "answer.prefill=mi300x4", "--pin", "answer.decode=h200x4"]),
+    ],
+)
+def test_scenarios_compile_from_the_cli(capsys, tmp_path, graph, cluster, extra):
+    out = tmp_path / "plan.json"
+    code, _, err = run(capsys, "compile", str(SCENARIOS / graph), "-c", str(SCENARIOS / "clusters" / f"{cluster}.yaml"),
+                       "-o", str(out), "-q", "--stack", "fused", "--no-baseline", *extra)
+    assert code == 0, err
+    d = json.loads(out.read_text())
+    assert d["stack"] == "fused" and d["partitions"]
+    if graph == "cross_vendor.py":
+        kv = [t for t in d["transfers"] if t["value"] == "answer.kv"]
+        assert kv and kv[0]["convert"]["from_layout"] == "paged-hnd" and kv[0]["chunks"] > 1

@@ -207,7 +207,7 @@ def clusters(draw):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(agent_graphs(), clusters(), st.booleans())
 def test_pipeline_invariants(g, cl, split):
-    pipeline = DEFAULT_PIPELINE if split else DEFAULT_PIPELINE.replace("partition-phase,", "")
+    pipeline = DEFAULT_PIPELINE if split else WHOLE
     ctx = PassContext(cluster=cl)
     placed = PassManager(pipeline.split(",insert-transfers")[0]).run(g, PassContext(cluster=cl))  # verify() after every pass
     out = PassManager(pipeline).run(g, ctx)
@@ -242,6 +242,9 @@ def test_compiling_twice_gives_identical_bytes(g, cl):
     assert a == b
 
 
+WHOLE = "expand-llm,place{partitions=whole},insert-transfers,schedule,overlap"
+
+
 def _brute_force_latency(g: Graph, cl: Cluster) -> float:
     """Independent oracle: pin every placement unit to every candidate slot, compile, replay, keep the best."""
     expanded = ExpandLLM().run(g, PassContext())
@@ -251,7 +254,7 @@ def _brute_force_latency(g: Graph, cl: Cluster) -> float:
     for choice in itertools.product(*(u.candidates for u in problem.units)):
         pins = {u.name: slots[s].id for u, s in zip(problem.units, choice, strict=True)}
         try:
-            r = compile(g, cl, pins=pins, baseline=False, pipeline=DEFAULT_PIPELINE.replace("partition-phase,", ""))
+            r = compile(g, cl, pins=pins, baseline=False, pipeline=WHOLE)
         except PlacementError:
             continue
         best = min(best, r.plan.metrics.latency_ms)
@@ -261,8 +264,7 @@ def _brute_force_latency(g: Graph, cl: Cluster) -> float:
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(agent_graphs(max_ops=2), clusters())
 def test_place_finds_the_exhaustive_optimum_on_small_instances(g, cl):
-    pipeline = DEFAULT_PIPELINE.replace("partition-phase,", "")
-    got = compile(g, cl, baseline=False, pipeline=pipeline).plan.metrics.latency_ms
+    got = compile(g, cl, baseline=False, pipeline=WHOLE).plan.metrics.latency_ms
     assert got == pytest.approx(_brute_force_latency(g, cl), rel=1e-9)
 
 

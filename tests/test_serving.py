@@ -99,25 +99,36 @@ N_THEORY = 200_000
 
 @pytest.mark.parametrize("rho", [0.3, 0.5, 0.8])
 def test_mm1_mean_wait_matches_theory(rho):
-    """One CPU lane, Poisson arrivals, exponential tool times: W_q = rho / (mu - lambda)."""
+    """One CPU lane, Poisson arrivals, exponential tool times: W_q = rho·s / (1 − rho).
+
+    Waits are exact per request (end-to-end minus its own sampled service time). Beside the
+    textbook load, the formula is also checked at the load this sample offered (its arrival
+    rate and mean service), which removes most of the sampling noise (docs/serving.md)."""
     s = 1.0
     wl = plan_workload(tool_graph(s), DEVICES)
-    res = simulate(wl, generate("poisson", rho / s, N_THEORY, seed=7), SimConfig(host_lanes=1, tool_times="exponential"), 7)
-    wait = res.e2e.mean() - s
-    theory = rho * s / (1 - rho)
-    assert wait == pytest.approx(theory, rel=0.05)
+    arr = generate("poisson", rho / s, N_THEORY, seed=7)
+    cfg = SimConfig(host_lanes=1, tool_times="exponential", record_timeline=True, timeline_limit=N_THEORY)
+    res = simulate(wl, arr, cfg, 7)
+    service = np.array([end - start for _, start, end, *_ in res.timeline])  # FIFO: in arrival order
+    wait = (res.e2e - service).mean()
+    assert wait == pytest.approx(rho * s / (1 - rho), rel=0.05)
+    offered_rate, offered_s = N_THEORY / arr.times[-1], service.mean()
+    offered = offered_rate * offered_s
+    assert wait == pytest.approx(offered * offered_s / (1 - offered), rel=0.03)
 
 
 @pytest.mark.parametrize("rho", [0.3, 0.5, 0.8])
 def test_md1_mean_wait_matches_theory_on_a_prefill_engine(rho):
-    """One engine, one prompt per prefill step, Poisson arrivals: W_q = rho·D / (2(1 - rho))."""
+    """One engine, one prompt per prefill step, Poisson arrivals: W_q = rho·D / (2(1 − rho))."""
     D = estimate(get_model(SMALL), get_chip("h200"), "prefill", 1, 1000, 0).latency_s
     wl = plan_workload(llm_graph(1000, 0), DEVICES)
     cfg = SimConfig(engine=EngineConfig(max_prefill_tokens=1000))
-    res = simulate(wl, generate("poisson", rho / D, N_THEORY, seed=11), cfg, 11)
-    wait = np.nanmean(res.ttft) - D
-    theory = rho * D / (2 * (1 - rho))
-    assert wait == pytest.approx(theory, rel=0.05)
+    arr = generate("poisson", rho / D, N_THEORY, seed=11)
+    res = simulate(wl, arr, cfg, 11)
+    wait = (res.ttft - D).mean()
+    assert wait == pytest.approx(rho * D / (2 * (1 - rho)), rel=0.05)
+    offered = N_THEORY / arr.times[-1] * D
+    assert wait == pytest.approx(offered * D / (2 * (1 - offered)), rel=0.03)
 
 
 def test_single_server_follows_lindley_exactly():
@@ -145,8 +156,13 @@ def test_low_load_matches_the_single_request_replay(rag_plan):
     assert np.allclose(res.tpot, result.plan.metrics.tpot_ms["answer"] / 1e3, rtol=1e-3)
 
 
-def test_loops_unroll_with_the_loop_mean():
-    p = compile_graph(str(EXAMPLES / "coding_agent.py"), GPU_ONLY, baseline=False)
+@pytest.fixture(scope="module")
+def coding_plan():
+    return compile_graph(str(EXAMPLES / "coding_agent.py"), GPU_ONLY, baseline=False)
+
+
+def test_loops_unroll_with_the_loop_mean(coding_plan):
+    p = coding_plan
     makespan = replay(parse_graph(p.plan.ir)).makespan
     res = simulate_plan(p.plan, generate("constant", 0.002, 3), SimConfig(loops="mean"))
     assert np.allclose(res.e2e, makespan, rtol=0.02)
@@ -173,7 +189,7 @@ def test_continuous_batching_grows_and_shrinks_with_the_queue():
     wl = plan_workload(llm_graph(8000, 100), DEVICES)
     arr = arrivals_at([0.01 * i for i in range(8)], [100 * (k + 1) for k in range(8)])  # outputs 100, 200, ... 800
     res = simulate(wl, arr, SimConfig(record_timeline=True))
-    decode = [(e - s, b) for _, s, e, label, b in res.timeline if label == "decode"]
+    decode = [((e - s) / k, b) for _, s, e, label, b, k in res.timeline if label == "decode"]
     batches = [b for _, b in decode]
     peak = batches.index(max(batches))
     assert max(batches) == 8 and batches[-1] == 1
@@ -203,7 +219,7 @@ def test_kv_admission_control_queues_requests_when_memory_is_tiny():
 def test_two_transfers_on_one_link_serialise():
     wl = plan_workload(llm_graph(1000, 1, "n.g0", "n.g1", send_s=0.5), DEVICES)
     both = simulate(wl, arrivals_at([0.0, 0.0]), SimConfig(record_timeline=True))
-    sends = sorted((s, e) for r, s, e, label, _ in both.timeline if r == "g0->g1")
+    sends = sorted((s, e) for r, s, e, *_ in both.timeline if r == "g0->g1")
     assert len(sends) == 2 and sends[1][0] == pytest.approx(sends[0][1])  # the second waits for the first
     alone = simulate(wl, arrivals_at([0.0]))
     assert both.e2e.max() - alone.e2e[0] >= 0.5 - 1e-9
@@ -218,11 +234,25 @@ def test_chunked_prefill_interleaves_prompts_with_decode():
     chunked = simulate(wl, arr, SimConfig(engine=EngineConfig(chunked_prefill=True, chunk_tokens=1024),
                                           record_timeline=True))
     assert chunked.completed == plain.completed == 200
-    assert {"mixed"} <= {label for _, _, _, label, _ in chunked.timeline}
+    assert {"mixed"} <= {row[3] for row in chunked.timeline}
     # A decoding sequence never waits behind a whole prompt: the longest iteration is a chunk's.
-    longest = lambda r: max(e - s for _, s, e, _, _ in r.timeline)  # noqa: E731
+    longest = lambda r: max((e - s) / k for _, s, e, _, _, k in r.timeline)  # noqa: E731
     plain = simulate(wl, arr, SimConfig(record_timeline=True))
     assert longest(chunked) < longest(plain)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_fast_forward_changes_nothing_but_speed(coding_plan, chunked):
+    """Runs of unchanging decode batches (two models taking turns on one engine here) computed in
+    closed form give the step-by-step simulation's results."""
+    arr = generate("poisson", 0.3, 120, seed=4)
+    eng = EngineConfig(chunked_prefill=chunked)
+    slow = simulate_plan(coding_plan.plan, arr, SimConfig(fast_forward=False, engine=eng), seed=4)
+    fast = simulate_plan(coding_plan.plan, arr, SimConfig(engine=eng), seed=4)
+    assert len(fast.engines[0]["models"]) == 2
+    assert np.allclose(fast.e2e, slow.e2e, rtol=1e-9) and np.allclose(fast.tpot, slow.tpot, rtol=1e-9)
+    assert fast.energy_j == pytest.approx(slow.energy_j, rel=1e-9)
+    assert fast.events == slow.events and fast.heap_events < slow.heap_events / 5
 
 
 # ---- determinism and reporting ---------------------------------------------------------------------

@@ -231,6 +231,7 @@ def compile_cmd(
     objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
     power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
     pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
+    stack: Annotated[str, typer.Option(help="software stack to price: reference (calibrated) | fused (serving engine)")] = "reference",
     pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op on a device, node, chip or 'cpu'")] = [],  # noqa: B006
     trace: Annotated[Path | None, typer.Option(help="write a Chrome/Perfetto trace of the replay")] = None,
     dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass")] = [],  # noqa: B006
@@ -255,6 +256,7 @@ def compile_cmd(
         baseline=baseline,
         dump_after=frozenset(dump_ir_after),
         progress=progress,
+        stack=stack,
     )
     # Everything is computed before anything is written; each file is written atomically.
     plan_text = result.plan.to_json()
@@ -417,6 +419,7 @@ def demo(
 
 
 from gimletc.cli_serving import register as _register_serving; _register_serving(app)  # noqa: E402, E702
+from gimletc.cli_runtime import register as _register_runtime; _register_runtime(app)  # noqa: E402, E702
 
 
 def main(argv: list[str] | None = None) -> None:

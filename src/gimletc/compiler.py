@@ -77,13 +77,17 @@ def compile(  # noqa: A001 - the product's verb
     baseline: bool = True,
     dump_after: frozenset[str] = frozenset(),
     progress: Callable[[str], None] | None = None,
+    stack: str = "reference",
 ) -> CompileResult:
-    """Compile `graph` (an ir.Graph, an AgentGraph or a file path) for `cluster` (a Cluster, preset or file)."""
+    """Compile `graph` (an ir.Graph, an AgentGraph or a file path) for `cluster` (a Cluster, preset or file).
+
+    `stack` is the software stack the cost model prices: "reference" (what the calibration measured) or
+    "fused" (a serving engine; see gimletc.models.workload)."""
     # A compile allocates many short-lived, acyclic objects: the cycle collector only costs time here.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile(graph, cluster, objective, power_budget_w, pins, pipeline, baseline, dump_after, progress)
+        return _compile(graph, cluster, objective, power_budget_w, pins, pipeline, baseline, dump_after, progress, stack)
     finally:
         if was_enabled:
             gc.enable()
@@ -99,18 +103,23 @@ def _compile(
     baseline: bool,
     dump_after: frozenset[str],
     progress: Callable[[str], None] | None,
+    stack: str,
 ) -> CompileResult:
+    from gimletc.models.workload import MASKED_VERIFY
+
+    if stack not in MASKED_VERIFY:
+        raise GimletError(f"unknown stack {stack!r}; choose one of {', '.join(MASKED_VERIFY)}")
     if objective not in OBJECTIVES:
         raise GimletError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if power_budget_w is not None and not power_budget_w > 0:
         raise GimletError(f"power budget must be positive; got {power_budget_w} W")
     g, cl = _as_graph(graph), _as_cluster(cluster)
-    result = _compile_one(g, cl, objective, power_budget_w, dict(pins or {}), pipeline, dump_after, progress)
+    result = _compile_one(g, cl, objective, power_budget_w, dict(pins or {}), pipeline, dump_after, progress, stack)
     if baseline:
         if progress:
             progress("baseline: compiling onto single-chip-type clusters at the same power")
         envelope = power_budget_w if power_budget_w is not None else result.plan.metrics.power_w
-        base = best_baseline(g, cl, objective, envelope, pipeline)
+        base = best_baseline(g, cl, objective, envelope, pipeline, stack)
         plan = result.plan
         if base is not None:
             speedup = base.metrics.latency_ms / plan.metrics.latency_ms if plan.metrics.latency_ms > 0 else None
@@ -132,8 +141,10 @@ def _compile_one(
     pipeline: str,
     dump_after: frozenset[str],
     progress: Callable[[str], None] | None,
+    stack: str = "reference",
 ) -> CompileResult:
-    ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after, progress=progress)
+    ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after,
+                      progress=progress, stack=stack)
     pm = PassManager(pipeline)
     out = pm.run(g, ctx)
     cached = ctx.data.get("timeline")
@@ -232,7 +243,8 @@ def build_plan(
         search = Search(objective=pl["objective"], method=pl["method"], evaluated=pl["evaluated"],
                         objective_value=pl["objective_value"], bound=pl["bound"], gap=pl["gap"], units=pl["units"],
                         search_space_log10=pl["search_space_log10"])
-    options = {"objective": objective, "power_budget_w": budget, "pipeline": pipeline, "pins": dict(sorted(ctx.pins.items()))}
+    options = {"objective": objective, "power_budget_w": budget, "pipeline": pipeline, "pins": dict(sorted(ctx.pins.items())),
+               "stack": ctx.stack}
     digest, inputs = inputs_digest(g, cl, options)
     devices = [ClusterDevice(id=d.id, node=d.node, chip=d.chip.name, role=d.role) for d in cl.devices()]
     return DeploymentPlan(
@@ -243,6 +255,7 @@ def build_plan(
         objective=objective,
         power_budget_w=budget,
         pipeline=pipeline,
+        stack=ctx.stack,
         cluster=ClusterSummary(name=cl.name, devices=devices, power_w=cl.power_w()),
         placements=placements,
         programs=programs,
@@ -377,7 +390,8 @@ def baseline_cluster(cl: Cluster, chip: str, envelope_w: float) -> Cluster | Non
     return Cluster.model_validate(spec)
 
 
-def best_baseline(g: Graph, cl: Cluster, objective: str, envelope_w: float, pipeline: str) -> Baseline | None:
+def best_baseline(g: Graph, cl: Cluster, objective: str, envelope_w: float, pipeline: str,
+                  stack: str = "reference") -> Baseline | None:
     """The best plan on one accelerator type at the same power envelope (None if no type holds the models)."""
     best: tuple[tuple, Baseline] | None = None
     for chip in sorted({d.chip.name for d in cl.devices() if d.role != "host"}):
@@ -385,7 +399,7 @@ def best_baseline(g: Graph, cl: Cluster, objective: str, envelope_w: float, pipe
         if bc is None:
             continue
         try:
-            r = _compile_one(g, bc, objective, envelope_w, {}, pipeline, frozenset(), None)
+            r = _compile_one(g, bc, objective, envelope_w, {}, pipeline, frozenset(), None, stack)
         except PlacementError:
             continue
         m = r.plan.metrics

@@ -146,6 +146,7 @@ class DeploymentPlan(_M):
     objective: str
     power_budget_w: float | None
     pipeline: str
+    stack: str = Field("reference", description="software stack the cost model priced: reference | fused")
     cluster: ClusterSummary
     placements: list[Placement]
     programs: dict[str, list[Step]] = Field(description="per device (or CPU lane, or link): ordered exec ops")

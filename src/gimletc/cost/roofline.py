@@ -32,7 +32,7 @@ from gimletc.dtypes import nbytes
 from gimletc.errors import DoesNotFitError, EstimateError
 from gimletc.hardware.schema import Chip
 from gimletc.models.arch import Model
-from gimletc.models.workload import Op, Workload, step_workload
+from gimletc.models.workload import MASKED_VERIFY, Op, Workload, step_workload
 
 ALLREDUCE_LATENCY_S = 5e-6  # per ring step; NCCL small-message latency on NVLink is a few microseconds
 
@@ -158,16 +158,35 @@ def check_fits(model: Model, chip: Chip, need: MemoryNeed, chips: int) -> None:
         )
 
 
-def _weight_stream_s(chip: Chip, weight_bytes: float, sram_fraction: float) -> float:
-    """Seconds to stream `weight_bytes` of weights, part from SRAM and the rest from off-chip memory."""
+def _tiered_s(chip: Chip, nbytes: float, sram_fraction: float) -> float:
+    """Seconds to stream `nbytes`, the fraction held in SRAM at SRAM bandwidth and the rest from off-chip memory."""
     eff = chip.efficiency.memory
-    in_sram = weight_bytes * sram_fraction
+    in_sram = nbytes * sram_fraction
     t = in_sram / (chip.sram_bw * eff) if in_sram else 0.0
-    rest = weight_bytes - in_sram
+    rest = nbytes - in_sram
     if rest:
         bw = chip.memory_bw or chip.sram_bw
         t += rest / (bw * eff)
     return t
+
+
+@dataclass(frozen=True)
+class _Tiers:
+    """Fractions of the weights and of the KV cache resident in on-chip SRAM."""
+
+    weights: float = 0.0
+    kv: float = 0.0
+
+
+def sram_tiers(model: Model, chip: Chip, need: MemoryNeed, chips: int) -> _Tiers:
+    """Weights fill SRAM first, then the KV cache takes what room is left; the rest lives off-chip."""
+    if not chip.sram_bytes:
+        return _Tiers()
+    room = chip.sram_bytes * chips
+    w = min(1.0, room / need.weights) if need.weights else 1.0
+    left = max(0.0, room - need.weights)
+    kv = min(1.0, left / need.kv) if need.kv else 1.0
+    return _Tiers(w, kv)
 
 
 def _data_bw(chip: Chip) -> float:
@@ -175,22 +194,22 @@ def _data_bw(chip: Chip) -> float:
     return chip.memory_bw or chip.sram_bw
 
 
-def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, sram_fraction: float) -> OpCost:
+def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _Tiers, masked: bool = True) -> OpCost:
     e = chip.efficiency
     n = op.count
     flops, wbytes = op.flops * n / chips, op.weight_bytes * n / chips
     dbytes = (op.act_bytes + op.kv_bytes) * n / chips
-    stream = dbytes / (_data_bw(chip) * e.memory)
+    stream = op.act_bytes * n / chips / (_data_bw(chip) * e.memory) + _tiered_s(chip, op.kv_bytes * n / chips, tiers.kv)
     if op.kind == "gemm":
         dtype = model.expert_dtype if op.name == "moe.experts" else model.weight_dtype
         _, peak = chip.flops_for(dtype)
         compute = flops / (peak * e.gemm)
-        memory = _weight_stream_s(chip, wbytes, sram_fraction) + stream
+        memory = _tiered_s(chip, wbytes, tiers.weights) + stream
     elif op.kind == "attention":
         _, peak = chip.flops_for(model.act_dtype)
         compute = flops / (peak * e.attention)
         memory = stream
-        if phase == "verify" and op.m > 1 and model.mla is None:
+        if phase == "verify" and masked and op.m > 1 and model.mla is None:
             # Masked path: K and V expanded to every query head, parallel over (sequence, head) pairs only.
             expand = model.heads / model.kv_heads
             # Only GPUs schedule this path as one thread block per pair over their SMs.
@@ -199,7 +218,7 @@ def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, sram_frac
             memory += op.act_bytes * n / chips / (_data_bw(chip) * e.memory)
     else:  # elementwise, embed: pure data movement
         compute = 0.0
-        memory = _weight_stream_s(chip, wbytes, sram_fraction) + stream
+        memory = _tiered_s(chip, wbytes, tiers.weights) + stream
     return OpCost(op.name, op.kind, max(compute, memory), compute, memory, flops * chips, (wbytes + dbytes) * chips)
 
 
@@ -222,10 +241,9 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
     need = memory_need(model, work.batch, work.tokens, work.ctx)
     if check_fit:
         check_fits(model, chip, need, chips)
-    # Weights go to SRAM first; the KV cache lives off-chip when there is off-chip memory.
-    sram_fraction = min(1.0, chip.sram_bytes * chips / model.weight_bytes) if chip.sram_bytes else 0.0
-
-    costs = tuple(_op_cost(op, model, chip, work.phase, chips, sram_fraction) for op in work.ops)
+    tiers = sram_tiers(model, chip, need, chips)
+    masked = MASKED_VERIFY[work.stack]
+    costs = tuple(_op_cost(op, model, chip, work.phase, chips, tiers, masked) for op in work.ops)
     device_s = sum(c.seconds for c in costs)
     compute_s = sum(c.seconds for c in costs if c.bound == "compute")
     memory_s = device_s - compute_s
@@ -260,7 +278,7 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
         overhead_s=overhead_s,
         energy_j=energy,
         memory=need,
-        weights_in_sram=sram_fraction,
+        weights_in_sram=tiers.weights,
         ops=costs,
     )
 

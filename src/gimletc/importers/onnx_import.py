@@ -488,6 +488,13 @@ def _validated_model(data: dict[str, Any], source: str) -> Model:
 
 _CACHE: dict[tuple[str, int, int], ImportedModel] = {}
 _ARCH_CACHE: dict[tuple[str, int, int], Model] = {}
+_BY_NAME: dict[str, Model] = {}
+
+
+def imported_by_name() -> dict[str, Model]:
+    """Architectures of the ONNX models imported so far in this process, by model name
+    (so passes that refer to a model by `Model.name` find it; catalog names take precedence)."""
+    return _BY_NAME
 
 
 def _file_key(p: Path) -> tuple[str, int, int]:
@@ -593,6 +600,7 @@ def architecture(path: str | Path) -> Model:
     else:
         model = load_onnx(p).model
     _ARCH_CACHE[key] = model
+    _BY_NAME[model.name] = model
     return model
 
 

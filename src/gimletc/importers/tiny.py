@@ -213,9 +213,9 @@ def export_onnx(model: TinyLlama, path: str | Path, *, exporter: str = "dynamo",
     c = model.config
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Example sizes of 3 and 5: torch.export specialises axes of size 0 or 1.
-    ids = torch.zeros(1, 3, dtype=torch.int64)
-    past = [torch.zeros(1, c.kv_heads, 5, c.head_dim) for _ in range(2 * c.layers)]
+    # Example sizes of 2, 3 and 5: torch.export specialises axes of size 0 or 1.
+    ids = torch.zeros(2, 3, dtype=torch.int64)
+    past = [torch.zeros(2, c.kv_heads, 5, c.head_dim) for _ in range(2 * c.layers)]
     ins, outs = input_names(c.layers), output_names(c.layers)
     if exporter == "dynamo":
         b, t, p = torch.export.Dim("batch", max=64), torch.export.Dim("tokens", max=4096), torch.export.Dim("past", max=4096)
@@ -232,7 +232,11 @@ def export_onnx(model: TinyLlama, path: str | Path, *, exporter: str = "dynamo",
     else:
         raise GimletError(f"unknown exporter {exporter!r}; choose dynamo or torchscript")
     m = onnx.load(str(path))
-    del m.metadata_props[:]  # noqa: exporters may add their own; ours is the only one we rely on
+    del m.metadata_props[:]
+    for n in m.graph.node:  # keep the scopes; drop stack traces (local paths) and FX dumps (size)
+        keep = [p for p in n.metadata_props if p.key in ("pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")]
+        del n.metadata_props[:]
+        n.metadata_props.extend(keep)
     m.metadata_props.add(key="gimletc.arch", value=json.dumps(model.arch(), sort_keys=True))
     m.metadata_props.add(key="gimletc.tiny_config", value=json.dumps(asdict(c), sort_keys=True))
     onnx.save(m, str(path))

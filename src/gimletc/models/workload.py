@@ -61,6 +61,7 @@ class Workload:
     layers: int
     ops: tuple[Op, ...] = field(default_factory=tuple)
     overhead_share: float = 1.0  # share of each layer's fixed cost this workload carries (1/2 for one block)
+    stack: str = "reference"
 
     @property
     def flops(self) -> float:
@@ -92,6 +93,13 @@ class ElementwiseBytes:
     act: float  # gated activation, per element of the FFN's intermediate width
     attn_out_copy: float  # making the attention output contiguous
 
+
+# Software stacks. "reference" is what the calibration measured: PyTorch without fusion (the Hugging Face
+# Llama code path), decode and verify captured as CUDA graphs, verification through a masked attention
+# path. "fused" is a serving engine (vLLM, TensorRT-LLM, SGLang): fused elementwise kernels, and
+# multi-token verification through the same paged decode kernels as decode (no masked path). Its fixed
+# overheads are still the reference stack's fitted ones (no measurement of a serving engine yet).
+MASKED_VERIFY: dict[str, bool] = {"reference": True, "fused": False}
 
 # "reference": PyTorch without fusion, as in the calibration measurements (the Hugging Face
 # Llama code path): RMSNorm upcasts to fp32 and runs as seven kernels (to-fp32 r2 w4, pow r4 w4,
@@ -218,7 +226,7 @@ def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, s
     m_head = batch * (tokens if phase == "verify" else 1)
     ops.append(Op("final_norm", "elementwise", 0.0, 0.0, m_head * h * ew.norm * ab / 2, 0.0, 1, m_head))
     ops.append(_gemm("lm_head", m_head, h, model.vocab, wb, ab, 1))
-    return Workload(model.name, phase, batch, tokens, ctx, model.layers, tuple(ops))
+    return Workload(model.name, phase, batch, tokens, ctx, model.layers, tuple(ops), stack=stack)
 
 
 HEAD_OPS = ("embed", "final_norm", "lm_head")

@@ -59,7 +59,7 @@ def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: P
     kinds = KINDS if pp.partitions == "auto" else (pp.partitions,)
     options: dict[str, dict[str, Variant]] = {}
     for n, call in calls.items():
-        opts = {k: v for k in kinds if (v := variant_for(k, call, ctx.cluster)) is not None}
+        opts = {k: v for k in kinds if (v := variant_for(k, call, ctx.cluster, ctx.stack)) is not None}
         if not opts:  # a forced kind that does not apply to this call: it stays whole
             opts = {"whole": Variant("whole")}
         if f"{n}.prefill" in ctx.pins or f"{n}.decode" in ctx.pins:  # pinning the phases implies splitting them
@@ -75,7 +75,8 @@ def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: P
         if key in cache:
             return cache[key][0]
         g = apply_variants(graph, calls, {n: options[n][k] for n, k in config.items()})
-        sub = PassContext(cluster=ctx.cluster, objective=objective, power_budget_w=ctx.power_budget_w, pins=dict(ctx.pins))
+        sub = PassContext(cluster=ctx.cluster, objective=objective, power_budget_w=ctx.power_budget_w, pins=dict(ctx.pins),
+                          stack=ctx.stack)
         try:
             placed, ev = pp.place(g, sub, objective)
             score = _score_by_replay(placed, sub, objective) if small else ev.objective(objective)

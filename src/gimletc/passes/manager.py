@@ -70,6 +70,7 @@ class PassContext:
     timings: list[tuple[str, float]] = field(default_factory=list)  # (pass name, seconds)
     data: dict[str, Any] = field(default_factory=dict)  # analysis results for later passes and the plan
     progress: Callable[[str], None] | None = None
+    stack: str = "reference"  # the software stack the cost model prices (see gimletc.models.workload)
 
 
 # ---- passes and their options ------------------------------------------------------------

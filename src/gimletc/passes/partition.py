@@ -128,18 +128,20 @@ def expected_tokens(k: int, a: float) -> float:
 
 
 def round_seconds(target: Model, draft: Model, target_chip: Chip, draft_chip: Chip, k: int, batch: int, ctx: int,
-                  latency_s: float, target_chips: int = 1, draft_chips: int = 1) -> float:
+                  latency_s: float, target_chips: int = 1, draft_chips: int = 1, stack: str = "reference") -> float:
     """One round: k draft steps, one verify of k + 1 positions, the two tiny transfers' latency."""
-    d = _step(draft.name, draft_chip, "decode", batch, 1, ctx, draft_chips) * k
-    v = _step(target.name, target_chip, "verify", batch, k + 1, ctx, target_chips)
+    d = _step(draft.name, draft_chip, "decode", batch, 1, ctx, draft_chips, stack) * k
+    v = _step(target.name, target_chip, "verify", batch, k + 1, ctx, target_chips, stack)
     return d + v + 2 * latency_s
 
 
 def choose_k(target: Model, draft: Model, target_chip: Chip, draft_chip: Chip, a: float, batch: int, ctx: int,
-             latency_s: float, target_chips: int = 1, draft_chips: int = 1) -> tuple[int, dict[int, float]]:
+             latency_s: float, target_chips: int = 1, draft_chips: int = 1, stack: str = "reference",
+             ) -> tuple[int, dict[int, float]]:
     """The draft length (1..MAX_DRAFT_K) with the least predicted seconds per token, and the table."""
     table = {
-        k: round_seconds(target, draft, target_chip, draft_chip, k, batch, ctx, latency_s, target_chips, draft_chips)
+        k: round_seconds(target, draft, target_chip, draft_chip, k, batch, ctx, latency_s, target_chips, draft_chips,
+                         stack)
         / expected_tokens(k, a)
         for k in range(1, MAX_DRAFT_K + 1)
     }
@@ -147,14 +149,15 @@ def choose_k(target: Model, draft: Model, target_chip: Chip, draft_chip: Chip, a
 
 
 @lru_cache(maxsize=4096)
-def _step_cached(model: str, chip_json: str, phase: str, batch: int, tokens: int, ctx: int, chips: int) -> float:
+def _step_cached(model: str, chip_json: str, phase: str, batch: int, tokens: int, ctx: int, chips: int, stack: str) -> float:
     chip = Chip.model_validate_json(chip_json)
     m = get_model(model)
-    return estimate_workload(m, chip, step_workload(m, phase, batch, tokens, ctx), chips, check_fit=False).latency_s
+    return estimate_workload(m, chip, step_workload(m, phase, batch, tokens, ctx, stack), chips, check_fit=False).latency_s
 
 
-def _step(model: str, chip: Chip, phase: str, batch: int, tokens: int, ctx: int, chips: int = 1) -> float:
-    return _step_cached(model, chip.model_dump_json(), phase, batch, tokens, ctx, chips)
+def _step(model: str, chip: Chip, phase: str, batch: int, tokens: int, ctx: int, chips: int = 1,
+          stack: str = "reference") -> float:
+    return _step_cached(model, chip.model_dump_json(), phase, batch, tokens, ctx, chips, stack)
 
 
 # ---- layer pipelines -------------------------------------------------------------------
@@ -379,7 +382,7 @@ def _accelerators(cluster: Any) -> list[Chip]:
     return [seen[k] for k in sorted(seen)]
 
 
-def variant_for(kind: str, call: LLMCall, cluster: Any) -> Variant | None:
+def variant_for(kind: str, call: LLMCall, cluster: Any, stack: str = "reference") -> Variant | None:
     """The concrete variant of `kind` for this call on this cluster, or None where the kind does not apply."""
     if kind in ("whole", "phase"):
         return Variant(kind)
@@ -406,12 +409,13 @@ def variant_for(kind: str, call: LLMCall, cluster: Any) -> Variant | None:
         dm = get_model(str(draft))
         target = call.model
         holds = [c for c in chips if c.capacity_bytes >= target.weight_bytes]
-        tchip = min(holds or chips, key=lambda c: (_step(target.name, c, "verify", call.batch, 2, call.mid_ctx), c.name))
-        dchip = min(chips, key=lambda c: (_step(dm.name, c, "decode", call.batch, 1, call.mid_ctx), c.name))
+        tchip = min(holds or chips,
+                    key=lambda c: (_step(target.name, c, "verify", call.batch, 2, call.mid_ctx, 1, stack), c.name))
+        dchip = min(chips, key=lambda c: (_step(dm.name, c, "decode", call.batch, 1, call.mid_ctx, 1, stack), c.name))
         latency = 10e-6  # a PCIe/network round-trip's fixed cost per tiny transfer
         if given is not None:
             return Variant("speculative", k=int(given), acceptance=a, note=f"k={given} given by the graph")
-        k, _ = choose_k(target, dm, tchip, dchip, a, call.batch, call.mid_ctx, latency)
+        k, _ = choose_k(target, dm, tchip, dchip, a, call.batch, call.mid_ctx, latency, stack=stack)
         return Variant("speculative", k=k, acceptance=a,
                        note=f"k={k} minimises predicted s/token with the draft on {dchip.name}, the target on {tchip.name}")
     raise PartitionError(f"unknown partitioning kind {kind!r}; known: {', '.join(KINDS)}")
@@ -426,7 +430,8 @@ def force(graph: Graph, ctx: PassContext, kind: str) -> Graph:
             chip = max(_accelerators(ctx.cluster), key=lambda c: (c.capacity_bytes, c.name))
             v = pipeline_variant(call, chip)
         else:
-            v = variant_for(kind, call, ctx.cluster) if ctx.cluster is not None or kind in ("whole", "phase") else None
+            v = (variant_for(kind, call, ctx.cluster, ctx.stack)
+                 if ctx.cluster is not None or kind in ("whole", "phase") else None)
         if v is None:
             raise PartitionError(f"LLM call {n}: partitioning kind {kind} does not apply here "
                                  + ("(no draft model)" if kind == "speculative" else "(see docs/compiler.md)"))

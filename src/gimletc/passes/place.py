@@ -2,8 +2,8 @@
 
 Placement units. Each op is a unit, except that an LLM call's prefill and
 decode form one unit unless `partition-phase` tagged them. Model units go to a
-*slot*: a group of n chips of one kind in one node (n = the fewest, rounded up
-to a power of two, whose memory holds the model, and twice that), or to a host
+*slot*: a group of n chips of one kind in one node (any power of two
+whose memory holds the model, up to the node's count: tensor parallel), or to a host
 CPU. Tools, retrieval and code go to host CPUs unless pinned elsewhere; each
 host runs up to `HOST_LANES` of them at once (its cores).
 
@@ -273,19 +273,8 @@ class Problem:
         for unit in self.units:
             if unit.kind == "model":
                 need = unit.weight_bytes + unit.kv_bytes
-                fitting = [i for i, cap in enumerate(self.slot_capacity) if need <= cap]
-                # per (node, chip): the smallest group that fits, and twice that
-                smallest: dict[tuple[str, str], int] = {}
-                for i in fitting:
-                    s = self.slots[i]
-                    key = (s.node, s.chip.name)
-                    smallest[key] = min(smallest.get(key, s.n), s.n)
-                cands = [
-                    i
-                    for i in fitting
-                    if self.slots[i].is_host or self.slots[i].n in (smallest[(self.slots[i].node, self.slots[i].chip.name)],
-                                                                    2 * smallest[(self.slots[i].node, self.slots[i].chip.name)])
-                ]
+                # Every slot that holds it: one chip or any tensor-parallel group of 2, 4, 8... in a node.
+                cands = [i for i, cap in enumerate(self.slot_capacity) if need <= cap]
             else:
                 cands = [i for i, s in enumerate(self.slots) if s.is_host]
             pin = self._pin_for(unit)
@@ -629,7 +618,7 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
     energy or busy cost, with memory and power constraints. Returns (assignment or None, dual bound)."""
     import highspy
 
-    h = highspy.Highs()
+    h = _quiet(highspy.Highs)
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", time_limit)
     h.setOptionValue("random_seed", 0)
@@ -713,6 +702,23 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
     return tuple(assign), max(0.0, bound)
 
 
+def _quiet(make: Any) -> Any:
+    """Call `make()` with the process's stdout silenced: HiGHS prints a banner when constructed,
+    before any option can turn its output off, and a compiler's stdout belongs to its user."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            return make()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def search(problem: Problem, objective: str, budget_w: float | None, exact_limit: int, max_evaluations: int) -> SearchResult:
     ev = Evaluator(problem, budget_w)
     space = math.prod(len(u.candidates) for u in problem.units) if problem.units else 1
@@ -770,7 +776,7 @@ class Place(Pass):
     objective: str = ""  # empty: the compile's objective (PassContext.objective)
     exact_limit: int = 20000
     max_evaluations: int = 2000
-    stack: str = "reference"
+    stack: str = ""  # empty: the compile's stack (PassContext.stack)
     partitions: str = "auto"
     joint_units: int = 60  # up to this many units, variants are compared by replaying the whole plan
 
@@ -793,7 +799,7 @@ class Place(Pass):
 
     def place(self, graph: Graph, ctx: PassContext, objective: str) -> tuple[Graph, Evaluation]:
         """Place a graph whose partitioning is fixed; records the search in ctx.data["placement"]."""
-        problem = Problem(graph, ctx.cluster, ctx, self.stack)
+        problem = Problem(graph, ctx.cluster, ctx, self.stack or ctx.stack)
         result = search(problem, objective, ctx.power_budget_w, self.exact_limit, self.max_evaluations)
         ev = result.evaluation
         placed: dict[str, tuple[Slot, tuple[str, ...], int]] = {}

@@ -55,9 +55,11 @@ class ModelPart:
                 feeds[name] = ids.astype(np.int64, copy=False)
             elif name in boundary:
                 feeds[name] = boundary[name]
+        batch = ids.shape[0] if ids is not None else next(
+            (t.shape[0] for t in [*(kv[0] for kv in past.values()), *boundary.values()] if t.ndim >= 3), 1)
         for b in im.kv:
             if b.past_key in self.run.inputs:
-                k, v = past[b.layer] if b.layer in past else self.empty_past(b.layer)
+                k, v = past[b.layer] if b.layer in past else self.empty_past(b.layer, batch)
                 feeds[b.past_key], feeds[b.past_value] = k, v
         out = self.run(feeds)
         present = {b.layer: (out[b.present_key], out[b.present_value]) for b in im.kv if b.present_key in out}

@@ -45,6 +45,7 @@ import copy
 import hashlib
 import math
 import queue
+import re
 import threading
 import time
 import zlib
@@ -62,14 +63,14 @@ from gimletc.hardware.schema import Chip
 from gimletc.importers.onnx_import import ImportedModel, load_onnx
 from gimletc.ir import Graph, Op, parse_graph, verify
 from gimletc.runtime.executors import ExecutorError, IreeExecutor, OrtExecutor, gpu_drivers, ort_providers
-from gimletc.runtime.kv import KVCache, KVLayoutError, axes_of, cast, known_layout, to_axes, STEP_AXES
-from gimletc.runtime.llm import ModelPart, SpecStats, greedy_decode, prefill, speculative_decode
-from gimletc.targets.partition import Partition, parse_partition, partition_of
+from gimletc.runtime.kv import STEP_AXES, KVCache, KVLayoutError, axes_of, cast, known_layout, to_axes
+from gimletc.runtime.llm import ModelPart, speculative_decode
+from gimletc.targets.partition import MODEL_COMPUTES, graph_partitions, parse_partition, whole
+from gimletc.targets.vendors import iree_backend
 
 __all__ = ["BACKENDS", "RunError", "RunReport", "load_tools", "run_plan"]
 
 BACKENDS = ("onnxruntime", "iree")
-MODEL_KINDS = ("model.prefill", "model.decode")
 CALLABLE_KINDS = ("agent.tool", "agent.retrieve", "agent.code")
 
 
@@ -94,6 +95,7 @@ class OpRecord:
     predicted_ms: float
     bytes: int = 0
     runner: str = ""
+    runs: int = 1
 
 
 @dataclass
@@ -202,18 +204,31 @@ def _nbytes(v: Any) -> int:
 
 
 def load_tools(spec: str) -> dict[str, Callable[..., Any]]:
-    """Import `module:attribute` (a mapping of op name to callable, or a function returning one).
+    """Import `module:attribute` or `path/to/file.py:attribute`: a mapping of op name to callable,
+    or a function returning one.
 
-    This runs the user's module: the caller asks for it by naming it (`gimletc run --tools`)."""
+    This runs the user's module: the caller asks for it by naming it (`gimletc run --tools`);
+    nothing in a plan ever names code to run."""
     import importlib
+    import importlib.util
 
-    mod_name, sep, attr = spec.partition(":")
-    if not sep or not mod_name or not attr:
-        raise RunError(f"--tools takes MODULE:ATTRIBUTE (a dict of op name -> callable); got {spec!r}")
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise RunError(f"--tools takes MODULE:ATTRIBUTE or FILE.py:ATTRIBUTE (a dict of op name -> callable); got {spec!r}")
     try:
-        obj = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise RunError(f"--tools {spec}: {e}") from None
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise RunError(f"--tools {spec}: {target} does not exist")
+            mod_spec = importlib.util.spec_from_file_location(f"gimletc_tools_{path.stem}", path)
+            assert mod_spec is not None and mod_spec.loader is not None
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        obj = getattr(module, attr)
+    except (ImportError, AttributeError, SyntaxError) as e:
+        raise RunError(f"--tools {spec}: {type(e).__name__}: {e}") from None
     if callable(obj) and not isinstance(obj, Mapping):
         obj = obj()
     if not isinstance(obj, Mapping) or not all(callable(f) for f in obj.values()):
@@ -238,17 +253,6 @@ class _Worker:
         self.pool.shutdown(wait=True)
 
 
-@dataclass
-class _Group:
-    """The partitions of one split decode: run step by step, with the transfers between them."""
-
-    name: str
-    llm: str
-    computes: list[Op]  # in segment order
-    ops: list[Op]  # computes and the transfers between them, in graph order
-    external: list[str]  # values it reads from outside
-
-
 def _uses(op: Op) -> list[str]:
     uses = list(op.operands)
     for r in op.regions:
@@ -260,6 +264,38 @@ def _uses(op: Op) -> list[str]:
         for inner, _ in r.walk():
             uses.extend(x for x in inner.operands if x not in defined)
     return list(dict.fromkeys(uses))
+
+
+_MICRO = re.compile(r"\.m(\d+)$")
+
+
+@dataclass
+class _Call:
+    """One LLM call as it runs: its sequences' prompts, generated tokens and the logits rows that chose them."""
+
+    model: str
+    batch: int
+    prompts: np.ndarray  # [batch, prompt tokens]
+    tokens: list[list[int]]
+    rows: list[list[np.ndarray]]
+    target: int  # tokens the call should generate
+    speculative: dict[str, Any] | None = None
+
+    def emit(self, offset: int, logits_rows: np.ndarray) -> np.ndarray:
+        """Greedy tokens for sequences offset.. from their logits rows ([n, vocab]); returns them as [n, 1]."""
+        toks = np.argmax(logits_rows, axis=-1).astype(np.int64)
+        for i, (t, r) in enumerate(zip(toks, logits_rows, strict=True)):
+            self.tokens[offset + i].append(int(t))
+            self.rows[offset + i].append(np.array(r, copy=True))
+        return toks[:, None]
+
+    @property
+    def generated(self) -> int:
+        return min(len(t) for t in self.tokens)
+
+    def output(self) -> np.ndarray:
+        out = np.array([t[: self.target] for t in self.tokens], dtype=np.int64)
+        return out[0] if self.batch == 1 else out
 
 
 # ---- the runtime ---------------------------------------------------------------------------------
@@ -300,10 +336,12 @@ class LocalRuntime:
         self.producer: dict[str, Op] = {v.name: op for op, _ in self.graph.walk() for v in op.results}
         self._artifacts()
         self._check_callables()
-        self.groups = self._decode_groups()
+        self.partitions = graph_partitions(self.graph, self._model_of)
         self.parts: dict[tuple[str, str], ModelPart] = {}
         self.runner_of: dict[str, str] = {}
         self._load_parts()
+        self._micro_rows()
+        self.request = self._request()
 
     # ---- loading ----------------------------------------------------------------------------------
     def _file(self, a: Mapping[str, Any]) -> bytes:
@@ -329,16 +367,13 @@ class LocalRuntime:
             elif a.get("op"):
                 self.by_op.setdefault(str(a["op"]), []).append(dict(a))
         for op, _ in self.graph.walk():
-            if op.kind == "exec.compute" and op.attr("kind_of") in MODEL_KINDS:
-                model = op.attr("model")
-                if not self.by_op.get(op.name):
-                    if not str(model).endswith(".onnx"):
-                        raise RunError(
-                            f"op {op.name} runs model {model}, which has no executable: `gimletc run` executes models "
-                            "imported from ONNX (give the agent graph an .onnx model path)"
-                        )
-                    if self._partition(op) is not None:
-                        raise RunError(f"op {op.name} ({model}) has no artifacts in the plan; run `gimletc build` on it first")
+            if op.kind == "exec.compute" and op.attr("kind_of") in MODEL_COMPUTES and not self.by_op.get(op.name):
+                model = str(op.attr("model"))
+                if not model.endswith(".onnx"):
+                    raise RunError(
+                        f"op {op.name} runs model {model}, which has no executable: `gimletc run` executes models "
+                        "imported from ONNX (give the agent graph an .onnx model path)"
+                    )
 
     def _check_callables(self) -> None:
         missing = []
@@ -358,17 +393,14 @@ class LocalRuntime:
             raise RunError(f"op {op.name}: the plan has no reference artifact for model {model_name}")
         return im
 
-    def _layers(self, op: Op) -> int:
-        """Layers of the model `op` runs (from its reference artifact, else its ONNX file)."""
+    def _model_of(self, op: Op) -> Any:
+        """The architecture of the model `op` runs (from its artifacts, else its ONNX file)."""
         model = next((a["model"] for a in self.by_op.get(op.name, []) if a.get("role") != "draft"), None)
         if model is not None:
-            return self._reference_for(str(model), op).layers
+            return self._reference_for(str(model), op).model
         from gimletc.models import get_model
 
-        return get_model(str(op.attr("model"))).layers
-
-    def _partition(self, op: Op) -> Partition | None:
-        return partition_of(op.attrs, self._layers(op))
+        return get_model(str(op.attr("model")))
 
     def worker_of(self, op: Op) -> str:
         devs = op.attr("devices") or ()
@@ -380,16 +412,15 @@ class LocalRuntime:
         return self.chips[resource.split("#", 1)[0]]
 
     def _executor(self, op: Op, arts: list[dict[str, Any]], role: str | None) -> tuple[Any, str]:
-        device = str(op.attr("device"))
-        chip = self.chip_of(device)
+        chip = self.chip_of(str(op.attr("device")))
         mine = [a for a in arts if a.get("role") == role]
-        onnx_art = next((a for a in mine if a["kind"] == "onnx"), None)
-        name = f"{op.name}{' draft' if role else ''} ({mine[0]['model'] if mine else '?'} {mine[0]['partition'] if mine else ''})"
+        if not mine:
+            raise RunError(f"op {op.name}: no artifact in the plan; run `gimletc build` on it first")
+        name = f"{op.name}{' draft' if role else ''} ({mine[0]['model']} {mine[0]['partition']})"
         if self.backend == "iree":
-            native = {"nvidia": "cuda", "amd": "rocm"}.get(chip.vendor) if chip.kind == "gpu" else None
-            drivers = gpu_drivers()
+            native = iree_backend(chip)
             choice = None
-            if native and {"cuda": "cuda", "rocm": "hip"}[native] in drivers:
+            if native in ("cuda", "rocm") and {"cuda": "cuda", "rocm": "hip"}[native] in gpu_drivers():
                 choice = next((a for a in mine if a["kind"] == "iree" and a["backend"] == native), None)
             if choice is None:
                 choice = next((a for a in mine if a["kind"] == "iree" and a["backend"] == "llvm-cpu"), None)
@@ -399,72 +430,61 @@ class LocalRuntime:
             self._file(choice)
             ex = IreeExecutor.load(name, self.dir / choice["path"], choice["entry"], choice["inputs"], choice["outputs"],
                                    choice["driver"])
-            where = "GPU" if choice["backend"] != "llvm-cpu" else "CPU stand-in"
+            where = "GPU" if choice["backend"] != "llvm-cpu" else ("native" if chip.kind == "cpu" else "CPU stand-in")
             return ex, f"iree {choice['backend']} ({choice['driver']}, {where})"
+        onnx_art = next((a for a in mine if a["kind"] == "onnx"), None)
         if onnx_art is None:
             raise RunError(f"op {op.name}: no ONNX artifact in the plan")
         data = self._file(onnx_art)
         ep = onnx_art.get("ep")
         provider = ep if ep and ep in ort_providers() else "CPUExecutionProvider"
         ex = OrtExecutor.load(name, data, provider)
-        where = "CPU stand-in" if provider == "CPUExecutionProvider" and chip.kind != "cpu" else "native"
+        where = "native" if provider != "CPUExecutionProvider" or chip.kind == "cpu" else "CPU stand-in"
         return ex, f"onnxruntime {provider} ({where})"
 
     def _load_parts(self) -> None:
-        for op, _ in self.graph.walk():
-            if op.kind != "exec.compute" or op.attr("kind_of") not in MODEL_KINDS:
-                continue
-            arts = self.by_op.get(op.name, [])
-            part = self._partition(op)
+        for name, part in self.partitions.items():
             if part is None:
                 continue
-            model = next(a["model"] for a in arts if a.get("role") != "draft")
-            im = self._reference_for(str(model), op)
-            art_part = next(a["partition"] for a in arts if a.get("role") != "draft")
-            if parse_partition(str(art_part), im.layers) != part:
-                raise RunError(f"op {op.name}: its artifact runs partition {art_part}, but the op runs {part}")
+            op = self.ops[name]
+            arts = self.by_op.get(name, [])
+            main = [a for a in arts if a.get("role") != "draft"]
+            if not main:
+                raise RunError(f"op {name} ({op.attr('model')}) has no artifacts in the plan; run `gimletc build` on it first")
+            im = self._reference_for(str(main[0]["model"]), op)
+            if parse_partition(str(main[0]["partition"]), im.layers) != part:
+                raise RunError(f"op {name}: its artifact runs partition {main[0]['partition']}, but the op runs {part}")
             try:
                 ex, runner = self._executor(op, arts, None)
+                self.parts[(name, "")] = ModelPart(name, im, part, ex, runner)
+                self.runner_of[name] = runner
+                draft = [a for a in arts if a.get("role") == "draft"]
+                if draft:
+                    dim = self._reference_for(str(draft[0]["model"]), op)
+                    dex, _ = self._executor(op, arts, "draft")
+                    self.parts[(name, "draft")] = ModelPart(name, dim, whole(dim.layers), dex, runner)
+                    self.draft_k = {**getattr(self, "draft_k", {}), name: int(draft[0].get("draft_k", 4))}
             except ExecutorError as e:
                 raise RunError(str(e)) from None
-            self.parts[(op.name, "")] = ModelPart(op.name, im, part, ex, runner)
-            self.runner_of[op.name] = runner
-            draft = [a for a in arts if a.get("role") == "draft"]
-            if draft:
-                dim = self._reference_for(str(draft[0]["model"]), op)
-                dex, _ = self._executor(op, arts, "draft")
-                dp = ModelPart(op.name, dim, parse_partition("all", dim.layers), dex, runner)
-                dp.draft_k = int(draft[0].get("draft_k", 4))  # type: ignore[attr-defined]
-                self.parts[(op.name, "draft")] = dp
 
-    def _decode_groups(self) -> dict[str, _Group]:
-        """Split decodes: computes of one LLM's decode with a `partition` other than the whole step."""
-        by_llm: dict[str, list[Op]] = {}
-        for op in self.graph.ops:
-            if op.kind == "exec.compute" and op.attr("kind_of") == "model.decode" and op.attr("partition") not in (None, "all", "phase"):
-                by_llm.setdefault(str(op.attr("llm") or op.attr("of")), []).append(op)
-        groups: dict[str, _Group] = {}
-        for llm, computes in by_llm.items():
-            names = {c.name for c in computes}
-            produced = {v.name for c in computes for v in c.results}
-            members = list(computes)
-            changed = True
-            while changed:  # transfers whose data comes from a member (and their receives)
-                changed = False
-                for op in self.graph.ops:
-                    if op in members or op.kind not in ("exec.send", "exec.recv", "exec.convert"):
-                        continue
-                    if op.operands and op.operands[0] in produced:
-                        members.append(op)
-                        produced.update(v.name for v in op.results)
-                        changed = True
-            order = {op.name: i for i, op in enumerate(self.graph.ops)}
-            members.sort(key=lambda o: order[o.name])
-            external = list(dict.fromkeys(v for m in members for v in _uses(m) if v not in produced))
-            computes.sort(key=lambda c: (self._partition(c) or Partition(0, 1, 1)).start)
-            groups[llm] = _Group(f"{llm}.decode", llm, computes, members, external)
-            del names
-        return groups
+    def _micro_rows(self) -> None:
+        """(first row, rows) of the batch each model step op works on: micro-batch j of an attn-ffn decode."""
+        sizes: dict[tuple[str, int], int] = {}
+        index: dict[str, int] = {}
+        for name in self.partitions:
+            op = self.ops[name]
+            j = op.attr("microbatch")
+            if j is None:
+                m = _MICRO.search(name)
+                j = int(m.group(1)) if m and op.attr("kind_of") in ("model.attention", "model.ffn") else None
+            if j is not None:
+                index[name] = int(j)
+                sizes[(str(op.attr("llm")), int(j))] = int(op.attr("batch", 1))
+        self.rows: dict[str, tuple[int, int]] = {}
+        for name, j in index.items():
+            llm = str(self.ops[name].attr("llm"))
+            offset = sum(sizes.get((llm, i), 0) for i in range(j))
+            self.rows[name] = (offset, sizes[(llm, j)])
 
     # ---- running ---------------------------------------------------------------------------------
     def run(self) -> RunReport:
@@ -478,7 +498,8 @@ class LocalRuntime:
         self.streamed: dict[str, set[int]] = {}
         self.scratch: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self.prefill_kv: dict[tuple[str, str], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-        self.llm_runs: dict[str, dict[str, Any]] = {}
+        self.state: dict[tuple[str, int], dict[str, Any]] = {}
+        self.calls: dict[str, _Call] = {}
         self.outputs: dict[str, Any] = {}
         self.workers: dict[str, _Worker] = {}
         self.coord = ThreadPoolExecutor(max_workers=64, thread_name_prefix="gimletc-coord")
@@ -502,60 +523,46 @@ class LocalRuntime:
     def _now(self) -> float:
         return time.perf_counter() - self.t0
 
-    def _record(self, op: Op, resource: str, start: float, end: float, depth: int, nbytes: int = 0, step: int | None = None) -> None:
+    def _record(self, op: Op, resource: str, start: float, end: float, depth: int, nbytes: int = 0) -> None:
         with self.lock:
-            label = op.name if step is None else f"{op.name}#{step}"
-            self.events.append((label, op.kind, op.attr("of"), resource, start, end, depth))
+            self.events.append((op.name, op.kind, op.attr("of"), resource, start, end, depth))
             rec = self.records.get(op.name)
             busy = (end - start) * 1e3
             if rec is None:
                 pred = float(op.attr("seconds", 0.0)) * 1e3
                 self.records[op.name] = OpRecord(op.name, op.kind, op.attr("of"), resource, start * 1e3, end * 1e3, busy, pred,
                                                  nbytes, self.runner_of.get(op.name, ""))
-            else:
+            else:  # ops in loop bodies: every run adds to the op's busy time and prediction
                 rec.end_ms = max(rec.end_ms, end * 1e3)
                 rec.measured_ms += busy
+                rec.predicted_ms += float(op.attr("seconds", 0.0)) * 1e3
                 rec.bytes += nbytes
+                rec.runs += 1
 
     def _run_graph(self, graph: Graph, env: dict[str, Any], depth: int) -> None:
-        """Execute `graph`'s ops in dataflow order; results land in `env`."""
-        groups = self.groups if depth == 0 else {}
-        in_group = {m.name: g for g in groups.values() for m in g.ops}
-        units: list[tuple[str, Any]] = []  # (name, Op or _Group)
-        seen_groups: set[str] = set()
-        for op in graph.ops:
-            g = in_group.get(op.name)
-            if g is None:
-                units.append((op.name, op))
-            elif g.name not in seen_groups:
-                seen_groups.add(g.name)
-                units.append((g.name, g))
+        """Execute `graph`'s ops in dataflow order (each on its worker); results land in `env`."""
         done_q: queue.Queue = queue.Queue()
         waiting: dict[str, set[str]] = {}
         users: dict[str, list[str]] = {}
-        by_name = dict(units)
+        by_name = {op.name: op for op in graph.ops}
         inflight = 0
         failure: BaseException | None = None
 
-        def needs(u: Any) -> list[str]:
-            return u.external if isinstance(u, _Group) else _uses(u)
-
         def submit(name: str) -> None:
             nonlocal inflight
-            u = by_name[name]
-            fut = self._dispatch(u, env, depth)
+            fut = self._dispatch(by_name[name], env, depth)
             inflight += 1
             fut.add_done_callback(lambda f, n=name: done_q.put((n, f)))
 
         ready = []
-        for name, u in units:
-            missing = {v for v in needs(u) if v not in env}
+        for op in graph.ops:
+            missing = {v for v in _uses(op) if v not in env}
             if missing:
-                waiting[name] = missing
+                waiting[op.name] = missing
                 for v in missing:
-                    users.setdefault(v, []).append(name)
+                    users.setdefault(v, []).append(op.name)
             else:
-                ready.append(name)
+                ready.append(op.name)
         for name in ready:
             submit(name)
         while inflight:
@@ -563,8 +570,7 @@ class LocalRuntime:
             inflight -= 1
             exc = fut.exception()
             if exc is not None:
-                if failure is None:
-                    failure = exc
+                failure = failure or exc
                 continue
             if failure is not None:
                 continue
@@ -587,21 +593,19 @@ class LocalRuntime:
             stuck = sorted(waiting)[:5]
             raise RunError(f"ops never became ready: {', '.join(stuck)} (waiting on {sorted(waiting[stuck[0]])[:3]})")
 
-    def _dispatch(self, u: Any, env: dict[str, Any], depth: int) -> Future:
-        if isinstance(u, _Group):
-            return self.coord.submit(self._guard(u.name, lambda: self._run_group(u, env, depth)))
-        op: Op = u
+    def _dispatch(self, op: Op, env: dict[str, Any], depth: int) -> Future:
         if op.regions:
             return self.coord.submit(self._guard(op.name, lambda: self._run_region_op(op, env, depth)))
         if op.kind == "exec.send":
             channel = str(op.attr("channel"))
-            self.channels.add(channel)
+            with self.lock:
+                self.channels.add(channel)
             return self._worker(channel).submit(self._guard(op.name, lambda: self._send(op, env, depth)))
         if op.kind in ("exec.recv", "exec.await", "agent.yield"):
             f: Future = Future()
             try:
-                f.set_result(self._recv(op, env) if op.kind == "exec.recv" else {v.name: None for v in op.results})
-            except BaseException as e:  # noqa: BLE001
+                f.set_result(self._recv(op) if op.kind == "exec.recv" else {v.name: None for v in op.results})
+            except BaseException as e:  # noqa: BLE001 - handed to the scheduler, which reports it
                 f.set_exception(e)
             return f
         if op.kind == "exec.convert":
@@ -626,10 +630,14 @@ class LocalRuntime:
         start = self._now()
         src = op.operands[0]
         prod = self.producer.get(src)
-        if prod is not None and prod.attr("chunk") is not None and prod.results[-1].name == src and src not in self._data_values(prod):
-            # A streamed KV chunk: the layers its prefill chunk produced.
-            part = self.chunk_kv.get(prod.name)
+        if prod is not None and prod.attr("chunk") is not None and not self._is_data(src):
+            # A streamed chunk (overlap pass): a KV cache moves the layers its prefill chunk produced;
+            # other values (a stage's activations) exist only once the last chunk ends, so nothing moves early.
             final = op.name.rsplit(".chunk", 1)[0]
+            whole_send = self.ops.get(final)
+            streams_kv = whole_send is not None and whole_send.operands and not self._is_data(src) and \
+                self._value_kind(whole_send.operands[0]) == "kv"
+            part = self.chunk_kv.get(prod.name) if streams_kv else None
             payload = part.copy() if part is not None else None
             if part is not None:
                 with self.lock:
@@ -642,30 +650,21 @@ class LocalRuntime:
                 payload = _copy_payload(value)
         nbytes = _nbytes(payload)
         if self.pace > 0:
-            target = start + float(op.attr("seconds", 0.0)) * self.pace
-            delay = target - self._now()
+            delay = start + float(op.attr("seconds", 0.0)) * self.pace - self._now()
             if delay > 0:
                 time.sleep(delay)
-        end = self._now()
-        self._record(op, str(op.attr("channel")), start, end, depth, nbytes)
+        self._record(op, str(op.attr("channel")), start, self._now(), depth, nbytes)
         with self.lock:
             self.mail[op.results[-1].name] = payload
         return {op.results[-1].name: None}
 
-    @staticmethod
-    def _data_values(op: Op) -> set[str]:
-        return {v.name for v in op.results if v.type.kind != "token"}
-
-    def _recv(self, op: Op, env: dict[str, Any]) -> dict[str, Any]:
+    def _recv(self, op: Op) -> dict[str, Any]:
         with self.lock:
             parts = [self.mail.pop(t) for t in op.operands if t in self.mail]
         parts = [p for p in parts if p is not None]
         if not parts:
             raise RunError(f"op {op.name}: nothing was sent to it")
-        if all(isinstance(p, KVCache) for p in parts) and len(parts) > 1:
-            value = KVCache.merge(parts)  # type: ignore[arg-type]
-        else:
-            value = parts[0]
+        value = KVCache.merge(parts) if len(parts) > 1 and all(isinstance(p, KVCache) for p in parts) else parts[0]
         return {op.results[0].name: value, op.results[1].name: None}
 
     def _convert(self, op: Op, env: dict[str, Any], depth: int) -> dict[str, Any]:
@@ -705,24 +704,36 @@ class LocalRuntime:
         start = self._now()
         if kind == "model.prefill":
             results = self._prefill(op, env)
-        elif kind == "model.decode":
+        elif kind == "model.decode" and self._whole_decode(op):
             results = self._decode(op, env)
+        elif kind in ("model.decode", "model.attention", "model.ffn"):
+            results = self._step(op, env)
+        elif kind == "model.draft":
+            results = self._draft(op, env)
+        elif kind == "model.verify":
+            results = self._verify(op, env)
+        elif kind == "model.kv_rollback":
+            results = self._rollback(op, env)
         elif kind in CALLABLE_KINDS:
             fn = self.tools[str(op.attr("of"))]
-            args = [env[v] for v in op.operands if v in env and self._is_data(v)]
-            out = fn(*args)
+            out = fn(*[env[v] for v in op.operands if v in env and self._is_data(v)])
             data = [v for v in op.results if v.type.kind != "token"]
             results = {data[0].name: out} if data else {}
         elif kind == "agent.input":
             results = {op.results[0].name: self._input(op)}
         elif kind == "agent.output":
-            self.outputs[str(op.attr("of"))] = [env[v] for v in op.operands if self._is_data(v)]
+            with self.lock:
+                self.outputs[str(op.attr("of"))] = [env[v] for v in op.operands if self._is_data(v)]
             results = {}
         else:
-            results = {}
+            raise RunError(f"op {op.name}: the runtime cannot execute a compute of {kind}")
         self._record(op, self.worker_of(op), start, self._now(), depth)
         results.update({v.name: None for v in op.results if v.type.kind == "token"})
         return results
+
+    def _value_kind(self, name: str) -> str | None:
+        p = self.producer.get(name)
+        return None if p is None else next(v for v in p.results if v.name == name).type.kind
 
     def _is_data(self, name: str) -> bool:
         p = self.producer.get(name)
@@ -730,32 +741,47 @@ class LocalRuntime:
             return True
         return next(v for v in p.results if v.name == name).type.kind != "token"
 
-    def _input(self, op: Op) -> np.ndarray:
-        name = str(op.attr("of"))
-        n = int(op.attr("tokens", 0))
-        if name in self.inputs:
-            return np.asarray(self.inputs[name], dtype=np.int64).reshape(-1)
-        rng = np.random.default_rng(zlib.crc32(name.encode()))
-        return rng.integers(0, 2**31 - 1, size=n, dtype=np.int64)
+    def _data(self, op: Op, env: dict[str, Any]) -> list[Any]:
+        return [env[v] for v in op.operands if self._is_data(v) and v in env]
 
-    def _prompt(self, op: Op, env: dict[str, Any], vocab: int) -> np.ndarray:
+    def _whole_decode(self, op: Op) -> bool:
+        part = self.partitions.get(op.name)
+        return part is not None and part.is_whole and op.attr("stage") is None and not re.search(r"\.decode\.s\d+$", op.name)
+
+    def _input(self, op: Op) -> np.ndarray:
+        return np.array(self.request[op.name], copy=True)
+
+    def _request(self) -> dict[str, np.ndarray]:
+        """The request's input token ids, made before the run starts: the caller's, else fixed pseudo-random ids."""
+        out = {}
+        for op, _ in self.graph.walk():
+            if op.kind == "exec.compute" and op.attr("kind_of") == "agent.input":
+                name = str(op.attr("of"))
+                if name in self.inputs:
+                    out[op.name] = np.asarray(self.inputs[name], dtype=np.int64).reshape(-1)
+                else:
+                    rng = np.random.default_rng(zlib.crc32(name.encode()))
+                    out[op.name] = rng.integers(0, 2**31 - 1, size=int(op.attr("tokens", 0)), dtype=np.int64)
+        return out
+
+    def _prompts(self, op: Op, env: dict[str, Any], vocab: int) -> np.ndarray:
+        """[batch, tokens] prompt ids: the operands' ids, after the call's fixed system-prompt ids up to
+        `tokens`; sequence i of a batch shifts every id by i (mod vocab), so sequences differ."""
         pieces = []
-        for v in op.operands:
-            if not self._is_data(v) or v not in env:
-                continue
-            x = env[v]
+        for x in self._data(op, env):
             if isinstance(x, KVCache | Activations):
                 continue
             try:
                 pieces.append(np.asarray(x, dtype=np.int64).reshape(-1))
             except (TypeError, ValueError):
-                raise RunError(f"op {op.name}: operand %{v} is not token ids ({type(x).__name__})") from None
+                raise RunError(f"op {op.name}: an operand is not token ids ({type(x).__name__})") from None
         ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
         want = int(op.attr("tokens", len(ids)))
-        if len(ids) < want:  # the call's system prompt: fixed ids derived from the call's name
+        if len(ids) < want:
             rng = np.random.default_rng(zlib.crc32(str(op.attr("llm") or op.name).encode()))
             ids = np.concatenate([rng.integers(0, vocab, size=want - len(ids), dtype=np.int64), ids])
-        return ids % vocab
+        batch = int(op.attr("batch", 1))
+        return np.stack([(ids + i) % vocab for i in range(batch)])
 
     def _native(self, kv: dict[int, tuple[np.ndarray, np.ndarray]], chip: Chip) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         dst = axes_of(chip.kv_layout)
@@ -763,225 +789,294 @@ class LocalRuntime:
             self._note(f"KV layout {chip.kv_layout} ({chip.name}) is vendor-internal; the runtime keeps it head-major (bhsd)")
         return {i: (to_axes(k, STEP_AXES, dst), to_axes(v, STEP_AXES, dst)) for i, (k, v) in kv.items()}
 
-    def _step_kv(self, kv: KVCache, part: ModelPart, chip: Chip, op: Op) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """A received KV cache as the step reads it, after checking it is in this device's layout."""
+    def _step_kv(self, kv: KVCache, part: ModelPart, chip: Chip, op: Op, layers: Any = None,
+                 rows: tuple[int, int] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """A KV cache (its `layers`, batch `rows`) as the step reads it, after checking it is in this device's layout."""
         if kv.layers and kv.layout != chip.kv_layout:
             raise KVLayoutError(
                 f"op {op.name}: the KV cache of {kv.model} arrives in layout {kv.layout}, but {op.attr('device')} "
                 f"({chip.name}) keeps {chip.kv_layout}; the plan needs an exec.convert before it"
             )
-        return {i: kv.in_step_layout(i, part.kv_dtype) for i in kv.layers}
+        want = kv.layers if layers is None else [i for i in layers if i in kv.layers]
+        out = {}
+        for i in want:
+            k, v = kv.in_step_layout(i, part.kv_dtype)
+            if rows is not None:
+                k, v = k[rows[0]:rows[0] + rows[1]], v[rows[0]:rows[0] + rows[1]]
+            out[i] = (k, v)
+        return out
+
+    def _call(self, llm: str) -> _Call:
+        c = self.calls.get(llm)
+        if c is None:
+            raise RunError(f"LLM call {llm}: a decode step ran before its prefill")
+        return c
 
     def _prefill(self, op: Op, env: dict[str, Any]) -> dict[str, Any]:
         part = self.parts.get((op.name, ""))
-        of = str(op.attr("of"))
         device = str(op.attr("device"))
         chip = self.chip_of(device)
-        data_results = [v for v in op.results if v.type.kind != "token"]
+        llm = str(op.attr("llm") or op.attr("of"))
+        draft_prefill = str(op.attr("of", "")).endswith(".draft_prefill")
+        group = str(op.attr("of"))
+        results: dict[str, Any] = {}
         if part is None:  # an empty chunk (more chunks than layers)
-            if op.attr("chunk") is not None and op.attr("chunk") == op.attr("chunks") - 1:
-                raise RunError(f"op {op.name}: the last prefill chunk has no partition")
-            return {}
-        im = part.model
-        p = part.partition
-        scratch = self.scratch.setdefault((of, device), {})
+            return results
+        im, p = part.model, part.partition
+        scratch = self.scratch.setdefault((group.split(".chunk")[0], device), {})
         boundary = dict(scratch)
-        for v in op.operands:
-            x = env.get(v)
+        for x in self._data(op, env):
             if isinstance(x, Activations):
                 boundary.update(x.tensors)
-        ids = self._prompt(op, env, im.model.vocab) if p.has_embed or im.token_input in part.run.inputs else None
-        if ids is not None:
-            self.llm_runs.setdefault(str(op.attr("llm") or of), {})["prompt"] = ids
-        present, acts, logits = part.step(None if ids is None else ids[None, :], {}, boundary)
+        ids = None
+        if im.token_input in part.run.inputs:
+            ids = self._prompts(op, env, im.model.vocab)
+            if not draft_prefill:
+                with self.lock:
+                    self.calls[llm] = _Call(im.name, ids.shape[0], ids, [[] for _ in ids], [[] for _ in ids],
+                                            self._target_tokens(llm))
+        present, acts, logits = part.step(ids, {}, boundary)
         scratch.update(acts)
         native = self._native(present, chip)
-        produced = self.prefill_kv.setdefault((of, device), {})
-        produced.update(native)
-        results: dict[str, Any] = {}
-        llm = str(op.attr("llm") or of)
-        run = self.llm_runs.setdefault(llm, {})
         length = int(op.attr("tokens", 0))
-        history, next_token, rows = None, None, []
-        if logits is not None:
-            prompt = run.get("prompt")
-            row = logits[0, -1]
-            next_token = int(np.argmax(row))
-            history = np.concatenate([prompt, [next_token]]) if prompt is not None else None
-            rows = [row]
-            run["first_row"] = row
         dtype = im.model.kv_dtype
-        if op.attr("chunk") is not None:
+        history = next_tok = None
+        rows: list[np.ndarray] = []
+        if logits is not None:
+            last = logits[:, -1]
+            if draft_prefill:
+                prompts = ids
+                nxt = np.argmax(last, axis=-1)[:, None]
+            else:
+                call = self._call(llm)
+                prompts = call.prompts
+                nxt = call.emit(0, last)
+            history = np.concatenate([prompts, nxt], axis=1)
+            next_tok = nxt
+            rows = [last]
+        if op.attr("chunk") is not None:  # a streamed layer group: the last one defines the whole cache
+            produced = self.prefill_kv.setdefault((group.split(".chunk")[0], device), {})
+            produced.update(native)
             self.chunk_kv[op.name] = KVCache(im.name, dict(native), chip.kv_layout, dtype, length)
-            if data_results:  # the last chunk defines the whole cache
-                results[data_results[0].name] = KVCache(im.name, dict(produced), chip.kv_layout, dtype, length,
-                                                        history, next_token, rows)
-            return results
-        acts_out = [v for v in data_results if v.type.kind == "act"]
-        kv_out = [v for v in data_results if v.type.kind == "kv"]
-        tok_out = [v for v in data_results if v.type.kind == "tokens"]
-        if acts_out:
-            results[acts_out[0].name] = Activations(acts)
-        if kv_out:
-            holds_next = p.has_head and not tok_out
-            results[kv_out[0].name] = KVCache(im.name, native, chip.kv_layout, dtype, length,
-                                              history if holds_next else None, next_token if holds_next else None,
-                                              rows if holds_next else [])
-        if tok_out:
-            results[tok_out[0].name] = KVCache(im.name, {}, chip.kv_layout, dtype, length, history, next_token, rows)
+            native = dict(produced)
+        for v in op.results:
+            if v.type.kind == "kv":
+                results[v.name] = KVCache(im.name, native, chip.kv_layout, dtype, length, history, next_tok, rows)
+            elif v.type.kind == "act":
+                results[v.name] = Activations({**boundary, **acts})
+            elif v.type.kind == "tokens":
+                if next_tok is None:
+                    raise RunError(f"op {op.name}: partition {p} yields a token but does not hold the head")
+                results[v.name] = np.array(next_tok, copy=True)
         return results
 
+    def _target_tokens(self, llm: str) -> int:
+        loop = self.ops.get(f"{llm}.decode")
+        if loop is not None and loop.kind == "agent.loop":
+            return int(loop.attr("max"))
+        dec = [op for op in self.ops.values() if op.kind == "exec.compute" and op.attr("kind_of") == "model.decode"
+               and op.attr("llm") == llm and op.attr("tokens") is not None]
+        return max([int(op.attr("tokens")) for op in dec] or [1])
+
     def _decode(self, op: Op, env: dict[str, Any]) -> dict[str, Any]:
+        """A whole decode in one op: greedy (or speculative, with a draft artifact) from the prefill's cache."""
         part = self.parts[(op.name, "")]
-        if not part.partition.is_whole:
-            raise RunError(f"op {op.name}: a decode of partition {part.partition} must run with the rest of its split")
         chip = self.chip_of(str(op.attr("device")))
-        kvs = [env[v] for v in op.operands if isinstance(env.get(v), KVCache)]
+        kvs = [x for x in self._data(op, env) if isinstance(x, KVCache)]
         if not kvs:
             raise RunError(f"op {op.name}: decode needs the prefill's KV cache")
         kv = KVCache.merge(kvs)
         if kv.next_token is None or kv.history is None:
             raise RunError(f"op {op.name}: the KV cache carries no first token")
+        llm = str(op.attr("llm") or op.attr("of"))
+        call = self._call(llm)
         past = self._step_kv(kv, part, chip, op)
         count = int(op.attr("tokens", 1))
-        llm = str(op.attr("llm") or op.attr("of"))
         draft = self.parts.get((op.name, "draft"))
-        generated = [kv.next_token]
-        rows = list(kv.logits)
-        spec: SpecStats | None = None
-        if count > 1:
-            if draft is None:
-                toks, more, _ = greedy_decode(part, past, kv.next_token, count - 1)
-            else:
-                toks, more, spec = speculative_decode(part, draft, past, kv.history, count - 1, draft.draft_k)  # type: ignore[attr-defined]
-            generated += toks
-            rows += more
-        run = self.llm_runs.setdefault(llm, {})
-        run.update({"model": part.model.name, "tokens": generated, "rows": rows,
-                    "prompt": kv.history[:-1] if "prompt" not in run else run["prompt"]})
-        if spec is not None:
-            run["speculative"] = {"draft": draft.model.name, "draft_k": draft.draft_k, "drafted": spec.drafted,  # type: ignore[union-attr, attr-defined]
-                                  "accepted": spec.accepted, "acceptance": spec.acceptance, "target_steps": spec.target_steps}
+        if count > 1 and draft is None:
+            tok = kv.next_token
+            for _ in range(count - 1):
+                present, _, logits = part.step(np.asarray(tok, dtype=np.int64), past, {})
+                past = present
+                tok = call.emit(0, logits[:, -1])
+        elif count > 1:
+            if call.batch != 1:
+                raise RunError(f"op {op.name}: speculative decoding runs one sequence; the call has {call.batch}")
+            toks, rows, spec = speculative_decode(part, draft, past, kv.history[0], count - 1, self.draft_k[op.name])
+            for t, r in zip(toks, rows, strict=True):
+                call.tokens[0].append(int(t))
+                call.rows[0].append(r)
+            call.speculative = {"draft": draft.model.name, "draft_k": self.draft_k[op.name], "drafted": spec.drafted,
+                                "accepted": spec.accepted, "acceptance": spec.acceptance, "target_steps": spec.target_steps}
         out = [v for v in op.results if v.type.kind != "token"]
-        return {out[0].name: np.array(generated, dtype=np.int64)} if out else {}
+        return {out[0].name: call.output()} if out else {}
 
-    # ---- split decode ------------------------------------------------------------------------------
-    def _run_group(self, g: _Group, env: dict[str, Any], depth: int) -> dict[str, Any]:
-        parts = [self.parts[(c.name, "")] for c in g.computes]
-        if any(p is None for p in parts):
-            raise RunError(f"decode of {g.llm}: a partition has no executable")
-        first, last = g.computes[0], g.computes[-1]
-        # Initial state on each partition's device: its layers' KV (checked against the device's layout).
-        past: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-        next_kv: KVCache | None = None
-        for c, p in zip(g.computes, parts, strict=True):
-            chip = self.chip_of(str(c.attr("device")))
-            mine: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-            for v in c.operands:
-                x = env.get(v)
-                if isinstance(x, KVCache):
-                    if x.next_token is not None:
-                        next_kv = x
-                    if x.layers:
-                        mine.update(self._step_kv(KVCache(x.model, {i: x.layers[i] for i in x.layers if i in p.partition.kv_layers},
-                                                          x.layout, x.dtype, x.length), p, chip, c))
-            missing = set(p.partition.kv_layers) - set(mine)
+    def _step(self, op: Op, env: dict[str, Any]) -> dict[str, Any]:
+        """One decode step of one partition (a pipeline stage, an attention or FFN block); its layers'
+        KV cache stays on the device between steps, initialised from the cache it is given."""
+        part = self.parts[(op.name, "")]
+        p = part.partition
+        chip = self.chip_of(str(op.attr("device")))
+        llm = str(op.attr("llm"))
+        call = self._call(llm)
+        offset, size = self.rows.get(op.name, (0, call.batch))
+        data = self._data(op, env)
+        kv_in = next((x for x in data if isinstance(x, KVCache)), None)
+        boundary: dict[str, np.ndarray] = {}
+        ids = None
+        for x in data:
+            if isinstance(x, Activations):
+                boundary.update(x.tensors)
+            elif isinstance(x, np.ndarray):
+                ids = x
+        key = (op.name, id(kv_in))
+        st = self.state.get(key)
+        if st is None:
+            past = self._step_kv(kv_in, part, chip, op, p.kv_layers, (offset, size)) if kv_in is not None else {}
+            missing = set(p.kv_layers) - set(past)
             if missing:
-                raise RunError(f"op {c.name}: no KV cache for its layers {sorted(missing)}")
-            past[c.name] = mine
-        if next_kv is None or next_kv.history is None:
-            raise RunError(f"decode of {g.llm}: no part receives the prefill's first token")
-        count = int(first.attr("tokens", 1))
-        generated = [int(next_kv.next_token)]  # type: ignore[arg-type]
-        rows = list(next_kv.logits)
-        head_dev, embed_dev = str(last.attr("device")), str(first.attr("device"))
-        feedback = f"{head_dev}->{embed_dev}"
-        sends = {m.operands[0]: m for m in g.ops if m.kind == "exec.send"}
-        recv_of = {m.operands[0]: m for m in g.ops if m.kind == "exec.recv"}
-        for step in range(count - 1):
-            token = np.array([[generated[-1]]], dtype=np.int64)
-            if step > 0 and head_dev != embed_dev:
-                token = self._copy_on(feedback, f"{g.name}.feedback", token, depth, step)
-            values: dict[str, Any] = {}
-            for c, p in zip(g.computes, parts, strict=True):
-                boundary: dict[str, np.ndarray] = {}
-                for v in c.operands:
-                    x = values.get(v)
-                    if isinstance(x, Activations):
-                        boundary.update(x.tensors)
-                ids = token if p.partition.has_embed else None
-                fut = self._worker(self.worker_of(c)).submit(
-                    lambda c=c, p=p, ids=ids, boundary=boundary, s=step: self._group_step(c, p, ids, past, boundary, depth, s))
-                acts, logits = fut.result()
-                for v in c.results:
-                    if v.type.kind == "act":
-                        values[v.name] = Activations(acts)
-                        send = sends.get(v.name)
-                        if send is not None:  # the IR's transfer of this activation, run for real on its channel
-                            moved = self._copy_on(str(send.attr("channel")), send.name, values[v.name], depth, step, send)
-                            recv = recv_of.get(send.results[-1].name)
-                            if recv is not None:
-                                values[recv.results[0].name] = moved
-                                conv = next((m for m in g.ops if m.kind == "exec.convert" and m.operands[0] == recv.results[0].name), None)
-                                if conv is not None:
-                                    values[conv.results[0].name] = moved
-                if logits is not None:
-                    row = logits[0, -1]
-                    rows.append(row)
-                    generated.append(int(np.argmax(row)))
-        run = self.llm_runs.setdefault(g.llm, {})
-        run.update({"model": parts[0].model.name, "tokens": generated, "rows": rows})
-        run.setdefault("prompt", next_kv.history[:-1])
-        results: dict[str, Any] = {v.name: None for m in g.ops for v in m.results}
-        out = [v for v in last.results if v.type.kind == "tokens"]
-        if out:
-            results[out[0].name] = np.array(generated, dtype=np.int64)
+                raise RunError(f"op {op.name}: no KV cache for its layers {sorted(missing)}")
+            st = self.state[key] = {"past": past}
+        if p.has_embed:
+            if ids is None:
+                raise RunError(f"op {op.name}: partition {p} reads the last token, which no operand carries")
+            ids = np.asarray(ids, dtype=np.int64)
+            if ids.shape[0] != size:
+                ids = ids[offset:offset + size]
+            ids = ids[:, -1:]
+        present, acts, logits = part.step(ids, st["past"], boundary)
+        st["past"] = present
+        results: dict[str, Any] = {}
+        for v in op.results:
+            if v.type.kind == "act":
+                results[v.name] = Activations({**boundary, **acts})
+            elif v.type.kind == "tokens":
+                if logits is None:
+                    raise RunError(f"op {op.name}: partition {p} yields a token but does not hold the head")
+                results[v.name] = call.emit(offset, logits[:, -1])
         return results
 
-    def _group_step(self, c: Op, p: ModelPart, ids: np.ndarray | None, past: dict[str, Any], boundary: dict[str, np.ndarray],
-                    depth: int, step: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        start = self._now()
-        present, acts, logits = p.step(ids, past[c.name], boundary)
-        past[c.name] = present
-        self._record(c, self.worker_of(c), start, self._now(), depth, step=step)
-        return acts, logits
+    # ---- speculative decoding (the compiler's draft / verify / rollback loop) -------------------------
+    def _draft(self, op: Op, env: dict[str, Any]) -> dict[str, Any]:
+        part = self.parts[(op.name, "")]
+        chip = self.chip_of(str(op.attr("device")))
+        data = self._data(op, env)
+        kv_in = next(x for x in data if isinstance(x, KVCache))
+        new = next(np.asarray(x, dtype=np.int64) for x in data if isinstance(x, np.ndarray))
+        if new.shape[0] != 1:
+            raise RunError(f"op {op.name}: speculative decoding runs one sequence; got {new.shape[0]}")
+        k = self._draft_k(op)
+        key = (op.name, id(kv_in))
+        st = self.state.get(key)
+        if st is None:
+            past = self._step_kv(kv_in, part, chip, op)
+            st = self.state[key] = {"past": past, "seq": [int(t) for t in kv_in.history[0, :kv_in.length]],
+                                    "len": kv_in.length, "base": None}
+        elif st["base"] is not None:  # roll back past the first rejected proposal
+            accepted = len(new[0]) - 1
+            keep = st["base"] + min(accepted, k - 1)
+            st["past"] = {i: (a[:, :, :keep], b[:, :, :keep]) for i, (a, b) in st["past"].items()}
+            st["len"] = keep
+        st["seq"].extend(int(t) for t in new[0])
+        feed = st["seq"][st["len"]:]
+        st["base"] = len(st["seq"])
+        proposals = []
+        for _ in range(k):
+            present, _, logits = part.step(np.array([feed], dtype=np.int64), st["past"], {})
+            st["past"] = present
+            proposals.append(int(np.argmax(logits[0, -1])))
+            feed = [proposals[-1]]
+        st["len"] = st["base"] + k - 1
+        out = [v for v in op.results if v.type.kind != "token"]
+        return {out[0].name: np.array([[st["seq"][-1], *proposals]], dtype=np.int64)}
 
-    def _copy_on(self, channel: str, label: str, value: Any, depth: int, step: int, op: Op | None = None) -> Any:
-        self.channels.add(channel)
+    def _draft_k(self, op: Op) -> int:
+        if op.attr("draft_k") is not None:
+            return int(op.attr("draft_k"))
+        out = [v for v in op.results if v.type.kind == "tokens"]
+        return int(out[0].type.size) if out else 4
 
-        def copy_it() -> Any:
-            start = self._now()
-            moved = _copy_payload(value)
-            if self.pace > 0 and op is not None:
-                delay = start + float(op.attr("seconds", 0.0)) * self.pace - self._now()
-                if delay > 0:
-                    time.sleep(delay)
-            end = self._now()
-            if op is not None:
-                self._record(op, channel, start, end, depth, _nbytes(moved), step=step)
-            else:
-                with self.lock:
-                    self.events.append((f"{label}#{step}", "exec.send", None, channel, start, end, depth))
-            return moved
+    def _verify_state(self, llm: str) -> dict[str, Any]:
+        st = self.state.get((f"{llm}.verify", 0))
+        if st is None:
+            raise RunError(f"LLM call {llm}: kv_rollback before verify")
+        return st
 
-        return self._worker(channel).submit(copy_it).result()
+    def _verify(self, op: Op, env: dict[str, Any]) -> dict[str, Any]:
+        part = self.parts[(op.name, "")]
+        chip = self.chip_of(str(op.attr("device")))
+        llm = str(op.attr("llm"))
+        call = self._call(llm)
+        data = self._data(op, env)
+        kv_in = next(x for x in data if isinstance(x, KVCache))
+        proposed = next(np.asarray(x, dtype=np.int64) for x in data if isinstance(x, np.ndarray))
+        st = self.state.get((f"{llm}.verify", 0))
+        if st is None or st.get("kv") is not kv_in:
+            st = self.state[(f"{llm}.verify", 0)] = {"kv": kv_in, "past": self._step_kv(kv_in, part, chip, op), "keep": None}
+        if st["keep"] is not None:  # no rollback op ran: apply it here
+            self._truncate(st)
+        _, props = int(proposed[0, 0]), [int(t) for t in proposed[0, 1:]]
+        present, _, logits = part.step(proposed, st["past"], {})
+        greedy = [int(np.argmax(logits[0, i])) for i in range(len(props) + 1)]
+        n = 0
+        while n < len(props) and props[n] == greedy[n]:
+            n += 1
+        new = props[:n] + [greedy[n]]
+        length = next(iter(st["past"].values()))[0].shape[2] if st["past"] else 0
+        st["past"], st["keep"] = present, length + 1 + n
+        for i, t in enumerate(new):
+            call.tokens[0].append(t)
+            call.rows[0].append(np.array(logits[0, i], copy=True))
+        spec = call.speculative or {"drafted": 0, "accepted": 0, "target_steps": 0, "draft_k": len(props)}
+        spec["drafted"] += len(props)
+        spec["accepted"] += n
+        spec["target_steps"] += 1
+        spec["acceptance"] = spec["accepted"] / spec["drafted"] if spec["drafted"] else 0.0
+        call.speculative = spec
+        out = [v for v in op.results if v.type.kind != "token"]
+        return {out[0].name: np.array([new], dtype=np.int64)}
+
+    @staticmethod
+    def _truncate(st: dict[str, Any]) -> None:
+        keep = st["keep"]
+        st["past"] = {i: (a[:, :, :keep], b[:, :, :keep]) for i, (a, b) in st["past"].items()}
+        st["keep"] = None
+
+    def _rollback(self, op: Op, env: dict[str, Any]) -> dict[str, Any]:
+        st = self._verify_state(str(op.attr("llm")))
+        if st["keep"] is not None:
+            self._truncate(st)
+        return {}
 
     # ---- regions -----------------------------------------------------------------------------------
     def _run_region_op(self, op: Op, env: dict[str, Any], depth: int) -> dict[str, Any]:
         start = self._now()
         if op.kind == "agent.loop":
             body = op.regions[0]
+            llm = op.name.removesuffix(".decode") if op.name.endswith(".decode") else None
+            decode_loop = llm is not None and any(
+                o.kind == "exec.compute" and str(o.attr("kind_of", "")).startswith("model.") for o, _ in body.walk())
+            limit = int(op.attr("max"))
             n = self.loops.get(op.name)
             if n is None:
                 n = int(math.floor(float(op.attr("expected")) + 0.5))
-            n = max(1, min(int(op.attr("max")), n))
+            n = max(1, min(limit, n))
             carried = [env[v] for v in op.operands]
-            for _ in range(n):
+            it = 0
+            while True:
+                if decode_loop:  # a decode runs until its call has all its tokens
+                    if self._call(llm).generated >= self._call(llm).target or it >= limit:
+                        break
+                elif it >= n:
+                    break
                 inner = dict(env)
                 inner.update({a.name: x for a, x in zip(body.args, carried, strict=True)})
                 self._run_graph(Graph(body.ops[:-1], body.args), inner, depth + 1)
                 carried = [inner[v] for v in body.ops[-1].operands]
+                it += 1
             results = dict(zip([r.name for r in op.results], carried, strict=True))
+            if decode_loop and op.results:
+                results[op.results[0].name] = self._call(llm).output()
         elif op.kind == "agent.branch":
             probs = list(op.attr("probabilities"))
             arm = self.loops.get(op.name, max(range(len(probs)), key=lambda i: probs[i]))
@@ -1002,9 +1097,7 @@ class LocalRuntime:
         tl = replay(self.graph)
         llms = self._checks() if self.check else {}
         devices: dict[str, dict[str, Any]] = {}
-        for r in sorted({rec.resource for rec in self.records.values()}):
-            if r in self.channels:
-                continue
+        for r in sorted({rec.resource for rec in self.records.values()} - self.channels):
             chip = self.chip_of(r)
             ops = [rec for rec in self.records.values() if rec.resource == r]
             runners = sorted({rec.runner for rec in ops if rec.runner})
@@ -1014,17 +1107,14 @@ class LocalRuntime:
                 "kind": chip.kind,
                 "ran_on": "this machine's GPU" if gpu_here else "CPU worker" + (" (stand-in)" if chip.kind != "cpu" else ""),
                 "runners": runners,
-                "ops": len(ops),
+                "ops": sum(rec.runs for rec in ops),
                 "measured_ms": sum(rec.measured_ms for rec in ops),
-                "predicted_ms": tl.busy.get(r, 0.0) * 1e3 if r in tl.busy else sum(rec.predicted_ms for rec in ops),
+                "predicted_ms": sum(rec.predicted_ms for rec in ops),
             }
-        links = {}
         for ch in sorted(self.channels):
             ops = [rec for rec in self.records.values() if rec.resource == ch]
-            links[ch] = {"transfers": len(ops), "bytes": sum(o.bytes for o in ops),
-                         "measured_ms": sum(o.measured_ms for o in ops), "predicted_ms": sum(o.predicted_ms for o in ops)}
-        for ch, d in links.items():
-            devices[ch] = {"kind": "link", **d}
+            devices[ch] = {"kind": "link", "transfers": sum(o.runs for o in ops), "bytes": sum(o.bytes for o in ops),
+                           "measured_ms": sum(o.measured_ms for o in ops), "predicted_ms": sum(o.predicted_ms for o in ops)}
         stand_ins = sorted({d["chip"] for d in devices.values() if d.get("kind") in ("gpu", "sram-accelerator")
                             and d["ran_on"].startswith("CPU")})
         notes = list(self.notes)
@@ -1043,33 +1133,43 @@ class LocalRuntime:
         )
 
     def _checks(self) -> dict[str, LLMCheck]:
+        """Each call's tokens and logits against the unsplit model's greedy decode of the same prompts."""
         out: dict[str, LLMCheck] = {}
-        for llm, run in sorted(self.llm_runs.items()):
-            if "tokens" not in run:
+        for llm, call in sorted(self.calls.items()):
+            data = self.reference_data.get(call.model)
+            if data is None or not call.tokens[0]:
                 continue
-            model = str(run["model"])
-            data = self.reference_data.get(model)
-            if data is None:
-                continue
-            im = self.references[model]
-            ref = OrtExecutor.load(f"reference {model}", data, "CPUExecutionProvider", threads=1)
-            part = ModelPart(f"{llm}.reference", im, parse_partition("all", im.layers), ref, "onnxruntime reference")
-            prompt = np.asarray(run["prompt"], dtype=np.int64)
-            past, row = prefill(part, prompt)
-            first = int(np.argmax(row))
-            n = len(run["tokens"])
-            toks, rows, _ = greedy_decode(part, past, first, n - 1)
-            ref_tokens, ref_rows = [first, *toks], [row, *rows]
-            got_rows = run["rows"]
-            upto = n
-            for i, (a, b) in enumerate(zip(run["tokens"], ref_tokens, strict=False)):
-                if a != b:
-                    upto = i + 1
-                    break
-            diff = max((float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-                        for a, b in zip(got_rows[:upto], ref_rows[:upto], strict=False)), default=0.0)
-            out[llm] = LLMCheck(llm, model, len(prompt), [int(t) for t in run["tokens"]], ref_tokens,
-                                [int(t) for t in run["tokens"]] == ref_tokens, diff, run.get("speculative"))
+            im = self.references[call.model]
+            ref = OrtExecutor.load(f"reference {call.model}", data, "CPUExecutionProvider", threads=1)
+            part = ModelPart(f"{llm}.reference", im, whole(im.layers), ref, "onnxruntime reference")
+            n = max(len(t) for t in call.tokens)
+            present, _, logits = part.step(call.prompts, {}, {})
+            ref_rows = [logits[:, -1]]
+            past = present
+            for _ in range(n - 1):
+                tok = np.argmax(ref_rows[-1], axis=-1)[:, None]
+                present, _, logits = part.step(tok, past, {})
+                past = present
+                ref_rows.append(logits[:, -1])
+            ref_tokens = [[int(np.argmax(r[b])) for r in ref_rows] for b in range(call.batch)]
+            diff = 0.0
+            match = True
+            for b in range(call.batch):
+                got = call.tokens[b]
+                upto = len(got)
+                for i, (x, y) in enumerate(zip(got, ref_tokens[b], strict=False)):
+                    if x != y:
+                        upto, match = i + 1, False
+                        break
+                for i in range(min(upto, len(call.rows[b]))):
+                    diff = max(diff, float(np.max(np.abs(call.rows[b][i].astype(np.float64) - ref_rows[i][b].astype(np.float64)))))
+            out[llm] = LLMCheck(llm, call.model, int(call.prompts.shape[1]), [int(t) for t in call.tokens[0]],
+                                ref_tokens[0][: len(call.tokens[0])], match, diff,
+                                {**call.speculative, "batch": call.batch} if call.speculative else None)
+            if call.batch > 1:
+                out[llm].speculative = None
+                out[llm].tokens = [int(t) for seq in call.tokens for t in seq]
+                out[llm].reference_tokens = [int(t) for b in range(call.batch) for t in ref_tokens[b][: len(call.tokens[b])]]
         return out
 
 

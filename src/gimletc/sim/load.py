@@ -131,6 +131,7 @@ class SimConfig:
     kv_dtype: str | None = None  # override every model's KV-cache format
     record_timeline: bool = False
     timeline_limit: int = 200_000  # iterations/tasks kept in the timeline
+    fast_forward: bool = True  # run unchanging decode batches to their next finish in one event
 
     def __post_init__(self) -> None:
         if not isinstance(self.host_lanes, int) or self.host_lanes < 1:
@@ -548,27 +549,27 @@ class _ModelQ:
 
 
 class _Engine:
-    __slots__ = ("idx", "spec", "n", "mqs", "mq_by_model", "kv_cap", "kv_used", "busy", "rr", "accel",
-                 "outstanding", "busy_s", "chip_busy_s", "energy_busy", "iters", "batch_sum", "max_batch_seen",
-                 "prefill_iters")
+    __slots__ = ("idx", "spec", "n", "devs", "near", "mqs", "mq_by_model", "busy", "blocked", "rr", "accel",
+                 "outstanding", "busy_s", "iters", "batch_sum", "max_batch_seen", "prefill_iters", "epoch", "ff")
 
-    def __init__(self, idx: int, spec: EngineSpec):
+    def __init__(self, idx: int, spec: EngineSpec, devs: tuple[int, ...]):
         self.idx, self.spec, self.n = idx, spec, len(spec.devices)
+        self.devs = devs  # device indices
+        self.near: tuple[_Engine, ...] = ()  # engines sharing a device with this one (itself included)
         self.mqs: list[_ModelQ] = []
         self.mq_by_model: dict[tuple[str, int], _ModelQ] = {}
-        self.kv_cap = 0.0
-        self.kv_used = 0.0
-        self.busy = False
+        self.busy = False  # running an iteration (holding its devices)
+        self.blocked = False  # waiting for devices another engine holds
         self.rr = 0
         self.accel: deque[tuple[_Req, int, float]] = deque()
         self.outstanding = 0
         self.busy_s = 0.0  # wall seconds with an iteration running
-        self.chip_busy_s = 0.0  # chip-seconds of operator time (TDP), summed over its chips
-        self.energy_busy = 0.0
         self.iters = 0
         self.prefill_iters = 0
         self.batch_sum = 0
         self.max_batch_seen = 0
+        self.epoch = 0  # iteration events of an older epoch were cut short and are ignored
+        self.ff: list | None = None  # a fast-forwarded decode run in progress: [mq, start, k, ctx, batch, timeline row]
 
 
 class _Pool:
@@ -606,8 +607,10 @@ class LoadResult:
     power_w: float
     price_per_hour: float
     config: SimConfig
-    timeline: list[tuple[str, float, float, str, int]] = field(default_factory=list)
+    # (resource, start, end, what, batch, iterations): engine iterations, tasks on hosts, transfers on links
+    timeline: list[tuple[str, float, float, str, int, int]] = field(default_factory=list)
     cost_model_calls: int = 0
+    heap_events: int = 0  # events taken off the heap (fast-forwarded iterations count once)
 
     @property
     def completed(self) -> int:
@@ -646,16 +649,38 @@ class _Sim:
         self.templates: dict[tuple, _Template] = {}
         self.heap: list[tuple] = []
         self.seq = 0
-        self.events = 0
+        self.events = 0  # arrivals, task and iteration ends (each fast-forwarded iteration counts)
+        self.heap_events = 0
         self.ec = cfg.engine
-        self.engines = [_Engine(i, s) for i, s in enumerate(wl.engines)]
+        # Devices: every engine's iteration holds all of its devices; KV memory is kept per device.
+        self.dev_ids: list[str] = []
+        dev_idx: dict[str, int] = {}
+        self.dev_chip: list[Chip] = []
+        for spec in wl.engines:
+            for d in spec.devices:
+                if d not in dev_idx:
+                    dev_idx[d] = len(self.dev_ids)
+                    self.dev_ids.append(d)
+                    self.dev_chip.append(spec.chip)
+        nd = len(self.dev_ids)
+        self.dev_holder = [-1] * nd
+        self.dev_nblocked = [0] * nd
+        self.dev_cap = [0.0] * nd
+        self.dev_used = [0.0] * nd
+        self.dev_busy_s = [0.0] * nd
+        self.dev_active_s = [0.0] * nd
+        self.blocked: list[_Engine] = []  # engines waiting for devices, first come first served
+        self.engines = [_Engine(i, s, tuple(dev_idx[d] for d in s.devices)) for i, s in enumerate(wl.engines)]
+        for e in self.engines:
+            mine = set(e.devs)
+            e.near = tuple(o for o in self.engines if mine & set(o.devs))
         self.pools = [tuple(p) for p in wl.pools]
         self.pool_rr = [0] * len(self.pools)
         self.hosts = [_Pool(cfg.host_lanes) for _ in wl.hosts]
         self.channel_ids: dict[str, int] = {c: i for i, c in enumerate(wl.channels)}
         self.channels = [_Pool(1) for _ in wl.channels]
         self.costs: dict[tuple[str, str, int], StepCost] = {}
-        self.timeline: list[tuple[str, float, float, str, int]] = []
+        self.timeline: list[tuple[str, float, float, str, int, int]] = []
         self.record = cfg.record_timeline
         self._setup_engines()
         # reference token counts for traces
@@ -670,8 +695,9 @@ class _Sim:
         return c
 
     def _setup_engines(self) -> None:
+        weights = [0.0] * len(self.dev_ids)
+        names: list[set[str]] = [set() for _ in self.dev_ids]
         for e, models in zip(self.engines, self.wl.engine_models, strict=True):
-            weights = 0.0
             for name, n in models:
                 if (name, n) in e.mq_by_model:
                     continue
@@ -679,14 +705,16 @@ class _Sim:
                 mq = _ModelQ(name, cost)
                 e.mqs.append(mq)
                 e.mq_by_model[(name, n)] = mq
-                weights += cost.model.weight_bytes
-            cap = e.spec.chip.capacity_bytes * e.n * self.ec.mem_fraction
-            e.kv_cap = cap - weights
-            if e.mqs and e.kv_cap <= 0:
-                names = ", ".join(sorted({m.name for m in e.mqs}))
+                for d in e.devs:  # tensor parallel: each chip holds its share of the weights
+                    weights[d] += cost.model.weight_bytes / e.n
+                    names[d].add(name)
+        for d, dev in enumerate(self.dev_ids):
+            cap = self.dev_chip[d].capacity_bytes * self.ec.mem_fraction
+            self.dev_cap[d] = cap - weights[d]
+            if self.dev_cap[d] <= 0:
                 raise SimulationError(
-                    f"engine {e.spec.id}: weights of {names} take {weights / 1e9:.1f} GB of the "
-                    f"{cap / 1e9:.1f} GB usable ({self.ec.mem_fraction:.0%} of {e.n}x {e.spec.chip.name}); "
+                    f"device {dev}: weights of {', '.join(sorted(names[d]))} take {weights[d] / 1e9:.1f} GB of the "
+                    f"{cap / 1e9:.1f} GB usable ({self.ec.mem_fraction:.0%} of a {self.dev_chip[d].name}); "
                     "no room for a KV cache")
 
     def _reference_tokens(self) -> tuple[int, int]:
@@ -737,10 +765,14 @@ class _Sim:
                 continue
             t, _, code, a, b = heapq.heappop(heap)
             self.events += 1
+            self.heap_events += 1
             if code == _EV_DONE:
                 self._complete(a, b, t)
             elif code == _EV_ITER:
-                self._iter_done(a, b, t)
+                if b[0] != a.epoch:
+                    self.events -= 1  # a run that was cut short: not an event
+                    continue
+                self._iter_done(a, b[1], t)
             elif code == _EV_CPU:
                 req, task, hp = a
                 pool = self.hosts[hp]
@@ -841,13 +873,13 @@ class _Sim:
     def _run_cpu(self, req: _Req, task: int, host: int, secs: float, t: float) -> None:
         self.hosts[host].busy_s += secs
         if self.record and len(self.timeline) < self.cfg.timeline_limit:
-            self.timeline.append((self.wl.hosts[host].id, t, t + secs, req.tpl.spec[task].label, 1))
+            self.timeline.append((self.wl.hosts[host].id, t, t + secs, req.tpl.spec[task].label, 1, 1))
         self._push(t + secs, _EV_CPU, (req, task, host))
 
     def _run_xfer(self, req: _Req, task: int, ch: int, secs: float, then: Any, t: float) -> None:
         self.channels[ch].busy_s += secs
         if self.record and len(self.timeline) < self.cfg.timeline_limit:
-            self.timeline.append((self.wl.channels[ch], t, t + secs, "transfer", 1))
+            self.timeline.append((self.wl.channels[ch], t, t + secs, "transfer", 1, 1))
         self._push(t + secs, _EV_XFER, (req, task, ch, then))
 
     def _transfer(self, req: _Req, task: int, ch: int, secs: float, then: Callable[[float], None] | None,
@@ -885,28 +917,41 @@ class _Sim:
 
     # -- KV accounting --
     def _reserve(self, eng: _Engine, need: float, what: str) -> bool:
-        if eng.kv_used + need <= eng.kv_cap + 1e-6:
-            eng.kv_used += need
+        """Reserve `need` bytes of KV cache, split evenly over the engine's devices."""
+        per = need / eng.n
+        used, cap = self.dev_used, self.dev_cap
+        if all(used[d] + per <= cap[d] + 1e-6 for d in eng.devs):
+            for d in eng.devs:
+                used[d] += per
             return True
-        if need > eng.kv_cap:
+        room = min(cap[d] for d in eng.devs)
+        if per > room:
             raise SimulationError(
                 f"{what} needs {need / 1e9:.2f} GB of KV cache on engine {eng.spec.id}, which has "
-                f"{eng.kv_cap / 1e9:.2f} GB left after weights; it can never be admitted")
+                f"{room * eng.n / 1e9:.2f} GB left after weights; it can never be admitted")
         return False
 
-    def _release(self, eng: _Engine, amount: float, t: float) -> None:
-        eng.kv_used -= amount
-        if eng.kv_used < 1e-6:
-            eng.kv_used = 0.0
-        self._kick(eng, t)
+    def _free(self, eng: _Engine, amount: float) -> None:
+        per = amount / eng.n
+        for d in eng.devs:
+            v = self.dev_used[d] - per
+            self.dev_used[d] = v if v > 1e-6 else 0.0
 
-    def _kv_user_done(self, req: _Req, head: int, t: float) -> None:
+    def _release(self, eng: _Engine, amount: float, t: float) -> None:
+        self._free(eng, amount)
+        for o in eng.near:
+            self._kick(o, t)
+
+    def _kv_user_done(self, req: _Req, head: int, t: float, kick: bool = True) -> None:
         left = req.kv_left.get(head, 0) - 1
         req.kv_left[head] = left
         if left <= 0:
             hold = req.kv_hold.pop(head, None)
             if hold is not None:
-                self._release(self.engines[hold[0]], hold[1], t)
+                if kick:
+                    self._release(self.engines[hold[0]], hold[1], t)
+                else:
+                    self._free(self.engines[hold[0]], hold[1])
 
     # -- engines --
     def _tokens(self, req: _Req, s: TaskSpec) -> tuple[int, int]:
@@ -972,9 +1017,60 @@ class _Sim:
         mq.wait.append(job)
         self._kick(eng, t)
 
+    def _queued(self, eng: _Engine) -> bool:
+        """Whether any job waits for the engine (running batches aside)."""
+        if eng.accel:
+            return True
+        for mq in eng.mqs:
+            if mq.pq or mq.wait:
+                return True
+        return False
+
+    def _contended(self, eng: _Engine) -> bool:
+        return any(self.dev_nblocked[d] for d in eng.devs)
+
+    def _has_work(self, eng: _Engine) -> bool:
+        if eng.accel:
+            return True
+        return any(mq.pq or mq.wait or mq.B for mq in eng.mqs)
+
     def _kick(self, eng: _Engine, t: float) -> None:
+        """Start the engine's next iteration if it has work and its devices are free (else queue for them)."""
         if eng.busy:
+            if eng.ff is not None and (self._queued(eng) or self._contended(eng)):
+                self._cut(eng, t)
             return
+        if eng.blocked or not self._has_work(eng):
+            return
+        holder, nblocked = self.dev_holder, self.dev_nblocked
+        if any(holder[d] >= 0 or nblocked[d] for d in eng.devs):
+            eng.blocked = True
+            self.blocked.append(eng)
+            for d in eng.devs:
+                nblocked[d] += 1
+            for d in eng.devs:
+                h = holder[d]
+                if h >= 0 and self.engines[h].ff is not None:
+                    self._cut(self.engines[h], t)
+            return
+        self._try_start(eng, t)
+
+    def _serve_blocked(self, t: float) -> None:
+        """Give freed devices to waiting engines in arrival order; an engine still waiting keeps
+        later ones off all of its devices, so a wide engine is never starved by narrow ones."""
+        reserved: set[int] = set()
+        holder = self.dev_holder
+        for eng in list(self.blocked):
+            if any(holder[d] >= 0 or d in reserved for d in eng.devs):
+                reserved.update(eng.devs)
+                continue
+            self.blocked.remove(eng)
+            eng.blocked = False
+            for d in eng.devs:
+                self.dev_nblocked[d] -= 1
+            self._try_start(eng, t)
+
+    def _try_start(self, eng: _Engine, t: float) -> None:
         if eng.accel:
             req, task, secs = eng.accel.popleft()
             self._begin(eng, t, secs, secs, 0, ("accel", req, task), "job")
@@ -1017,10 +1113,100 @@ class _Sim:
             mq = eng.mqs[(eng.rr + j) % k]
             self._admit(eng, mq)
             if mq.B > 0:
-                eng.rr = (eng.rr + j + 1) % k
-                secs, busy = mq.cost.decode(mq.B, mq.ctx_sum / mq.B)
-                self._begin(eng, t, secs, busy, mq.B, ("decode", mq, None), "decode", mq.cost.chips, mq.B)
+                self._start_decode(eng, j, t)
                 return
+
+    def _start_decode(self, eng: _Engine, j: int, t: float) -> None:
+        """Decode: the model `j` turns after the engine's round-robin pointer runs one iteration.
+
+        With nothing queued for the engine or its devices, the run of iterations up to the next
+        finishing sequence goes as one event instead: the running models take turns (one
+        iteration each per cycle, in round-robin order) for F − 1 full cycles and, in cycle F,
+        up to the first model with a finishing sequence. Step times sum in closed form
+        (`StepCost.decode_run`); `_cut` stops the run early when work arrives."""
+        k = len(eng.mqs)
+        if not self.cfg.fast_forward or self._queued(eng) or self._contended(eng):
+            idx = (eng.rr + j) % k
+            eng.rr = (idx + 1) % k
+            run = [(idx, eng.mqs[idx], 1)]
+        else:
+            act = [(i, eng.mqs[i]) for i in ((eng.rr + x) % k for x in range(j, k)) if eng.mqs[i].B > 0]
+            F, star = min((mq.run[0][0] - mq.iters, slot) for slot, (_, mq) in enumerate(act))
+            run = [(i, mq, F if slot <= star else F - 1) for slot, (i, mq) in enumerate(act)]
+            run = [r for r in run if r[2] > 0]
+            eng.rr = (act[star][0] + 1) % k
+        ctx = [mq.ctx_sum / mq.B for _, mq, _ in run]
+        secs = busy = 0.0
+        for (_, mq, n), c in zip(run, ctx, strict=True):
+            a, b = mq.cost.decode(mq.B, c) if n == 1 else mq.cost.decode_run(mq.B, c, n)
+            secs += a
+            busy += b
+        iters = sum(n for _, _, n in run)
+        B = sum(mq.B for _, mq, _ in run)
+        what = ("decode", [(mq, n) for _, mq, n in run])
+        row = self._begin(eng, t, secs, busy, 0, what, "decode", None, B, iters)
+        eng.batch_sum += sum(mq.B * n for _, mq, n in run)
+        eng.max_batch_seen = max(eng.max_batch_seen, max(mq.B for _, mq, _ in run))
+        if iters > 1:
+            eng.ff = [run, ctx, t, row]
+
+    def _cut(self, eng: _Engine, t: float) -> None:
+        """Stop a fast-forwarded run after the iteration in progress at `t`."""
+        run, ctx, t0, row = eng.ff
+        eng.ff = None
+        dt = t - t0
+
+        def after(cycles: int) -> tuple[float, float]:  # time and busy time of the first `cycles` cycles
+            a = b = 0.0
+            for (_, mq, n), c in zip(run, ctx, strict=True):
+                m = min(n, cycles)
+                if m:
+                    x, y = mq.cost.decode_run(mq.B, c, m)
+                    a += x
+                    b += y
+            return a, b
+
+        F = max(n for _, _, n in run)
+        lo, hi = 0, F  # after(lo) <= dt < after(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if after(mid)[0] <= dt:
+                lo = mid
+            else:
+                hi = mid
+        # Cycle lo + 1 is in progress: find the slot running at dt.
+        acc = after(lo)[0]
+        cut = len(run) - 1
+        for slot, ((_, mq, n), c) in enumerate(zip(run, ctx, strict=True)):
+            if n > lo:
+                acc += mq.cost.decode(mq.B, c + lo)[0]
+                if acc > dt:
+                    cut = slot
+                    break
+        new = [(i, mq, (lo + 1 if slot <= cut else lo) if n > lo else n) for slot, (i, mq, n) in enumerate(run)]
+        if all(a[2] == b[2] for a, b in zip(new, run, strict=True)):
+            return
+        old_s, old_b = after(F)
+        run2 = new
+        secs = busy = 0.0
+        for (_, mq, n), c in zip(run2, ctx, strict=True):
+            if n:
+                x, y = mq.cost.decode_run(mq.B, c, n)
+                secs += x
+                busy += y
+        dropped = sum(a[2] - b[2] for a, b in zip(run, run2, strict=True))
+        eng.busy_s -= old_s - secs
+        for d in eng.devs:
+            self.dev_busy_s[d] -= old_s - secs
+            self.dev_active_s[d] -= old_b - busy
+        eng.iters -= dropped
+        eng.batch_sum -= sum(mq.B * (a[2] - b[2]) for a, b in zip(run, run2, strict=True) for mq in (a[1],))
+        eng.rr = (run2[cut][0] + 1) % len(eng.mqs)
+        if row is not None:
+            r = self.timeline[row]
+            self.timeline[row] = (r[0], r[1], t0 + secs, r[3], r[4], r[5] - dropped)
+        eng.epoch += 1
+        self._push(t0 + secs, _EV_ITER, eng, (eng.epoch, ("decode", [(mq, n) for _, mq, n in run2 if n])))
 
     def _admit(self, eng: _Engine, mq: _ModelQ) -> None:
         wait = mq.wait
@@ -1030,6 +1216,10 @@ class _Sim:
             if job.kv > 0 and not self._reserve(eng, job.kv, f"{mq.name} decode at context {job.ctx}"):
                 break
             wait.popleft()
+            req = job.req
+            u = req.tpl.kv_user_of[job.task]
+            if u >= 0 and not req.tpl.spec[job.task].kv_xfer:
+                self._kv_user_done(req, u, 0.0, kick=False)  # it has its own cache now
             mq.B += job.seqs
             mq.ctx_sum += job.ctx * job.seqs
             self.seq += 1
@@ -1063,6 +1253,9 @@ class _Sim:
             c = sum(p[1] for p in parts)
             if c == 0 and mq.B == 0:
                 continue
+            if c == 0:
+                self._start_decode(eng, j, t)
+                return
             eng.rr = (eng.rr + j + 1) % k
             ctx_mean = mq.ctx_sum / mq.B if mq.B else 0.0
             secs, busy = mq.cost.mixed(c, chunk_ctx, mq.B, ctx_mean)
@@ -1071,18 +1264,23 @@ class _Sim:
             return
 
     def _begin(self, eng: _Engine, t: float, secs: float, busy: float, batch: int, what: tuple, label: str,
-               chips: int | None = None, shown: int = 0) -> None:
+               chips: int | None = None, shown: int = 0, iters: int = 1) -> int | None:
+        """Start `iters` iterations (one unless fast-forwarded); returns their timeline row, if recorded."""
         eng.busy = True
-        n = chips or eng.n
         eng.busy_s += secs
-        eng.chip_busy_s += n * busy
-        eng.iters += 1
+        for d in eng.devs:
+            self.dev_holder[d] = eng.idx
+            self.dev_busy_s[d] += secs
+            self.dev_active_s[d] += busy
+        eng.iters += iters
         if batch:
-            eng.batch_sum += batch
+            eng.batch_sum += batch * iters
             if batch > eng.max_batch_seen:
                 eng.max_batch_seen = batch
+        row = None
         if self.record and len(self.timeline) < self.cfg.timeline_limit:
-            self.timeline.append((eng.spec.id, t, t + secs, label, shown))
+            row = len(self.timeline)
+            self.timeline.append((eng.spec.id, t, t + secs, label, shown, iters))
         if what[0] == "prefill":
             eng.prefill_iters += 1
             # Layer-streamed prefills finish piece by piece; the last piece ends with the step.
@@ -1091,7 +1289,8 @@ class _Sim:
                 k = len(marks)
                 for m_i, m in enumerate(marks):
                     self._push(t + secs if m_i == k - 1 else t + secs * (m_i + 1) / k, _EV_MARK, job, m)
-        self._push(t + secs, _EV_ITER, eng, what)
+        self._push(t + secs, _EV_ITER, eng, (eng.epoch, what))
+        return row
 
     def _iter_done(self, eng: _Engine, what: tuple, t: float) -> None:
         # The engine stays busy while this iteration's results flow on: tasks that become
@@ -1105,7 +1304,10 @@ class _Sim:
             for job in what[2]:
                 eng.outstanding -= 1
         elif kind == "decode":
-            self._decode_step(eng, what[1], t)
+            eng.ff = None
+            self.events += sum(n for _, n in what[1]) - 1  # the fast-forwarded iterations
+            for mq, n in what[1]:
+                self._decode_step(eng, mq, t, n)
         else:  # chunked
             mq, parts = what[1], what[2]
             had_decode = mq.B > 0
@@ -1124,11 +1326,18 @@ class _Sim:
             if had_decode:
                 self._decode_step(eng, mq, t)
         eng.busy = False
+        for d in eng.devs:
+            self.dev_holder[d] = -1
+        if self.blocked:
+            self._serve_blocked(t)
+        for o in eng.near:  # itself last among equals: waiting engines were served first
+            if o is not eng:
+                self._kick(o, t)
         self._kick(eng, t)
 
-    def _decode_step(self, eng: _Engine, mq: _ModelQ, t: float) -> None:
-        mq.iters += 1
-        mq.ctx_sum += mq.B
+    def _decode_step(self, eng: _Engine, mq: _ModelQ, t: float, k: int = 1) -> None:
+        mq.iters += k
+        mq.ctx_sum += mq.B * k
         run = mq.run
         while run and run[0][0] <= mq.iters:
             _, _, job = heapq.heappop(run)
@@ -1147,13 +1356,11 @@ class _Sim:
             if llm and llm not in req.llm_tpot:
                 req.llm_tpot[llm] = tpot
             if job.kv > 0:
-                eng.kv_used -= job.kv
+                self._free(eng, job.kv)
             if h >= 0 and tpl.adopt[h] == task:
                 hold = req.kv_hold.pop(h, None)
                 if hold is not None:
-                    self.engines[hold[0]].kv_used -= hold[1]
-            if eng.kv_used < 1e-6:
-                eng.kv_used = 0.0
+                    self._free(self.engines[hold[0]], hold[1])
             self._complete(req, task, t)
         if mq.B == 0:
             mq.ctx_sum = 0.0
@@ -1210,14 +1417,14 @@ class _Sim:
         util: dict[str, float] = {}
         energy = 0.0
         engines = []
+        for d, dev in enumerate(self.dev_ids):
+            chip = self.dev_chip[d]
+            util[dev] = self.dev_busy_s[d] / span if span > 0 else 0.0
+            active = min(max(self.dev_active_s[d], 0.0), span)
+            energy += chip.tdp_w * active + chip.idle_w * (span - active)
         for e in self.engines:
             chip = e.spec.chip
             u = e.busy_s / span if span > 0 else 0.0
-            for d in e.spec.devices:
-                util[d] = u
-            chip_s = e.n * span
-            active = min(e.chip_busy_s, chip_s)
-            energy += chip.tdp_w * active + chip.idle_w * (chip_s - active)
             engines.append({
                 "id": e.spec.id,
                 "devices": list(e.spec.devices),
@@ -1229,7 +1436,7 @@ class _Sim:
                 "max_decode_batch": e.max_batch_seen,
                 "busy_s": e.busy_s,
                 "utilisation": u,
-                "kv_capacity_gb": e.kv_cap / 1e9,
+                "kv_capacity_gb": sum(self.dev_cap[d] for d in e.devs) / 1e9,
             })
         for h, pool in zip(self.wl.hosts, self.hosts, strict=True):
             frac = pool.busy_s / (pool.lanes * span) if span > 0 else 0.0
@@ -1259,6 +1466,7 @@ class _Sim:
             config=self.cfg,
             timeline=self.timeline,
             cost_model_calls=sum(c.calls for c in self.costs.values()),
+            heap_events=self.heap_events,
         )
 
 
@@ -1281,8 +1489,9 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
     """A workload that runs a compiled exec-level graph as placed.
 
     `devices` maps each device id to (node, chip, role: "accelerator" or "host").
-    Accelerator groups of model ops become engines (groups sharing a device
-    are merged into one); every host becomes a CPU pool; every channel a link."""
+    Every group of accelerators an op is placed on becomes an engine (groups that
+    share a device take turns on it); every host becomes a CPU pool; every
+    channel a link."""
     sockets = sockets or {}
 
     def devs_of(op: Op) -> tuple[str, ...]:
@@ -1298,41 +1507,24 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
             raise SimulationError(f"device {d!r} of the plan's graph is not in its cluster")
         return info[2] == "host"
 
-    # Union the accelerator groups that share a device.
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    groups: list[tuple[str, ...]] = []
+    # One engine per placed group of accelerators; groups that share a device take turns on it.
+    order = {d: i for i, d in enumerate(devices)}
+    group_idx: dict[tuple[str, ...], int] = {}
+    engines: list[EngineSpec] = []
     for op, _ in graph.walk():
         if op.kind != "exec.compute":
             continue
         ds = devs_of(op)
         if not ds or all(is_host(d) for d in ds):
             continue
-        accel = tuple(d for d in ds if not is_host(d))
-        groups.append(accel)
-        for d in accel[1:]:
-            parent[find(d)] = find(accel[0])
-        find(accel[0])
-    members: dict[str, list[str]] = {}
-    order = [d for d in devices if d in parent]
-    for d in order:
-        members.setdefault(find(d), []).append(d)
-    roots = sorted(members, key=lambda r: order.index(members[r][0]))
-    engine_of_root = {r: i for i, r in enumerate(roots)}
-    engines = []
-    for r in roots:
-        ds = tuple(members[r])
-        node, chip, _ = devices[ds[0]]
-        kinds = {devices[d][1].name for d in ds}
+        accel = tuple(sorted((d for d in ds if not is_host(d)), key=order.__getitem__))
+        if accel in group_idx:
+            continue
+        kinds = {devices[d][1].name for d in accel}
         if len(kinds) > 1:
-            raise SimulationError(f"devices {', '.join(ds)} share work but are different chips ({', '.join(sorted(kinds))})")
-        engines.append(EngineSpec("+".join(ds) if len(ds) > 1 else ds[0], ds, chip, node))
+            raise SimulationError(f"op @{op.name}: runs on different chips at once ({', '.join(sorted(kinds))})")
+        group_idx[accel] = len(engines)
+        engines.append(EngineSpec("+".join(accel), accel, devices[accel[0]][1], devices[accel[0]][0]))
     pools = [(i,) for i in range(len(engines))]
     hosts_ids = [d for d, info in devices.items() if info[2] == "host"]
     host_idx = {h: i for i, h in enumerate(hosts_ids)}
@@ -1342,8 +1534,7 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
     engine_models: list[list[tuple[str, int]]] = [[] for _ in engines]
 
     def engine_for(ds: tuple[str, ...]) -> int:
-        accel = [d for d in ds if not is_host(d)]
-        return engine_of_root[find(accel[0])]
+        return group_idx[tuple(sorted((d for d in ds if not is_host(d)), key=order.__getitem__))]
 
     def classify(op: Op) -> TaskSpec:
         k = op.kind

@@ -197,6 +197,7 @@ def summary(result: LoadResult, slo: SLO | None = None, good: GoodputResult | No
             for name in result.llm_ttft
         },
         "events": result.events,
+        "heap_events": result.heap_events,
         "config": result.config.to_dict(),
         "slo": slo.to_dict() if slo is not None and not slo.empty else None,
         "slo_attainment": slo.met(result) if slo is not None and not slo.empty else None,
@@ -211,7 +212,8 @@ def summary(result: LoadResult, slo: SLO | None = None, good: GoodputResult | No
 
 def timeline_trace(result: LoadResult) -> dict[str, Any]:
     """The recorded per-device timeline (SimConfig(record_timeline=True)) as a Chrome/Perfetto trace:
-    one track per engine, host and link; an event per iteration or task, `args.batch` its batch."""
+    one track per engine, host and link; an event per iteration (or run of identical decode
+    iterations, `args.iterations`) or task, `args.batch` its batch."""
     tracks = sorted({r for r, *_ in result.timeline})
     tid = {r: i + 1 for i, r in enumerate(tracks)}
     events: list[dict[str, Any]] = [{"ph": "M", "pid": 1, "tid": 0, "name": "process_name",
@@ -219,7 +221,8 @@ def timeline_trace(result: LoadResult) -> dict[str, Any]:
     for r in tracks:
         events.append({"ph": "M", "pid": 1, "tid": tid[r], "name": "thread_name", "args": {"name": r}})
     rows = sorted(result.timeline, key=lambda e: (tid[e[0]], e[1], e[2], e[3]))
-    for r, start, end, label, batch in rows:
+    for r, start, end, label, batch, iters in rows:
         events.append({"ph": "X", "pid": 1, "tid": tid[r], "ts": round(start * 1e6, 3),
-                       "dur": round((end - start) * 1e6, 3), "name": label, "cat": label, "args": {"batch": batch}})
+                       "dur": round((end - start) * 1e6, 3), "name": label, "cat": label,
+                       "args": {"batch": batch, "iterations": iters}})
     return {"traceEvents": events, "displayTimeUnit": "ms"}

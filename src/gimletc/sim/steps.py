@@ -148,6 +148,26 @@ class StepCost:
         t1, b1 = self._dec_point(batch, k + 1)
         return t0 + (t1 - t0) * f, b0 + (b1 - b0) * f
 
+    def decode_run(self, batch: int, ctx: float, k: int) -> tuple[float, float]:
+        """Σ over i < k of decode(batch, ctx + i): k iterations of an unchanging batch whose every
+        sequence grows by one token per iteration. Closed form: the interpolation is linear
+        inside each grid cell, so each cell's iterations sum as an arithmetic series."""
+        total_t = total_b = 0.0
+        i = 0
+        S = CTX_STEP
+        while i < k:
+            c = ctx + i
+            cell = int(c / S)
+            end = min(k, max(i + 1, math.ceil((cell + 1) * S - ctx)))
+            n = end - i
+            t0, b0 = self._dec_point(batch, cell)
+            t1, b1 = self._dec_point(batch, cell + 1)
+            off = n * (c / S - cell) + n * (n - 1) / 2 / S  # Σ of the interpolation fractions
+            total_t += n * t0 + (t1 - t0) * off
+            total_b += n * b0 + (b1 - b0) * off
+            i = end
+        return total_t, total_b
+
     def mixed(self, chunk: int, chunk_ctx: int, batch: int, ctx: float) -> tuple[float, float]:
         """A chunked-prefill iteration: `chunk` prompt tokens (after `chunk_ctx`) and `batch` decode tokens."""
         if batch == 0:

@@ -43,7 +43,7 @@ from gimletc.hardware.schema import Chip
 from gimletc.importers.onnx_import import ImportedModel, load_onnx
 from gimletc.ir import Graph, parse_graph
 from gimletc.targets import iree as iree_mod
-from gimletc.targets.partition import Subgraph, extract, partition_of, whole
+from gimletc.targets.partition import MODEL_COMPUTES, Subgraph, extract, graph_partitions, whole
 from gimletc.targets.vendors import execution_provider, iree_backend, toolchain
 
 __all__ = ["ArtifactError", "build_artifacts", "build_plan_artifacts", "model_computes", "resolve_model_path"]
@@ -64,9 +64,9 @@ def resolve_model_path(ref: str, base: Path | None = None) -> Path | None:
 
 
 def model_computes(graph: Graph) -> list[Any]:
-    """Every exec.compute of a model phase (prefill or decode), nested ones included, in graph order."""
+    """Every exec.compute that runs a partition of a model, nested ones included, in graph order."""
     return [op for op, _ in graph.walk()
-            if op.kind == "exec.compute" and op.attr("kind_of") in ("model.prefill", "model.decode") and op.attr("model")]
+            if op.kind == "exec.compute" and op.attr("kind_of") in MODEL_COMPUTES and op.attr("model")]
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -186,23 +186,26 @@ def build_plan_artifacts(
     b = _Builder(out, rel, tuple(backends) if backends is not None else None,
                  Path(cache_dir) if cache_dir is not None else None, cpu, base)
     drafts = dict(drafts or {})
-    for op in model_computes(g):
+    def model_of(op: Any) -> Any:
         im = b.imported(str(op.attr("model")), op.name)
-        if im is None:
-            continue
+        return im.model if im is not None else None
+
+    parts = graph_partitions(g, model_of)
+    for op in model_computes(g):
+        if op.name not in parts:
+            continue  # a catalog model: nothing to build
+        im = b.imported(str(op.attr("model")), op.name)
         device = str(op.attr("device"))
         chip = chips.get(device.split("#", 1)[0])
         if chip is None:
             raise ArtifactError(f"op {op.name}: device {device} is not in the plan's cluster")
-        part = partition_of(op.attrs, im.layers)
         b.reference(im)
+        part = parts[op.name]
         if part is not None:
             b.executables(im, op, chip, device, part)
-        if op.attr("kind_of") == "model.decode":
+        if op.attr("kind_of") == "model.decode" and part is not None and part.is_whole:
             llm = str(op.attr("llm") or op.name.removesuffix(".decode"))
             spec = drafts.pop(llm, None)
-            if spec is None and op.attr("draft"):
-                spec = (str(op.attr("draft")), int(op.attr("draft_k", 4)))
             if spec is not None:
                 d = b.imported(str(spec[0]), op.name)
                 if d is None:

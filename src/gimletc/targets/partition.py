@@ -22,7 +22,7 @@ imported into one MLIR context or loaded side by side.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -40,9 +40,11 @@ __all__ = [
     "chunk_partition",
     "extract",
     "ffn_block",
+    "graph_partitions",
     "layer_range",
     "parse_partition",
     "partition_of",
+    "stage_ranges",
     "whole",
 ]
 
@@ -243,24 +245,116 @@ def _extract(model: ImportedModel, p: Partition) -> Subgraph:
     return Subgraph(p, sub, step_inputs, tuple(boundary_in), step_outputs, tuple(boundary_out), tensor_bytes(sub))
 
 
-def chunk_partition(i: int, k: int, layers: int) -> Partition | None:
-    """Chunk i of a prefill streamed in k layer groups (the `overlap` pass): layers
-    floor(i·L/k) .. floor((i+1)·L/k) - 1, the embedding with chunk 0 and the head with
-    the last; None when the chunk holds no segment (more chunks than layers)."""
+def chunk_partition(i: int, k: int, layers: int, base: Partition | None = None) -> Partition | None:
+    """Chunk i of a prefill (or of a pipeline stage `base`) streamed in k layer groups by the
+    `overlap` pass: layers a + floor(i·n/k) .. a + floor((i+1)·n/k) - 1 of the n layers [a, a+n),
+    the embedding with chunk 0 and the head with the last (where `base` has them); None when the
+    chunk holds no segment (more chunks than layers)."""
     if not 0 <= i < k:
         raise PartitionError(f"chunk {i} of {k} does not exist")
-    a, b = i * layers // k, (i + 1) * layers // k
-    start = 0 if i == 0 else 1 + 2 * a
-    end = 2 * layers + 2 if i == k - 1 else 1 + 2 * b
+    base = base or whole(layers)
+    a, e = base.layer_span()
+    n = e - a
+    lo, hi = a + i * n // k, a + (i + 1) * n // k
+    start = base.start if i == 0 else 1 + 2 * lo
+    end = base.end if i == k - 1 else 1 + 2 * hi
     return Partition(start, end, layers) if start < end else None
 
 
-def partition_of(attrs: Mapping[str, Any], layers: int) -> Partition | None:
-    """The partition an exec.compute of a model runs, from its attributes: `partition`
-    (text; `phase` or absent means the whole step), else `chunk`/`chunks`; None for an empty chunk."""
+MODEL_COMPUTES = ("model.prefill", "model.decode", "model.attention", "model.ffn", "model.draft", "model.verify")
+"""exec.compute kinds that run a partition of a model (model.kv_rollback only shortens a cache)."""
+
+_STAGE = re.compile(r"\.(prefill|decode)\.s(\d+)(?:\.chunk\d+)?$")
+_BLOCK = re.compile(r"\.(attn|ffn)(\d+)\.m\d+$")
+
+
+def _layers_attr(attrs: Mapping[str, Any]) -> tuple[int, int] | None:
+    v = attrs.get("layers")
+    if isinstance(v, tuple | list) and len(v) == 2:
+        return int(v[0]), int(v[1])
+    return None
+
+
+def partition_of(attrs: Mapping[str, Any], layers: int, stages: Mapping[int, tuple[int, int]] | None = None,
+                 name: str = "") -> Partition | None:
+    """The partition an exec.compute runs, from its kind and attributes (None: an empty streamed chunk).
+
+    - `partition` text (other than `phase`): that partition;
+    - `model.attention` / `model.ffn` of layers (l, l+1): that block, with the embedding for layer 0's
+      attention (it reads the token) and the head for the last layer's FFN (it yields the next token);
+    - `layers` (a, b) on a prefill or decode stage: `layers[a:b]` (a pipeline stage);
+    - `chunk`/`chunks`: that layer group of the (stage's) prefill;
+    - otherwise the whole step (prefill, decode, draft, verify).
+    Exec computes that lost their `layers` attribute are read from their name (`X.prefill.s1`,
+    `X.attn3.m0`) with `stages` (stage index -> layer range, see `stage_ranges`)."""
+    kind = attrs.get("kind_of")
     text = attrs.get("partition")
-    if text not in (None, "", "phase", "all"):
+    if text not in (None, "", "phase", "all", "whole"):
         return parse_partition(str(text), layers)
+    span = _layers_attr(attrs)
+    if kind in ("model.attention", "model.ffn"):
+        if span is None:
+            m = _BLOCK.search(name)
+            if not m:
+                raise PartitionError(f"op {name}: {kind} without a `layers` attribute")
+            span = (int(m.group(2)), int(m.group(2)) + 1)
+        lo, hi = span
+        if kind == "model.attention":
+            return Partition(0 if lo == 0 else 1 + 2 * lo, 2 + 2 * (hi - 1), layers)
+        return Partition(2 + 2 * lo, 2 * layers + 2 if hi == layers else 3 + 2 * (hi - 1), layers)
+    base: Partition | None = None
+    if span is None and stages:
+        m = _STAGE.search(name)
+        if m and int(m.group(2)) in stages:
+            span = stages[int(m.group(2))]
+    if span is not None and kind in ("model.prefill", "model.decode"):
+        base = layer_range(span[0], span[1], layers)
     if attrs.get("chunk") is not None and attrs.get("chunks") is not None:
-        return chunk_partition(int(attrs["chunk"]), int(attrs["chunks"]), layers)
-    return whole(layers)
+        return chunk_partition(int(attrs["chunk"]), int(attrs["chunks"]), layers, base)
+    return base or whole(layers)
+
+
+def stage_ranges(ops: Iterable[Any], llm: str, layers: int, per_layer_kv: float) -> dict[int, tuple[int, int]]:
+    """Layer ranges of an LLM call's pipeline stages, from the sizes of its prefill stages' KV results
+    (for exec computes that lost their `layers` attribute; layers are uniform in size)."""
+    sizes: dict[int, float] = {}
+    for op in ops:
+        m = _STAGE.search(op.name)
+        if not m or m.group(1) != "prefill" or op.attr("llm") != llm or ".chunk" in op.name:
+            continue
+        kv = [v for v in op.results if v.type.kind == "kv"]
+        if kv:
+            sizes[int(m.group(2))] = kv[0].type.size
+    if not sizes or per_layer_kv <= 0:
+        return {}
+    counts = {s: max(1, round(sizes[s] / per_layer_kv)) for s in sorted(sizes)}
+    if sum(counts.values()) != layers:
+        return {}
+    out, a = {}, 0
+    for s in sorted(counts):
+        out[s] = (a, a + counts[s])
+        a += counts[s]
+    return out
+
+
+def graph_partitions(graph: Any, model_of: Any) -> dict[str, Partition | None]:
+    """The partition of every exec.compute that runs a model in `graph` (nested ones included).
+
+    `model_of(op)` gives the op's `Model` (or None for a model with no ONNX file, which is left out).
+    None marks an empty streamed chunk. Pipeline stages that lost their `layers` attribute get
+    their ranges from `stage_ranges`."""
+    ops = [op for op, _ in graph.walk()
+           if op.kind == "exec.compute" and op.attr("kind_of") in MODEL_COMPUTES and op.attr("model")]
+    stages: dict[str, dict[int, tuple[int, int]]] = {}
+    out: dict[str, Partition | None] = {}
+    for op in ops:
+        m = model_of(op)
+        if m is None:
+            continue
+        llm = str(op.attr("llm") or op.attr("of"))
+        if llm not in stages:
+            pre = next((o for o in ops if o.attr("llm") == llm and _STAGE.search(o.name)), None)
+            per = m.kv_cache_bytes(int(pre.attr("tokens", 1)), int(pre.attr("batch", 1))) / m.layers if pre is not None else 0.0
+            stages[llm] = stage_ranges(ops, llm, m.layers, per) if pre is not None else {}
+        out[op.name] = partition_of(op.attrs, m.layers, stages[llm], op.name)
+    return out

@@ -1,0 +1,251 @@
+"""The local runtime: plans compiled for mixed hardware run for real here and compute what the unsplit model computes.
+
+Differential tests: a phase split with a KV handoff across vendors (layout
+conversion), a layer pipeline, an attention/FFN split with two micro-batches,
+and greedy speculative decoding, each compiled by gimletc's own passes onto the
+H200 + MI300X cluster and executed with real copies between worker threads;
+each must give the unsplit model's tokens with logits within 1e-4. Models are
+the committed tiny Llama of examples/tiny_llm (4 layers; see export.py there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gimletc import AgentGraph
+from gimletc.cli import main
+from gimletc.compiler import compile as gcompile
+from gimletc.plan import load_plan
+from gimletc.runtime.kv import KVCache, KVLayoutError, axes_of, to_axes
+from gimletc.runtime.local import RunError, load_tools, run_plan
+from gimletc.targets.build import build_artifacts
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "examples" / "tiny_llm"
+TARGET = TINY / "tiny-llama.onnx"
+DRAFT = TINY / "tiny-llama-draft.onnx"
+CLUSTER = ROOT / "examples" / "clusters" / "h200_mi300x.yaml"
+MI300X, H200 = "mi300x4.mi300x.0", "h200x4.h200.0"
+TOL = 1e-4
+
+
+def _graph(batch: int = 1, draft: bool = False, tool: bool = False) -> AgentGraph:
+    g = AgentGraph("chat")
+    q = g.input("question", tokens=10)
+    kw = {"draft": str(DRAFT), "draft_k": 3} if draft else {}
+    a = g.llm("chat", model=str(TARGET), prompt=[q], output_tokens=7, batch=batch, **kw)
+    if tool:
+        g.tool_spec("rev", latency_s=0.001, output_tokens=7)
+        a = g.tool("post", tool="rev", inputs=[a])
+    g.output("out", [a])
+    return g
+
+
+PIPELINES = {
+    "phase": ("expand-llm,partition-phase,place,insert-transfers,schedule,overlap",
+              {"chat.prefill": "mi300x", "chat.decode": "h200"}, {}),
+    "layers": ("expand-llm,partition-layers,place,insert-transfers,schedule,overlap",
+               {"chat.prefill.s0": "mi300x", "chat.prefill.s1": "h200"}, {}),
+    "attn-ffn": ("expand-llm,partition-attn-ffn,place,insert-transfers,schedule,overlap",
+                 {"chat.prefill": "mi300x", "chat.attn0.m0": "mi300x", "chat.ffn0.m0": "h200"}, {"batch": 2}),
+    "speculative": ("expand-llm,speculative,place,insert-transfers,schedule,overlap",
+                    {"chat.prefill": "h200", "chat.draft": "mi300x"}, {"draft": True}),
+}
+
+
+def _plan(tmp: Path, name: str, backends: tuple[str, ...] = (), cache: Path | None = None, **graph_kw) -> Path:
+    pipeline, pins, kw = PIPELINES[name]
+    r = gcompile(_graph(**{**kw, **graph_kw}), CLUSTER, pipeline=pipeline, pins=pins, baseline=False)
+    out = tmp / name
+    out.mkdir(parents=True, exist_ok=True)
+    arts = build_artifacts(r, out / "artifacts", backends=backends, cache_dir=cache)
+    plan = r.plan.model_copy(update={"artifacts": arts})
+    path = out / "plan.json"
+    plan.write(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def iree_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "iree-cache"
+
+
+@pytest.fixture(scope="session")
+def plans(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("plans")
+    return {name: _plan(tmp, name) for name in PIPELINES}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_split_plans_compute_what_the_unsplit_model_computes(plans, name):
+    r = run_plan(plans[name])
+    check = r.llms["chat"]
+    assert check.tokens_match, (check.tokens, check.reference_tokens)
+    assert r.max_abs_diff <= TOL
+    assert len(check.tokens) >= 7
+    # The split really ran on both GPUs' stand-ins, with real copies between them.
+    used = {d for d, v in r.devices.items() if v.get("kind") == "gpu"}
+    assert used == {MI300X, H200}
+    links = [v for v in r.devices.values() if v.get("kind") == "link"]
+    assert sum(v["bytes"] for v in links) > 0
+    assert r.measured_ms > 0 and r.predicted_ms > 0
+    assert any("stand" in n for n in r.notes)
+
+
+def test_phase_split_converts_the_kv_cache_between_vendor_layouts(plans):
+    plan = load_plan(plans["phase"])
+    assert any(t.convert and t.convert.from_layout == "paged-hnd" and t.convert.to_layout == "paged-nhd" for t in plan.transfers)
+    r = run_plan(plans["phase"])
+    conv = [o for o in r.ops if o.kind == "exec.convert"]
+    assert conv and conv[0].bytes > 0 and conv[0].resource == H200
+
+
+def test_attention_ffn_split_runs_both_micro_batches(plans):
+    r = run_plan(plans["attn-ffn"])
+    out = r.outputs["out"][0]
+    assert np.asarray(out).shape == (2, 7)  # two sequences, each its own prompt
+    assert not np.array_equal(out[0], out[1])
+    assert r.llms["chat"].tokens_match
+
+
+def test_speculative_decoding_gives_the_targets_own_greedy_tokens(plans):
+    r = run_plan(plans["speculative"])
+    c = r.llms["chat"]
+    assert c.tokens_match and c.tokens[:7] == c.reference_tokens[:7]
+    spec = c.speculative
+    assert spec["drafted"] > 0 and 0 < spec["accepted"] <= spec["drafted"]
+    devs = {o.resource for o in r.ops if o.kind == "exec.compute" and o.of in ("chat.draft", "chat.verify")}
+    assert devs == {MI300X, H200}
+
+
+def test_speculative_decoding_with_a_draft_added_at_build_time(tmp_path):
+    r = gcompile(_graph(draft=True), CLUSTER, pins={"chat": "h200"}, baseline=False)
+    arts = build_artifacts(r, tmp_path / "a", backends=(), drafts={"chat": (str(DRAFT), 4)})
+    assert any(a.get("role") == "draft" and a["kind"] == "onnx" for a in arts)
+    r.plan.model_copy(update={"artifacts": arts}).write(tmp_path / "p.json")
+    rep = run_plan(tmp_path / "p.json")
+    c = rep.llms["chat"]
+    assert c.tokens_match and c.speculative["drafted"] > 0 and rep.max_abs_diff <= TOL
+
+
+def test_iree_llvm_cpu_binaries_run_the_split(tmp_path, iree_cache):
+    path = _plan(tmp_path, "layers", backends=("llvm-cpu",), cache=iree_cache)
+    r = run_plan(path, backend="iree")
+    assert r.llms["chat"].tokens_match and r.max_abs_diff <= TOL
+    runners = {x for d in r.devices.values() for x in d.get("runners", [])}
+    assert runners and all(x.startswith("iree llvm-cpu (local-sync") for x in runners)
+
+
+def test_transfers_overlap_compute(plans):
+    """Streamed KV chunks (overlap pass) move while the prefill's later layer groups still compute."""
+    r = run_plan(plans["phase"], pace_links=200.0)
+    sends = [e for e in r.events if e[1] == "exec.send" and ".chunk" in e[0]]
+    computes = [e for e in r.events if e[1] == "exec.compute"]
+    assert sends
+    overlapping = [(s[0], c[0]) for s in sends for c in computes
+                   if s[3] != c[3] and s[4] < c[5] and c[4] < s[5] and c[5] - c[4] > 1e-5]
+    assert overlapping, "no copy ran while a device computed"
+
+
+def test_a_cache_in_the_wrong_layout_is_an_error_not_wrong_numbers():
+    k = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(1, 2, 4, 5)  # [b, h, s, d]
+    kv = KVCache("m", {0: (to_axes(k, "bhsd", axes_of("paged-hnd")), k)}, "paged-hnd", "fp32", 4)
+    back = kv.in_step_layout(0, np.dtype(np.float32))[0]
+    assert np.array_equal(back, k)
+    nhd = to_axes(k, "bhsd", axes_of("paged-nhd"))
+    assert nhd.shape == (1, 4, 2, 5) and np.array_equal(to_axes(nhd, "bshd", "bhsd"), k)
+    from gimletc.runtime.local import LocalRuntime
+
+    rt = LocalRuntime.__new__(LocalRuntime)
+    from gimletc.hardware import get_chip
+
+    with pytest.raises(KVLayoutError, match="paged-nhd"):
+        from gimletc.ir import Op
+
+        rt._step_kv(kv, None, get_chip("h200"), Op("exec.compute", "x", attrs={"of": "x", "device": "d", "seconds": 0.0}))
+
+
+def test_tools_are_callables_looked_up_by_op_name(tmp_path):
+    r = gcompile(_graph(tool=True), CLUSTER, baseline=False)
+    r.plan.model_copy(update={"artifacts": build_artifacts(r, tmp_path / "a", backends=())}).write(tmp_path / "p.json")
+    with pytest.raises(RunError, match="no callable registered for post"):
+        run_plan(tmp_path / "p.json")
+    rep = run_plan(tmp_path / "p.json", tools={"post": lambda ids: np.asarray(ids)[::-1]})
+    assert list(rep.outputs["out"][0]) == rep.llms["chat"].tokens[:7][::-1]
+    tools = load_tools(f"{TINY / 'tools.py'}:registry")
+    assert set(tools) == {"post"}
+    with pytest.raises(RunError, match="MODULE:ATTRIBUTE"):
+        load_tools("nonsense")
+
+
+def test_artifacts_are_checked_against_their_digests(plans, tmp_path):
+    plan = load_plan(plans["phase"])
+    onnx_art = next(a for a in plan.artifacts if a["kind"] == "onnx")
+    path = plans["phase"].parent / onnx_art["path"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == onnx_art["sha256"]
+    bad = plan.model_copy(update={"artifacts": [dict(a, sha256="0" * 64) if a is onnx_art else a for a in plan.artifacts]})
+    bad.write(plans["phase"].parent / "tampered.json")
+    with pytest.raises(RunError, match="does not match its sha256"):
+        run_plan(plans["phase"].parent / "tampered.json")
+
+
+def test_catalog_models_have_no_executable(tmp_path):
+    g = AgentGraph("big")
+    q = g.input("q", tokens=10)
+    g.output("o", [g.llm("a", model="llama-3.1-8b", prompt=[q], output_tokens=4)])
+    r = gcompile(g, CLUSTER, baseline=False)
+    r.plan.write(tmp_path / "p.json")
+    with pytest.raises(RunError, match="llama-3.1-8b, which has no executable"):
+        run_plan(tmp_path / "p.json")
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_build_and_run(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    code, _, err = _cli(capsys, "compile", str(TINY / "agent.py"), "--cluster", str(CLUSTER), "--pin", "answer.prefill=mi300x",
+                        "--pin", "answer.decode=h200", "-o", str(plan), "--quiet", "--no-baseline")
+    assert code == 0, err
+    code, _, err = _cli(capsys, "run", str(plan), "--json")
+    assert code == 2 and err.startswith("gimletc: error:") and "gimletc build" in err and err.count("\n") == 1
+    code, out, err = _cli(capsys, "build", str(plan), "--no-iree", "--draft", f"answer={DRAFT}:4")
+    assert code == 0, err
+    trace = tmp_path / "trace.json"
+    code, out, err = _cli(capsys, "run", str(plan), "--json", "--tools", f"{TINY / 'tools.py'}:registry", "--trace", str(trace))
+    assert code == 0, err
+    d = json.loads(out)
+    for key in ("max_abs_diff", "measured_ms", "predicted_ms", "devices", "llms", "tokens_match"):
+        assert key in d
+    assert d["max_abs_diff"] <= TOL and d["tokens_match"]
+    assert d["devices"][H200]["ran_on"] == "CPU worker (stand-in)" and d["devices"][H200]["predicted_ms"] > 0
+    t = json.loads(trace.read_text())
+    assert {e["args"]["name"] for e in t["traceEvents"] if e.get("name") == "thread_name"} >= {MI300X, H200}
+    code, out, _ = _cli(capsys, "run", str(plan), "--tools", f"{TINY / 'tools.py'}:registry")
+    assert code == 0 and "tokens match" in out
+    code, _, err = _cli(capsys, "run", str(plan), "--tools", "no_such_module:x")
+    assert code == 2 and "no_such_module" in err and err.count("\n") == 1
+
+
+@pytest.mark.gpu
+def test_a_gpu_partition_runs_on_the_gpu(tmp_path, iree_cache):
+    from gimletc.runtime.executors import gpu_drivers
+
+    if "cuda" not in gpu_drivers():
+        pytest.skip("no NVIDIA GPU with a CUDA driver on this machine")
+    path = _plan(tmp_path, "phase", backends=("cuda", "llvm-cpu"), cache=iree_cache)
+    r = run_plan(path, backend="iree")
+    assert r.devices[H200]["ran_on"] == "this machine's GPU"
+    assert r.llms["chat"].tokens_match and r.max_abs_diff <= TOL
