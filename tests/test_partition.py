@@ -245,3 +245,23 @@ def test_attention_ffn_groups_ping_pong():
     ffn = sum(p.seconds * p.runs for p in r.plan.placements if p.kind == "model.ffn")
     decode = r.plan.metrics.tpot_ms["a"] * 20 / 1e3
     assert decode < att + ffn
+
+
+@pytest.mark.parametrize("phases", ["prefill", "decode"])
+def test_layer_pipeline_for_one_phase_only(phases):
+    cl = Cluster.model_validate({"name": "three", "nodes": [_node("g", {"h100-sxm": 3}, fabric=False)], "links": []})
+    g = AgentGraph("big")
+    q = g.input("q", tokens=1000)
+    a = g.llm("a", model="llama-3.1-70b", prompt=[q], output_tokens=30)
+    g.output("o", [a])
+    pipe = f"expand-llm,partition-layers{{phases={phases},stages=2}},place,insert-transfers,schedule,overlap"
+    pins = {"a.s0": "g.h100-sxm.0", "a.s1": "g.h100-sxm.1", "a.prefill.s0": "g.h100-sxm.0",
+            "a.prefill.s1": "g.h100-sxm.1"}
+    r = compile(g.build(), cl, pipeline=pipe, pins=pins, baseline=False)
+    kinds = {(p.kind, p.op) for p in r.plan.placements}
+    staged = {op for k, op in kinds if ".s" in op}
+    if phases == "prefill":
+        assert staged == {"a.prefill.s0", "a.prefill.s1"} and ("model.decode", "a.decode") in kinds
+    else:
+        assert staged == {"a.decode.s0", "a.decode.s1"} and ("model.prefill", "a.prefill") in kinds
+    assert r.plan.partitions["a"].kind == "layers" and phases in r.plan.partitions["a"].detail

@@ -124,7 +124,7 @@ def test_speculative_decoding_gives_the_targets_own_greedy_tokens(plans):
 
 
 def test_speculative_decoding_with_a_draft_added_at_build_time(tmp_path):
-    r = gcompile(_graph(draft=True), CLUSTER, pins={"chat": "h200"}, baseline=False)
+    r = gcompile(_graph(), CLUSTER, pins={"chat": "h200"}, baseline=False)
     arts = build_artifacts(r, tmp_path / "a", backends=(), drafts={"chat": (str(DRAFT), 4)})
     assert any(a.get("role") == "draft" and a["kind"] == "onnx" for a in arts)
     r.plan.model_copy(update={"artifacts": arts}).write(tmp_path / "p.json")
@@ -153,7 +153,7 @@ def test_transfers_overlap_compute(plans):
 
 
 def test_a_cache_in_the_wrong_layout_is_an_error_not_wrong_numbers():
-    k = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(1, 2, 4, 5)  # [b, h, s, d]
+    k = np.arange(1 * 2 * 4 * 5, dtype=np.float32).reshape(1, 2, 4, 5)  # [b, h, s, d]
     kv = KVCache("m", {0: (to_axes(k, "bhsd", axes_of("paged-hnd")), k)}, "paged-hnd", "fp32", 4)
     back = kv.in_step_layout(0, np.dtype(np.float32))[0]
     assert np.array_equal(back, k)

@@ -393,7 +393,7 @@ for _s in (
         {"model": str, "tokens": int},
         {"ctx": int, "batch": int, "of": str, **_PARTITION_ATTRS},
         operands=(1, None),
-        results=(1, 2),
+        results=(1, None),
         doc="prefill of `tokens` prompt tokens (of layers `layers`, when a pipeline stage): results are the "
         "KV cache, or the activations to the next stage and the stage's KV cache, and, on the last stage of a "
         "partitioned call, the first token",

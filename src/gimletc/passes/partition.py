@@ -62,11 +62,13 @@ class Variant:
     microbatches: int = 1  # attn-ffn
     k: int = 0  # speculative
     acceptance: float = DEFAULT_ACCEPTANCE
+    phases: str = "both"  # layers: pipeline the prefill, the decode, or both
     note: str = ""
 
     def describe(self) -> str:
         if self.kind == "layers":
-            return "layers " + ", ".join(f"[{a}:{b})" for a, b in self.stages)
+            which = "" if self.phases == "both" else f" ({self.phases} only)"
+            return "layers " + ", ".join(f"[{a}:{b})" for a, b in self.stages) + which
         if self.kind == "attn-ffn":
             return f"attn-ffn x{self.microbatches} micro-batches"
         if self.kind == "speculative":
@@ -269,17 +271,29 @@ def rewrite(call: LLMCall, v: Variant) -> tuple[list[Op], list[Op]]:
     n_out = call.out_tokens
     if v.kind == "layers":
         S = len(v.stages)
+        staged_prefill = v.phases in ("both", "prefill")
+        staged_decode = v.phases in ("both", "decode")
         pre_ops: list[Op] = []
-        prev: tuple[str, ...] = pre.operands
         kvs: list[str] = []
-        for s, (a, e) in enumerate(v.stages):
-            kv = Value(f"{name}.kv{s}", Type("kv", m.stage_kv_cache_bytes(a, e, call.prompt, b)))
-            head = first if s == S - 1 else Value(f"{name}.act{s}", _act(m, b, call.prompt))
-            attrs = {**_base(pre), "tokens": call.prompt, "layers": (a, e), "stage": s, "stages": S,
-                     "variant": "layers", "unit": f"{name}.s{s}"}
-            pre_ops.append(Op("model.prefill", f"{name}.prefill.s{s}", prev, (head, kv), attrs))
-            prev = (head.name,)
-            kvs.append(kv.name)
+        slices = [Value(f"{name}.kv{s}", Type("kv", m.stage_kv_cache_bytes(a, e, call.prompt, b)))
+                  for s, (a, e) in enumerate(v.stages)]
+        if staged_prefill:
+            prev: tuple[str, ...] = pre.operands
+            for s, (a, e) in enumerate(v.stages):
+                head = first if s == S - 1 else Value(f"{name}.act{s}", _act(m, b, call.prompt))
+                unit = f"{name}.s{s}" if staged_decode else f"{name}.prefill.s{s}"
+                attrs = {**_base(pre), "tokens": call.prompt, "layers": (a, e), "stage": s, "stages": S,
+                         "variant": "layers", "unit": unit}
+                pre_ops.append(Op("model.prefill", f"{name}.prefill.s{s}", prev, (head, slices[s]), attrs))
+                prev = (head.name,)
+        else:  # one prefill writes every stage's slice of the cache
+            pre_ops.append(Op("model.prefill", pre.name, pre.operands, (*slices, first),
+                              {**pre.attrs, "variant": "layers", "partition": "phase"}))
+        kvs = [x.name for x in slices]
+        if not staged_decode:  # one decode reads every slice
+            dec_op = Op("model.decode", dec.name, tuple(kvs), dec.results,
+                        {**dec.attrs, "variant": "layers", "partition": "phase"})
+            return pre_ops, [dec_op]
         tok = Value(f"{name}.tok", Type("tokens", 1))
         body: list[Op] = []
         prev = (tok.name,)
@@ -421,14 +435,15 @@ def variant_for(kind: str, call: LLMCall, cluster: Any, stack: str = "reference"
     raise PartitionError(f"unknown partitioning kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def force(graph: Graph, ctx: PassContext, kind: str) -> Graph:
+def force(graph: Graph, ctx: PassContext, kind: str, phases: str = "both", stages: int = 0) -> Graph:
     calls = find_calls(graph)
     chosen = {}
     for n, call in calls.items():
         if kind == "layers" and ctx.cluster is not None and _accelerators(ctx.cluster):
             # Forced: a pipeline even where one chip would hold the model.
             chip = max(_accelerators(ctx.cluster), key=lambda c: (c.capacity_bytes, c.name))
-            v = pipeline_variant(call, chip)
+            v = pipeline_variant(call, chip, min_stages=max(2, stages), max_stages=stages or 16)
+            v = replace(v, phases=phases) if v is not None else None
         else:
             v = (variant_for(kind, call, ctx.cluster, ctx.stack)
                  if ctx.cluster is not None or kind in ("whole", "phase") else None)
@@ -444,12 +459,17 @@ def force(graph: Graph, ctx: PassContext, kind: str) -> Graph:
 
 @dataclass(frozen=True)
 class PartitionLayers(Pass):
-    """Split every LLM call into a layer pipeline (stages sized for the largest accelerator)."""
+    """Split every LLM call into a layer pipeline: stages sized for the largest accelerator (or exactly
+    `stages`), balanced by dynamic programming; `phases` pipelines the prefill, the decode, or both."""
 
     name: ClassVar[str] = "partition-layers"
+    phases: str = "both"
+    stages: int = 0  # 0: the fewest that fit
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        return force(graph, ctx, "layers")
+        if self.phases not in ("both", "prefill", "decode"):
+            raise PartitionError(f"partition-layers: phases must be both, prefill or decode; got {self.phases!r}")
+        return force(graph, ctx, "layers", self.phases, self.stages)
 
 
 @dataclass(frozen=True)
