@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@mkdir -p build
-	$(BIN)/gimletc compile examples/coding_agent.py --cluster examples/clusters/mixed_rack.yaml -o build/plan.json --trace build/trace.json
+	$(BIN)/gimletc compile examples/coding_agent.py --cluster examples/clusters/mixed_rack.yaml --stack fused -o build/plan.json --trace build/trace.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

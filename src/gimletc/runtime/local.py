@@ -335,11 +335,11 @@ class LocalRuntime:
         self.ops: dict[str, Op] = {op.name: op for op, _ in self.graph.walk()}
         self.producer: dict[str, Op] = {v.name: op for op, _ in self.graph.walk() for v in op.results}
         self._artifacts()
-        self._check_callables()
         self.partitions = graph_partitions(self.graph, self._model_of)
         self.parts: dict[tuple[str, str], ModelPart] = {}
         self.runner_of: dict[str, str] = {}
         self._load_parts()
+        self._check_callables()
         self._micro_rows()
         self.request = self._request()
 
@@ -369,6 +369,8 @@ class LocalRuntime:
         for op, _ in self.graph.walk():
             if op.kind == "exec.compute" and op.attr("kind_of") in MODEL_COMPUTES and not self.by_op.get(op.name):
                 model = str(op.attr("model"))
+                if model.endswith(".onnx") and not self.plan.artifacts:
+                    raise RunError(f"plan {self.plan.name} has no artifacts; run `gimletc build` on it first")
                 if not model.endswith(".onnx"):
                     raise RunError(
                         f"op {op.name} runs model {model}, which has no executable: `gimletc run` executes models "
