@@ -34,6 +34,7 @@ class ArrivalKind(str, Enum):
 
 class ProfileName(str, Enum):
     calibrated = "calibrated"
+    fused = "fused"
     fused_engine = "fused-engine"
 
 
@@ -84,7 +85,7 @@ def _dtype(name: str, value: str | None) -> str | None:
     return value
 
 
-def _sim_config(max_batch: int, max_prefill_tokens: int, chunked: bool, chunk_tokens: int, profile: str,
+def _sim_config(max_batch: int, max_prefill_tokens: int, chunked: bool, chunk_tokens: int, profile: str | None,
                 host_lanes: int, loops: str = "geometric", tool_times: str = "fixed", timeline: bool = False,
                 weight_dtype: str | None = None, kv_dtype: str | None = None) -> Any:
     from gimletc.sim.load import EngineConfig, SimConfig
@@ -96,7 +97,7 @@ def _sim_config(max_batch: int, max_prefill_tokens: int, chunked: bool, chunk_to
     return SimConfig(
         engine=EngineConfig(max_batch=max_batch, max_prefill_tokens=max_prefill_tokens, chunked_prefill=chunked,
                             chunk_tokens=chunk_tokens),
-        profile=get_profile(profile), host_lanes=host_lanes, loops=loops, tool_times=tool_times,  # type: ignore[arg-type]
+        profile=get_profile(profile) if profile else None, host_lanes=host_lanes, loops=loops, tool_times=tool_times,  # type: ignore[arg-type]
         record_timeline=timeline, weight_dtype=_dtype("--weight-dtype", weight_dtype),
         kv_dtype=_dtype("--kv-dtype", kv_dtype),
     )
@@ -126,7 +127,8 @@ def register(app: typer.Typer) -> None:
         max_prefill_tokens: Annotated[int, typer.Option(help="prompt tokens per prefill step")] = 8192,
         chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill", help="interleave prompt chunks with decode")] = False,
         chunk_tokens: Annotated[int, typer.Option(help="tokens per chunked-prefill iteration")] = 2048,
-        profile: Annotated[ProfileName, typer.Option(help="software stack the step times model")] = ProfileName.calibrated,
+        profile: Annotated[ProfileName | None, typer.Option(
+            help="software stack the step times model (default: the one the plan was compiled for)")] = None,
         host_lanes: Annotated[int, typer.Option(help="concurrent tool/code/retrieval tasks per host")] = 8,
         loops: Annotated[LoopMode, typer.Option(help="loop iterations: geometric with the loop's mean, or the mean")] = LoopMode.geometric,
         tool_times: Annotated[ToolTimes, typer.Option(help="tool/code times: as given, or exponential with that mean")] = ToolTimes.fixed,
@@ -148,7 +150,8 @@ def register(app: typer.Typer) -> None:
         if arrivals == ArrivalKind.bursty:
             _positive("--cv", cv)
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
-        cfg = _sim_config(max_batch, max_prefill_tokens, chunked_prefill, chunk_tokens, profile.value, host_lanes,
+        cfg = _sim_config(max_batch, max_prefill_tokens, chunked_prefill, chunk_tokens,
+                          profile.value if profile else None, host_lanes,
                           loops.value, tool_times.value, timeline is not None)
         p = load_plan(plan)
         if arrival_trace is not None:

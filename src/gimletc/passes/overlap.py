@@ -74,20 +74,22 @@ def stream_kv(graph: Graph, chunks: int) -> Graph:
         op.with_regions(stream_kv(r, chunks) for r in op.regions) if op.regions else op for op in graph.ops
     )
     by_value: dict[str, Op] = {v.name: op for op in graph.ops for v in op.results}
+    kinds = {v.name: v.type.kind for op in graph.ops for v in op.results}
     sends = [op for op in graph.ops if op.kind == "exec.send" and op.operands[0] in by_value]
     targets: dict[str, list[Op]] = {}
     for s in sends:
         prod = by_value[s.operands[0]]
-        if prod.kind == "exec.compute" and prod.attr("kind_of") == "model.prefill":
+        # Only a KV cache fills layer by layer as the prefill runs; activations exist at its end.
+        if prod.kind == "exec.compute" and prod.attr("kind_of") == "model.prefill" and kinds[s.operands[0]] == "kv":
             targets.setdefault(prod.name, []).append(s)
     if not targets:
         return graph
     out: list[Op] = []
     recv_extra: dict[str, tuple[str, ...]] = {}
-    replaced_sends: set[str] = set()
+    replaced_sends: dict[str, int] = {}  # send -> its chunk count
     for op in graph.ops:
         if op.name in targets:
-            k = chunks
+            k = min(chunks, _layers(op))
             secs = float(op.attr("seconds")) / k
             prev: tuple[str, ...] = tuple(v for v in op.operands)
             pieces: list[str] = []
@@ -114,17 +116,28 @@ def stream_kv(graph: Graph, chunks: int) -> Graph:
                     out.append(Op("exec.send", f"{s.name}.chunk{i}", (piece,), (t,), attrs))
                     toks.append(t.name)
                 recv_extra[s.results[-1].name] = tuple(toks)
-                replaced_sends.add(s.name)
+                replaced_sends[s.name] = k
             continue
         if op.name in replaced_sends:
-            attrs = {**op.attrs, "bytes": float(op.attr("bytes")) / chunks, "chunks": chunks}
-            attrs["seconds"] = _chunk_seconds(op, chunks)
+            k = replaced_sends[op.name]
+            attrs = {**op.attrs, "bytes": float(op.attr("bytes")) / k, "chunks": k}
+            attrs["seconds"] = _chunk_seconds(op, k)
             out.append(Op(op.kind, op.name, op.operands, op.results, attrs))
             continue
         if op.kind == "exec.recv" and op.operands[0] in recv_extra:
             op = op.with_operands((*op.operands, *recv_extra[op.operands[0]]))
         out.append(op)
     return graph.replace_ops(out)
+
+
+def _layers(op: Op) -> int:
+    """Layers a prefill compute covers (a pipeline stage's range, or the whole model)."""
+    rng = op.attr("layers")
+    if rng is not None:
+        return max(1, int(rng[1]) - int(rng[0]))
+    from gimletc.models import get_model
+
+    return get_model(str(op.attr("model"))).layers if op.attr("model") else 1
 
 
 def _chunk_seconds(send: Op, k: int) -> float:

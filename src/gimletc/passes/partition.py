@@ -132,8 +132,8 @@ def expected_tokens(k: int, a: float) -> float:
 def round_seconds(target: Model, draft: Model, target_chip: Chip, draft_chip: Chip, k: int, batch: int, ctx: int,
                   latency_s: float, target_chips: int = 1, draft_chips: int = 1, stack: str = "reference") -> float:
     """One round: k draft steps, one verify of k + 1 positions, the two tiny transfers' latency."""
-    d = _step(draft.name, draft_chip, "decode", batch, 1, ctx, draft_chips, stack) * k
-    v = _step(target.name, target_chip, "verify", batch, k + 1, ctx, target_chips, stack)
+    d = _step(draft, draft_chip, "decode", batch, 1, ctx, draft_chips, stack) * k
+    v = _step(target, target_chip, "verify", batch, k + 1, ctx, target_chips, stack)
     return d + v + 2 * latency_s
 
 
@@ -153,12 +153,18 @@ def choose_k(target: Model, draft: Model, target_chip: Chip, draft_chip: Chip, a
 @lru_cache(maxsize=4096)
 def _step_cached(model: str, chip_json: str, phase: str, batch: int, tokens: int, ctx: int, chips: int, stack: str) -> float:
     chip = Chip.model_validate_json(chip_json)
-    m = get_model(model)
+    m = _KNOWN.get(model) or get_model(model)
     return estimate_workload(m, chip, step_workload(m, phase, batch, tokens, ctx, stack), chips, check_fit=False).latency_s
 
 
-def _step(model: str, chip: Chip, phase: str, batch: int, tokens: int, ctx: int, chips: int = 1,
+_KNOWN: dict[str, Model] = {}  # models by name, for the cached step function (names may come from paths)
+
+
+def _step(model: str | Model, chip: Chip, phase: str, batch: int, tokens: int, ctx: int, chips: int = 1,
           stack: str = "reference") -> float:
+    if isinstance(model, Model):
+        _KNOWN[model.name] = model
+        model = model.name
     return _step_cached(model, chip.model_dump_json(), phase, batch, tokens, ctx, chips, stack)
 
 
@@ -424,8 +430,8 @@ def variant_for(kind: str, call: LLMCall, cluster: Any, stack: str = "reference"
         target = call.model
         holds = [c for c in chips if c.capacity_bytes >= target.weight_bytes]
         tchip = min(holds or chips,
-                    key=lambda c: (_step(target.name, c, "verify", call.batch, 2, call.mid_ctx, 1, stack), c.name))
-        dchip = min(chips, key=lambda c: (_step(dm.name, c, "decode", call.batch, 1, call.mid_ctx, 1, stack), c.name))
+                    key=lambda c: (_step(target, c, "verify", call.batch, 2, call.mid_ctx, 1, stack), c.name))
+        dchip = min(chips, key=lambda c: (_step(dm, c, "decode", call.batch, 1, call.mid_ctx, 1, stack), c.name))
         latency = 10e-6  # a PCIe/network round-trip's fixed cost per tiny transfer
         if given is not None:
             return Variant("speculative", k=int(given), acceptance=a, note=f"k={given} given by the graph")

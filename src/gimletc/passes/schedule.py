@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gimletc.ir import ASYNC_TOKEN, Graph, Op, Value
+from gimletc.ir import ASYNC_TOKEN, Graph, Op, Value, spec
 from gimletc.passes.manager import Pass, PassContext
 
+COMPUTE = spec("exec.compute")
 CHAIN = "chain"  # a token operand that orders ops on a resource (not a data dependency)
 
 
@@ -84,9 +85,11 @@ def _lower(graph: Graph, producers: dict[str, Op], outer_last: dict[str, str]) -
             "devices": tuple(res),
             "seconds": float(op.attr("seconds", 0.0)),
         }
-        for key in ("model", "tokens", "ctx", "batch"):
-            if op.attr(key) is not None:
-                attrs[key] = op.attr(key)
+        # Keep what the runtime and the plan need to know about the op (model, shape, partition, tool).
+        allowed = {**COMPUTE.attrs, **COMPUTE.optional}
+        for key, value in op.attrs.items():
+            if key in allowed and key not in attrs and key not in ("of", "device", "devices", "seconds"):
+                attrs[key] = value
         if op.attr("of") is not None:
             attrs["llm"] = str(op.attr("of"))
         ops.append(Op("exec.compute", op.name, (*op.operands, *chain_tokens(res)), (*op.results, done), attrs))

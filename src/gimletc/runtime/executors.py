@@ -74,12 +74,6 @@ class OrtExecutor:
             raise ExecutorError(f"{name}: onnxruntime cannot load it: {' '.join(str(e).split())[:300]}") from None
         return cls(name, s, tuple(i.name for i in s.get_inputs()), tuple(o.name for o in s.get_outputs()), provider)
 
-    def dtype(self, name: str) -> np.dtype:
-        for i in self.session.get_inputs():  # type: ignore[attr-defined]
-            if i.name == name:
-                return _ORT_TYPES.get(i.type, np.dtype(np.float32))
-        raise KeyError(name)
-
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             out = self.session.run(None, {k: feeds[k] for k in self.inputs})  # type: ignore[attr-defined]
@@ -88,16 +82,6 @@ class OrtExecutor:
         except Exception as e:  # noqa: BLE001
             raise ExecutorError(f"{self.name}: onnxruntime failed: {' '.join(str(e).split())[:300]}") from None
         return dict(zip(self.outputs, out, strict=True))
-
-
-_ORT_TYPES = {
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(double)": np.dtype(np.float64),
-    "tensor(int64)": np.dtype(np.int64),
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(bool)": np.dtype(np.bool_),
-}
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""Model partitions as the runtime drives them: one step, a prefill, a greedy decode, speculative decoding.
+"""Model partitions as the runtime drives them: one step, and speculative decoding in one op.
 
 A `ModelPart` wraps the executor of one partition with the names of the
 step's token input, KV inputs and outputs, and logits, so callers deal in
-token ids, per-layer KV arrays and boundary tensors. Greedy decoding takes
-the arg-max of each logits row; speculative decoding drafts `k` tokens with
+token ids, per-layer KV arrays and boundary tensors. Speculative decoding
+(for a whole decode given a draft at build time) drafts `k` tokens with
 a draft model, checks them with one target step over all of them, keeps the
 longest prefix the target agrees with plus the target's own next token, and
 rolls both KV caches back to the tokens kept, so its output is exactly the
@@ -20,7 +20,7 @@ import numpy as np
 from gimletc.importers.onnx_import import ImportedModel
 from gimletc.targets.partition import Partition
 
-__all__ = ["ModelPart", "SpecStats", "greedy_decode", "prefill", "speculative_decode"]
+__all__ = ["ModelPart", "SpecStats", "speculative_decode"]
 
 KV = dict[int, tuple[np.ndarray, np.ndarray]]
 
@@ -65,29 +65,6 @@ class ModelPart:
         present = {b.layer: (out[b.present_key], out[b.present_value]) for b in im.kv if b.present_key in out}
         step_outputs = {im.logits_output} | {n for b in im.kv for n in (b.present_key, b.present_value)}
         return present, {k: v for k, v in out.items() if k not in step_outputs}, out.get(im.logits_output)
-
-
-def prefill(part: ModelPart, prompt: np.ndarray) -> tuple[KV, np.ndarray]:
-    """A whole-model prefill: (KV of every layer, logits row of the last prompt token)."""
-    present, _, logits = part.step(prompt[None, :], {}, {})
-    assert logits is not None
-    return present, logits[0, -1]
-
-
-def greedy_decode(part: ModelPart, past: KV, next_token: int, steps: int) -> tuple[list[int], list[np.ndarray], KV]:
-    """`steps` greedy steps of a whole model from `past`, feeding `next_token` first:
-    (tokens generated, the logits row that chose each, the KV after them)."""
-    tokens, rows = [], []
-    tok = next_token
-    for _ in range(steps):
-        present, _, logits = part.step(np.array([[tok]], dtype=np.int64), past, {})
-        assert logits is not None
-        past = present
-        row = logits[0, -1]
-        tok = int(np.argmax(row))
-        tokens.append(tok)
-        rows.append(row)
-    return tokens, rows, past
 
 
 @dataclass

@@ -1165,13 +1165,12 @@ class LocalRuntime:
                         break
                 for i in range(min(upto, len(call.rows[b]))):
                     diff = max(diff, float(np.max(np.abs(call.rows[b][i].astype(np.float64) - ref_rows[i][b].astype(np.float64)))))
-            out[llm] = LLMCheck(llm, call.model, int(call.prompts.shape[1]), [int(t) for t in call.tokens[0]],
-                                ref_tokens[0][: len(call.tokens[0])], match, diff,
-                                {**call.speculative, "batch": call.batch} if call.speculative else None)
-            if call.batch > 1:
-                out[llm].speculative = None
-                out[llm].tokens = [int(t) for seq in call.tokens for t in seq]
-                out[llm].reference_tokens = [int(t) for b in range(call.batch) for t in ref_tokens[b][: len(call.tokens[b])]]
+            out[llm] = LLMCheck(
+                llm, call.model, int(call.prompts.shape[1]),
+                [int(t) for seq in call.tokens for t in seq],
+                [int(t) for b in range(call.batch) for t in ref_tokens[b][: len(call.tokens[b])]],
+                match, diff, call.speculative,
+            )
         return out
 
 

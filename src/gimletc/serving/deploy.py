@@ -212,7 +212,7 @@ def serving_workload(graph: Graph, cluster: Cluster, config: ServingConfig, sim:
         pools[pool_of[key]] = (*pools[pool_of[key]], e)
     engine_models = []
     for (eid, k), (model, _, _) in zip(wanted, roles, strict=True):
-        engine_models.append([(model, k.tp)])
+        engine_models.append([(model, k.tp, ())])
 
     first = cluster.nodes[0]
     host = HostSpec(f"{first.name}.host", get_chip(host_chip or first.host.cpu), first.host.sockets)
@@ -256,4 +256,4 @@ def serving_workload(graph: Graph, cluster: Cluster, config: ServingConfig, sim:
     chips = config.total_chips
     price = config.price_per_hour()
     return Workload(g, classify, engines, pools, pool_names, [host], engine_models, [], route,
-                    str(graph.attrs.get("gimlet.name", "graph")), chips, config.power_w(), price or 0.0)
+                    str(graph.attrs.get("gimlet.name", "graph")), "calibrated", chips, config.power_w(), price or 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ def frontier_png(points: Sequence[ParetoPoint], title: str = "serving Pareto fro
                 lw=1.5, ms=4, label="Pareto frontier")
     ax.set_xlabel("tokens/s per user (1 / median TPOT)")
     ax.set_ylabel("output tokens/s per chip")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=10)
     ax.grid(True, alpha=0.3)
     if labels:
         ax.legend(fontsize=7, loc="best")

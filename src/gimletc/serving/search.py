@@ -21,8 +21,9 @@ Two stages keep a search bounded:
    (`gimletc.sim.metrics.goodput`) with a fixed number of requests and a seed.
 
 Every simulated operating point that meets the SLO (each rate the bisection
-tried) is a point (tokens/s per user, tokens/s per chip); the Pareto frontier
-is the set of points no other point beats on both.
+tried, and `frontier` fractions of the goodput) is a point (tokens/s per user,
+tokens/s per chip); the Pareto frontier is the set of points no other point
+beats on both.
 
 Graphs with several models: the budget is shared in proportion to each model's
 predicted chip-seconds per request, and the i-th best candidate of every model
@@ -41,8 +42,8 @@ from gimletc.hardware import Cluster, get_chip
 from gimletc.ir import Graph
 from gimletc.sim.arrivals import generate
 from gimletc.sim.load import LoadResult, SimConfig, SimulationError, simulate
-from gimletc.sim.metrics import SLO, GoodputPoint, GoodputResult, goodput
-from gimletc.sim.steps import StepCost
+from gimletc.sim.metrics import SLO, GoodputPoint, GoodputResult, goodput, point
+from gimletc.sim.steps import PROFILES, StepCost
 from gimletc.serving.deploy import EngineKind, ModelServing, ServingConfig, lower_to_model_level, serving_workload
 
 __all__ = [
@@ -71,6 +72,7 @@ class SearchSettings:
     modes: tuple[str, ...] = ("agg", "disagg")
     chunked: tuple[bool, ...] = (False, True)  # aggregated variants
     chips: tuple[str, ...] | None = None  # chip types to use (default: every accelerator type)
+    frontier: tuple[float, ...] = (0.25, 0.5, 0.75)  # extra operating points, as fractions of each goodput
     sim: SimConfig = SimConfig()
 
     def __post_init__(self) -> None:
@@ -89,6 +91,7 @@ class SearchSettings:
                 "max_evals": self.max_evals, "max_chips": self.max_chips,
                 "tp": list(self.tp) if self.tp else None, "modes": list(self.modes),
                 "chunked": list(self.chunked), "chips": list(self.chips) if self.chips else None,
+                "frontier": list(self.frontier),
                 "arrivals": "poisson", "sim": self.sim.to_dict()}
 
 
@@ -150,7 +153,7 @@ class _KindPrediction:
 
 def _predict_kind(model: str, kind: EngineKind, calls: list[_Call], slo: SLO, sim: SimConfig) -> _KindPrediction:
     chip = get_chip(kind.chip)
-    cost = StepCost(sim.model(model), chip, kind.tp, sim.profile)
+    cost = StepCost(sim.model(model), chip, kind.tp, sim.profile or PROFILES["calibrated"])
     m = cost.model
     kv_cap = chip.capacity_bytes * kind.tp * sim.engine.mem_fraction - m.weight_bytes
     if kv_cap <= 0:
@@ -343,7 +346,9 @@ class Evaluation:
 
     @property
     def goodput_tok_s(self) -> float:
-        return self.goodput.best.throughput_tok_s if self.goodput.best is not None else 0.0
+        """Output tokens/s served at the goodput rate (rate x mean output tokens per request)."""
+        at = self.at_goodput
+        return at.throughput_tok_s if at is not None else 0.0
 
     @property
     def per_chip(self) -> float:
@@ -474,6 +479,13 @@ def evaluate(graph: Graph, cluster: Cluster, config: ServingConfig, slo: SLO, se
             progress(f"  {config.label}: {p.rate:.3g} req/s -> {p.attainment:.0%} meet the SLO")
 
     good = goodput(run, slo, start, rtol=settings.rtol, max_evals=settings.max_evals, progress=tell)
+    if good.rate > 0:  # lighter loads: faster per user, fewer tokens per chip
+        for f in settings.frontier:
+            r = good.rate * f
+            if all(abs(p.rate - r) > 1e-9 * r for p in good.points):
+                pt = point(r, run(r), slo)
+                good.points.append(pt)
+                tell(pt)
     return Evaluation(config, start, good, config.total_chips, config.power_w(), config.price_per_hour())
 
 

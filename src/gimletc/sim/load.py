@@ -123,7 +123,7 @@ class EngineConfig:
 @dataclass(frozen=True)
 class SimConfig:
     engine: EngineConfig = EngineConfig()
-    profile: SoftwareProfile = PROFILES["calibrated"]
+    profile: SoftwareProfile | None = None  # None: the stack the plan was compiled for (else "calibrated")
     host_lanes: int = HOST_LANES
     loops: Literal["geometric", "mean"] = "geometric"
     tool_times: Literal["fixed", "exponential"] = "fixed"
@@ -147,7 +147,8 @@ class SimConfig:
         return m.model_copy(update=upd) if upd else m
 
     def to_dict(self) -> dict:
-        return {"engine": self.engine.to_dict(), "profile": self.profile.to_dict(), "host_lanes": self.host_lanes,
+        return {"engine": self.engine.to_dict(), "profile": self.profile.to_dict() if self.profile else None,
+                "host_lanes": self.host_lanes,
                 "loops": self.loops, "tool_times": self.tool_times, "weight_dtype": self.weight_dtype,
                 "kv_dtype": self.kv_dtype}
 
@@ -190,6 +191,7 @@ class TaskSpec:
     chunks: int = 1
     of: str = ""
     kv_xfer: bool = False  # DECODE: move the KV cache from its prefill's engine first (route chosen then)
+    part: tuple = ()  # PREFILL/DECODE: (first layer, last layer, block) of a pipeline stage or split; () whole
     is_tool: bool = False  # CPU: a tool/code call whose time may be sampled
     label: str = ""
 
@@ -214,10 +216,11 @@ class Workload:
     pools: list[tuple[int, ...]]
     pool_names: list[str]
     hosts: list[HostSpec]
-    engine_models: list[list[tuple[str, int]]]  # per engine: (model name, chips) it serves
+    engine_models: list[list[tuple[str, int, tuple]]]  # per engine: (model name, chips, part) it serves
     channels: list[str] = field(default_factory=list)
     route: Callable[[int, int, float], tuple[str, float]] | None = None
     name: str = "graph"
+    stack_profile: str = "calibrated"  # the profile used when the SimConfig names none
     chips: int = 0  # accelerators used
     power_w: float = 0.0  # their TDP
     price_per_hour: float = 0.0
@@ -557,7 +560,7 @@ class _Engine:
         self.devs = devs  # device indices
         self.near: tuple[_Engine, ...] = ()  # engines sharing a device with this one (itself included)
         self.mqs: list[_ModelQ] = []
-        self.mq_by_model: dict[tuple[str, int], _ModelQ] = {}
+        self.mq_by_model: dict[tuple[str, int, tuple], _ModelQ] = {}
         self.busy = False  # running an iteration (holding its devices)
         self.blocked = False  # waiting for devices another engine holds
         self.rr = 0
@@ -640,6 +643,7 @@ class LoadResult:
 class _Sim:
     def __init__(self, wl: Workload, arrivals: Arrivals, cfg: SimConfig, seed: int):
         self.wl, self.arr, self.cfg = wl, arrivals, cfg
+        self.profile = cfg.profile or PROFILES[wl.stack_profile]
         ss = np.random.SeedSequence([int(seed), 0x6C6F6164])
         s_shape, s_tool = ss.spawn(2)
         self.rng_shape = np.random.default_rng(s_shape)
@@ -687,26 +691,26 @@ class _Sim:
         self.ref_in, self.ref_out = self._reference_tokens()
 
     # -- setup --
-    def _cost(self, model: str, chip: Chip, n: int) -> StepCost:
-        key = (model, chip.name, n)
+    def _cost(self, model: str, chip: Chip, n: int, part: tuple = ()) -> StepCost:
+        key = (model, chip.name, n, part)
         c = self.costs.get(key)
         if c is None:
-            c = self.costs[key] = StepCost(self.cfg.model(model), chip, n, self.cfg.profile)
+            c = self.costs[key] = StepCost(self.cfg.model(model), chip, n, self.profile, part)
         return c
 
     def _setup_engines(self) -> None:
         weights = [0.0] * len(self.dev_ids)
         names: list[set[str]] = [set() for _ in self.dev_ids]
         for e, models in zip(self.engines, self.wl.engine_models, strict=True):
-            for name, n in models:
-                if (name, n) in e.mq_by_model:
+            for name, n, part in models:
+                if (name, n, part) in e.mq_by_model:
                     continue
-                cost = self._cost(name, e.spec.chip, n)
+                cost = self._cost(name, e.spec.chip, n, part)
                 mq = _ModelQ(name, cost)
                 e.mqs.append(mq)
-                e.mq_by_model[(name, n)] = mq
+                e.mq_by_model[(name, n, part)] = mq
                 for d in e.devs:  # tensor parallel: each chip holds its share of the weights
-                    weights[d] += cost.model.weight_bytes / e.n
+                    weights[d] += cost.weight_bytes / e.n
                     names[d].add(name)
         for d, dev in enumerate(self.dev_ids):
             cap = self.dev_chip[d].capacity_bytes * self.ec.mem_fraction
@@ -964,7 +968,7 @@ class _Sim:
     def _enqueue_prefill(self, req: _Req, task: int, s: TaskSpec, t: float) -> None:
         e = self._pick(s.resource)
         eng = self.engines[e]
-        mq = eng.mq_by_model[(s.model, s.chips)]
+        mq = eng.mq_by_model[(s.model, s.chips, s.part)]
         tokens, ctx = self._tokens(req, s)
         tpl = req.tpl
         kv_tokens = ctx + tokens
@@ -991,7 +995,7 @@ class _Sim:
         else:
             e = self._pick(s.resource)
         eng = self.engines[e]
-        mq = eng.mq_by_model[(s.model, s.chips)]
+        mq = eng.mq_by_model[(s.model, s.chips, s.part)]
         tokens, ctx = self._tokens(req, s)
         adopted = h >= 0 and tpl.adopt[h] == task
         kv = 0.0 if adopted else mq.cost.kv_bytes(ctx + tokens, s.seqs)
@@ -999,8 +1003,8 @@ class _Sim:
         job = _Job(req, task, tokens, ctx, s.seqs, kv, self.seq)
         eng.outstanding += 1
         if s.kv_xfer and src >= 0 and src != e and self.wl.route is not None:
-            nbytes = self.engines[src].mq_by_model[(s.model, s.chips)].cost.kv_bytes(ctx, s.seqs) \
-                if (s.model, s.chips) in self.engines[src].mq_by_model else mq.cost.kv_bytes(ctx, s.seqs)
+            nbytes = self.engines[src].mq_by_model[(s.model, s.chips, s.part)].cost.kv_bytes(ctx, s.seqs) \
+                if (s.model, s.chips, s.part) in self.engines[src].mq_by_model else mq.cost.kv_bytes(ctx, s.seqs)
             name, secs = self.wl.route(src, e, nbytes)
             ch = self._channel(name)
 
@@ -1485,7 +1489,7 @@ def _host_of(resource: str) -> str:
 
 
 def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], name: str = "graph",
-                  sockets: Mapping[str, int] | None = None) -> Workload:
+                  sockets: Mapping[str, int] | None = None, stack: str = "reference") -> Workload:
     """A workload that runs a compiled exec-level graph as placed.
 
     `devices` maps each device id to (node, chip, role: "accelerator" or "host").
@@ -1531,7 +1535,33 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
     hosts = [HostSpec(h, devices[h][1], sockets.get(h, 1)) for h in hosts_ids]
     channels: list[str] = []
     chan_idx: dict[str, int] = {}
-    engine_models: list[list[tuple[str, int]]] = [[] for _ in engines]
+    engine_models: list[list[tuple[str, int, tuple]]] = [[] for _ in engines]
+    prof = PROFILES["fused" if stack == "fused" else "calibrated"]
+    whole: dict[tuple[str, str, int], StepCost] = {}
+
+    def scaled_part(op: Op, ko: str, chip: Chip, n: int) -> tuple:
+        """() when the op's compiled seconds are the whole model's; else ("scaled", time ratio, KV ratio)."""
+        secs = float(op.attr("seconds", 0.0)) * int(op.attr("chunks", 1))
+        if secs <= 0:
+            return ()
+        key = (str(op.attr("model")), chip.name, n)
+        cost = whole.get(key)
+        if cost is None:
+            cost = whole[key] = StepCost(get_model(key[0]), chip, n, prof)
+        seqs, tokens, ctx = int(op.attr("batch", 1)), int(op.attr("tokens", 1)), int(op.attr("ctx", 0))
+        if ko == "model.prefill":
+            mine = cost.prefill(seqs, tokens, ctx)[0]
+        else:
+            mine = tokens * cost.decode(seqs, ctx + tokens // 2)[0]
+        ratio = secs / mine if mine > 0 else 1.0
+        if abs(ratio - 1.0) <= 1e-3:
+            return ()
+        kv_ratio = ratio
+        kv_res = [v for v in op.results if v.type.kind == "kv"]
+        if ko == "model.prefill" and kv_res:
+            full = cost.kv_bytes(ctx + tokens, seqs)
+            kv_ratio = kv_res[0].type.nbytes / full if full > 0 else ratio
+        return ("scaled", round(ratio, 9), round(min(1.0, kv_ratio), 9))
 
     def engine_for(ds: tuple[str, ...]) -> int:
         return group_idx[tuple(sorted((d for d in ds if not is_host(d)), key=order.__getitem__))]
@@ -1546,11 +1576,19 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
             if ko in ("model.prefill", "model.decode"):
                 e = engine_for(ds)
                 n = len([d for d in ds if not is_host(d)])
+                layers = op.attr("layers")
+                if layers is not None or op.attr("block") is not None:
+                    m = get_model(str(op.attr("model")))
+                    a, b = (int(layers[0]), int(layers[1])) if layers is not None else (0, m.layers)
+                    block = op.attr("block")
+                    part: tuple = (a, b, str(block) if block is not None else None)
+                else:
+                    part = scaled_part(op, ko, engines[e].chip, n)
                 spec = TaskSpec(
                     PREFILL if ko == "model.prefill" else DECODE,
                     resource=e, model=str(op.attr("model")), chips=n, tokens=int(op.attr("tokens", 1)),
                     ctx=int(op.attr("ctx", 0)), seqs=int(op.attr("batch", 1)), llm=str(op.attr("llm", "") or ""),
-                    of=label, label=label,
+                    of=label, label=label, part=part,
                 )
                 if ko == "model.prefill" and op.attr("chunk") is not None:
                     spec.chunk, spec.chunks = int(op.attr("chunk")), int(op.attr("chunks", 1))
@@ -1584,7 +1622,7 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
             continue
         s = classify(op)
         if s.kind in (PREFILL, DECODE, MARK):
-            pair = (s.model, s.chips)
+            pair = (s.model, s.chips, s.part)
             if pair not in engine_models[s.resource]:
                 engine_models[s.resource].append(pair)
     specs = {op.name: classify(op) for op, _ in graph.walk() if not op.regions and op.kind != "agent.yield"}
@@ -1596,7 +1634,7 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
     power = sum(devices[d][1].tdp_w for d in used)
     price = sum(devices[d][1].price_per_hour or 0.0 for d in used)
     return Workload(graph, cached, engines, pools, [e.id for e in engines], hosts, engine_models, channels,
-                    None, name, len(used), power, price)
+                    None, name, "fused" if stack == "fused" else "calibrated", len(used), power, price)
 
 
 def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None, seed: int = 0,
@@ -1619,4 +1657,5 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
         for d in cluster.devices():
             if d.role == "host":
                 sockets[d.id] = cluster.node(d.node).host.sockets
-    return simulate(plan_workload(graph, devices, p.name, sockets), arrivals, config, seed)
+    stack = str((p.inputs.get("options") or {}).get("stack") or "reference")
+    return simulate(plan_workload(graph, devices, p.name, sockets, stack), arrivals, config, seed)

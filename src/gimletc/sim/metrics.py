@@ -9,7 +9,9 @@ Definitions (docs/serving.md):
   TPOT is the worst of its calls.
 - Goodput under an SLO: the highest arrival rate at which at least `share`
   (default 90%) of the requests meet TTFT <= ttft and TPOT <= tpot.
-- Tokens/s per user: 1 / median TPOT; tokens/s per chip: output tokens/s / chips.
+- Tokens/s per user: 1 / median TPOT; tokens/s per chip at a rate: rate x mean output
+  tokens per request / chips (the steady state the rate sustains; a run's own average,
+  `throughput_tok_s`, also counts its ramp-up and drain).
 """
 
 from __future__ import annotations
@@ -71,15 +73,16 @@ class GoodputPoint:
 
     rate: float
     attainment: float
-    throughput_tok_s: float
+    throughput_tok_s: float  # served: rate x mean output tokens per request (steady state)
     tok_s_per_user: float  # 1 / median TPOT (0 when no decode)
     ttft_p90_ms: float | None
     tpot_p90_ms: float | None
+    measured_tok_s: float = 0.0  # output tokens / simulated span (ramp-up and drain included)
 
     def to_dict(self) -> dict:
         return {"rate_req_s": self.rate, "attainment": self.attainment, "throughput_tok_s": self.throughput_tok_s,
-                "tok_s_per_user": self.tok_s_per_user, "ttft_p90_ms": self.ttft_p90_ms,
-                "tpot_p90_ms": self.tpot_p90_ms}
+                "measured_tok_s": self.measured_tok_s, "tok_s_per_user": self.tok_s_per_user,
+                "ttft_p90_ms": self.ttft_p90_ms, "tpot_p90_ms": self.tpot_p90_ms}
 
 
 @dataclass
@@ -101,11 +104,14 @@ class GoodputResult:
 
 
 def point(rate: float, result: LoadResult, slo: SLO) -> GoodputPoint:
+    """The operating point of a simulation at `rate`: its throughput is what the rate serves in steady
+    state (rate x mean output tokens per request), not the run's average over its ramp-up and drain."""
     tpot = result.tpot[np.isfinite(result.tpot)]
     med = float(np.median(tpot)) if len(tpot) else 0.0
     ttft = percentiles(result.ttft)["p90"]
-    return GoodputPoint(rate, slo.met(result), result.throughput_tok_s, 1.0 / med if med > 0 else 0.0,
-                        ttft, percentiles(result.tpot)["p90"])
+    served = rate * float(result.out_tokens.mean()) if len(result.out_tokens) else 0.0
+    return GoodputPoint(rate, slo.met(result), served, 1.0 / med if med > 0 else 0.0,
+                        ttft, percentiles(result.tpot)["p90"], result.throughput_tok_s)
 
 
 def goodput(run: Callable[[float], LoadResult], slo: SLO, start: float, rtol: float = 0.03,

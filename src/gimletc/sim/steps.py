@@ -35,6 +35,7 @@ from gimletc.dtypes import nbytes
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
 from gimletc.models import Model, step_workload
+from gimletc.models.workload import restrict
 
 __all__ = ["CTX_STEP", "PROFILES", "SoftwareProfile", "StepCost", "profile"]
 
@@ -48,20 +49,24 @@ class SoftwareProfile:
     `stack` picks the elementwise byte counts (`gimletc.models.workload`);
     `overhead_scale` multiplies the chip's fitted fixed costs (per layer, per
     launch, per step); `allreduce_latency_s`, when set, replaces the ring
-    all-reduce's 2·(n−1) x 5 us latency per all-reduce of tensor-parallel steps."""
+    all-reduce's 2·(n−1) x 5 us latency per all-reduce of tensor-parallel steps;
+    `iteration_s` adds host time to every engine iteration (0: the engine's
+    scheduler fully overlaps the device)."""
 
     name: str = "calibrated"
     stack: str = "reference"
     overhead_scale: float = 1.0
     allreduce_latency_s: float | None = None
+    iteration_s: float = 0.0  # host time per engine iteration (scheduling, sampling) the device waits for
 
     def to_dict(self) -> dict:
         return {"name": self.name, "stack": self.stack, "overhead_scale": self.overhead_scale,
-                "allreduce_latency_s": self.allreduce_latency_s}
+                "allreduce_latency_s": self.allreduce_latency_s, "iteration_s": self.iteration_s}
 
 
 PROFILES: dict[str, SoftwareProfile] = {
     "calibrated": SoftwareProfile(),
+    "fused": SoftwareProfile("fused", "fused"),  # the cost model's fused stack, calibrated fixed costs
     "fused-engine": SoftwareProfile("fused-engine", "fused", 0.25, 8e-6),
 }
 
@@ -74,10 +79,17 @@ def profile(name: str) -> SoftwareProfile:
 
 
 class StepCost:
-    """Cached step times (seconds) and operator-busy seconds of `model` on `chips` chips of `chip`."""
+    """Cached step times (seconds) and operator-busy seconds of `model` on `chips` chips of `chip`.
 
-    def __init__(self, model: Model, chip: Chip, chips: int, prof: SoftwareProfile = PROFILES["calibrated"]):
-        self.model, self.chips, self.profile = model, chips, prof
+    `part` = (first, last, block) restricts every step to layers [first, last) and, when block is
+    "attention" or "ffn", to that block (a pipeline stage or one side of an attention/FFN split);
+    ("scaled", time ratio, KV ratio) is a part of the model known only by how much of the whole
+    step's time and KV cache it takes (a compiled op that no longer says which layers it covers);
+    () is the whole model."""
+
+    def __init__(self, model: Model, chip: Chip, chips: int, prof: SoftwareProfile = PROFILES["calibrated"],
+                 part: tuple = ()):
+        self.model, self.chips, self.profile, self.part = model, chips, prof, tuple(part)
         if prof.overhead_scale != 1.0:
             e = chip.efficiency
             s = prof.overhead_scale
@@ -93,31 +105,39 @@ class StepCost:
         self._pre: dict[tuple[int, int, int], tuple[float, float]] = {}
         # Seconds to read one cached token of one sequence (all layers) at the achieved bandwidth.
         bw = (chip.memory_bw or chip.sram_bw) * chip.efficiency.memory * chips
-        self._kv_read_s_per_token = model.kv_cache_bytes(1, 1) / bw
+        self._kv_read_s_per_token = self.kv_bytes(1, 1) / bw
         self.calls = 0  # cost-model calls made (for benchmarks)
 
     # ---- the cost model, with the profile's all-reduce correction --------------------------
     def _price(self, phase: str, batch: int, tokens: int, ctx: int) -> tuple[float, float]:
         self.calls += 1
         m, n = self.model, self.chips
-        est = estimate_workload(m, self.chip, step_workload(m, phase, batch, tokens, ctx, self.profile.stack), n,
-                                check_fit=False)
+        work = step_workload(m, phase, batch, tokens, ctx, self.profile.stack)
+        scale = 1.0
+        if self.part and self.part[0] == "scaled":
+            scale = self.part[1]
+        elif self.part:
+            first, last, block = self.part
+            work = restrict(work, m, first, last, block)
+        est = estimate_workload(m, self.chip, work, n, check_fit=False)
         busy = est.compute_s + est.memory_s
         t = est.latency_s
         ar = self.profile.allreduce_latency_s
         if ar is not None and n > 1:
-            delta = 2 * m.layers * (ar - 2 * (n - 1) * ALLREDUCE_LATENCY_S)
+            L, share = work.layers, work.overhead_share
+            delta = 2 * L * share * (ar - 2 * (n - 1) * ALLREDUCE_LATENCY_S)
             if phase == "prefill":
                 # Eager: the chain is max(L·c, L·g) + min(c, g); shift the device time per layer g.
-                e, L = self.chip.efficiency, m.layers
+                e = self.chip.efficiency
                 payload = batch * tokens * m.hidden * nbytes(m.act_dtype)
-                comm = 2 * L * (2 * (n - 1) / n * payload / self.chip.scale_up_bw + 2 * (n - 1) * ALLREDUCE_LATENCY_S)
-                g = (busy + comm + delta) / L + e.layer_overhead_s
-                c = e.launch_s_per_layer
+                one = 2 * (n - 1) / n * payload / self.chip.scale_up_bw + 2 * (n - 1) * ALLREDUCE_LATENCY_S
+                comm = 2 * L * share * one
+                g = (busy + comm + delta) / L + e.layer_overhead_s * share
+                c = e.launch_s_per_layer * share
                 t = max(L * c, L * g) + min(c, g) + e.step_overhead_s
             else:
                 t = max(busy, t + delta)
-        return t, busy
+        return t * scale + self.profile.iteration_s, busy * scale
 
     # ---- what the simulator asks ------------------------------------------------------------
     def prefill(self, batch: int, tokens: int, ctx: int = 0) -> tuple[float, float]:
@@ -163,7 +183,7 @@ class StepCost:
             t0, b0 = self._dec_point(batch, cell)
             t1, b1 = self._dec_point(batch, cell + 1)
             off = n * (c / S - cell) + n * (n - 1) / 2 / S  # Σ of the interpolation fractions
-            total_t += n * t0 + (t1 - t0) * off
+            total_t += n * t0 + (t1 - t0) * off  # the points include iteration_s, once per iteration
             total_b += n * b0 + (b1 - b0) * off
             i = end
         return total_t, total_b
@@ -174,12 +194,27 @@ class StepCost:
             return self.prefill(1, chunk, chunk_ctx)
         if chunk == 0:
             return self.decode(batch, ctx)
-        t, b = self.prefill(1, chunk + batch, chunk_ctx)
+        t, b = self.prefill(1, chunk + batch, chunk_ctx)  # iteration_s included once
         read = self._kv_read_s_per_token * batch * ctx
         return t + read, b + read
 
     def kv_bytes(self, tokens: int, seqs: int = 1) -> float:
-        return self.model.kv_cache_bytes(tokens, seqs)
+        """KV-cache bytes of `seqs` sequences of `tokens` tokens in the layers this cost covers."""
+        if not self.part:
+            return self.model.kv_cache_bytes(tokens, seqs)
+        if self.part[0] == "scaled":
+            return self.model.kv_cache_bytes(tokens, seqs) * self.part[2]
+        first, last, block = self.part
+        return 0.0 if block == "ffn" else self.model.stage_kv_cache_bytes(first, last, tokens, seqs)
+
+    @property
+    def weight_bytes(self) -> float:
+        if not self.part:
+            return self.model.weight_bytes
+        if self.part[0] == "scaled":
+            return self.model.weight_bytes * min(1.0, self.part[2] or self.part[1])
+        first, last, block = self.part
+        return self.model.stage_weight_bytes(first, last, block)
 
 
 def ceil_pow2(x: float) -> int:

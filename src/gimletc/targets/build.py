@@ -191,6 +191,11 @@ def build_plan_artifacts(
         return im.model if im is not None else None
 
     parts = graph_partitions(g, model_of)
+    decodes = {str(op.attr("llm") or op.name.removesuffix(".decode")) for op in model_computes(g)
+               if op.attr("kind_of") == "model.decode" and parts.get(op.name) is not None and parts[op.name].is_whole}
+    if set(drafts) - decodes:
+        raise ArtifactError(f"--draft names LLM call(s) {', '.join(sorted(set(drafts) - decodes))} with no whole decode "
+                            f"in the plan (calls with one: {', '.join(sorted(decodes)) or 'none'})")
     for op in model_computes(g):
         if op.name not in parts:
             continue  # a catalog model: nothing to build
@@ -216,8 +221,6 @@ def build_plan_artifacts(
                     )
                 b.reference(d)
                 b.executables(d, op, chip, device, whole(d.layers), role="draft", extra={"draft_k": int(spec[1])})
-    if drafts:
-        raise ArtifactError(f"--draft names LLM call(s) {', '.join(sorted(drafts))} with no decode in the plan")
     from gimletc.targets.dataflow import dataflow_module
 
     text = dataflow_module(g, b.artifacts, attrs={"gimlet.plan": plan.name, "gimlet.digest": plan.digest})
