@@ -172,6 +172,20 @@ def test_loops_unroll_with_the_loop_mean(coding_plan):
     assert res.e2e.mean() == pytest.approx(makespan, rel=0.25)
 
 
+@pytest.mark.parametrize("partitions", ["layers"])  # attn-ffn and speculative: benchmarks/serving_validation.py
+def test_partitioned_plans_match_the_replay_at_low_load(partitions):
+    """Pipeline stages are re-priced per layer range (their prefill steps and per-token decode loops)."""
+    import runpy
+
+    graph = runpy.run_path(str(EXAMPLES / "scenarios" / "moe_attn_ffn.py"))["graph"]
+    pipe = f"expand-llm,place{{partitions={partitions}}},insert-transfers,schedule,overlap"
+    plan = compile_graph(graph, str(EXAMPLES / "scenarios" / "clusters" / "h200_x16.yaml"), pipeline=pipe,
+                         baseline=False).plan
+    makespan = replay(parse_graph(plan.ir)).makespan
+    res = simulate_plan(plan, generate("constant", 1 / (2 * makespan), 2), SimConfig(loops="mean"))
+    assert np.allclose(res.e2e, makespan, rtol=1e-3)
+
+
 def test_truncated_geometric_has_the_loop_mean():
     for expected, most in ((3.0, 8), (1.5, 3), (5.0, 20)):
         p = loop_probability(expected, most)

@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
         progress = _progress(verbose)
         if progress:
             progress(f"simulating {len(arr)} requests of {p.name} at {arr.rate:.4g} req/s ({arr.kind})")
-        result = simulate_plan(p, arr, cfg, seed)
+        result = simulate_plan(p, arr, cfg, seed, progress=progress)
         good = None
         if goodput and not slo.empty:
             if progress:

@@ -258,7 +258,9 @@ def predict(graph: Graph, cluster: Cluster, slo: SLO, settings: SearchSettings =
         weights[model] = min((p.kind.tp * (p.prefill_s + 1.0 / p.decode_req_s) for p in usable), default=1.0)
     wsum = sum(weights.values())
     for model, ps in preds.items():
-        share = total_budget if len(preds) == 1 else max(1, int(total_budget * weights[model] / wsum))
+        # Each model gets at least room for one prefill and one decode replica of its smallest kind.
+        least = 2 * min(p.kind.tp for p in ps)
+        share = total_budget if len(preds) == 1 else max(least, int(total_budget * weights[model] / wsum))
         per_model[model] = _model_candidates(model, ps, budgets, share, settings)
     configs: list[Candidate] = []
     seen = set()
@@ -471,7 +473,6 @@ def evaluate(graph: Graph, cluster: Cluster, config: ServingConfig, slo: SLO, se
     base = generate("poisson", 1.0, settings.requests, settings.seed)
 
     def run(rate: float) -> LoadResult:
-        wl.channels.clear()
         return simulate(wl, base.at_rate(rate), sim, settings.seed)
 
     def tell(p: GoodputPoint) -> None:

@@ -13,24 +13,28 @@ What is simulated (docs/serving.md has the full model and its validation):
   after the previous one has finished (as in the single-request replay).
 - A task starts when all its inputs (data and ordering tokens) are done, then
   queues for its resource:
-  * model prefill and decode go to an *engine*: one per group of accelerators
-    (groups that share a device are merged). An engine runs one iteration at
-    a time. Iterations: a prefill step of the queued prompts (FIFO, up to
-    `max_prefill_tokens` per step) takes priority; otherwise one decode step
-    of the running batch (continuous batching: sequences join when admitted
-    and leave when they have produced their tokens, so the batch grows and
-    shrinks with the load). A decode step costs the cost model's step time at
-    the current batch and mean context. Several models on one engine take
-    turns (round robin). With `chunked_prefill`, every iteration carries the
-    running decode batch plus up to `chunk_tokens` minus the batch of prompt
-    tokens.
-  * KV-cache admission: an engine may fill `mem_fraction` of its chips'
-    memory; weights of every model it serves come first. A prefill reserves
-    its prompt's KV cache (and, when its decode runs on the same engine, the
-    output's too, so an admitted request always completes); a decode on
-    another engine reserves its own. A request waits in FIFO order until its
-    reservation fits. The KV of a prefill whose decode is elsewhere is freed
-    once it has been sent.
+  * model prefill and decode go to an *engine*: one per placed group of
+    accelerators. An engine runs one iteration at a time and holds all of its
+    devices while it does; groups that share a device wait for it first come,
+    first served (a waiting engine keeps later ones off its devices, so wide
+    groups are not starved). Iterations: a prefill step of the queued prompts
+    (FIFO, up to `max_prefill_tokens` per step) takes priority; otherwise one
+    decode step of the running batch (continuous batching: sequences join
+    when admitted and leave when they have produced their tokens, so the
+    batch grows and shrinks with the load). A decode step costs the cost
+    model's step time at the current batch and mean context. Several models
+    on one engine take turns (round robin). With `chunked_prefill`, every
+    iteration carries the running decode batch plus up to `chunk_tokens`
+    minus the batch of prompt tokens.
+  * KV-cache admission: each device may fill `mem_fraction` of its memory;
+    the weights of every model placed on it (its tensor-parallel share) come
+    first. A prefill reserves its prompt's KV cache (and, when its decode
+    runs on the same engine, the output's too, so an admitted request always
+    completes); a decode on another engine reserves its own. A request waits
+    in FIFO order until its reservation fits. The KV of a prefill whose
+    decode is elsewhere is freed once it has been sent.
+  * ops the simulator does not batch (draft/verify, attention/FFN blocks)
+    run as jobs of their compiled seconds on their engine;
   * tools, code and retrieval take their `seconds` on a host CPU lane (a host
     has `host_lanes` lanes, FIFO), optionally exponentially distributed;
   * transfers hold their link channel for their `seconds`, one at a time per
@@ -45,7 +49,11 @@ generator and every wait as an event object with callbacks, which costs
 several microseconds per event; the heap here stores tuples and dispatches
 on small integers, and an engine iteration is one event whatever the batch
 size (finishing sequences come off a heap keyed by the iteration they finish
-in). `benchmarks/bench_serving.py` measures the result.
+in). A run of decode iterations over an unchanging batch is one event too:
+its step times sum in closed form, and work arriving meanwhile cuts it after
+the iteration in progress (the results equal the step-by-step simulation's;
+`SimConfig(fast_forward=False)` runs step by step).
+`benchmarks/bench_serving.py` measures the result.
 """
 
 from __future__ import annotations
@@ -84,10 +92,9 @@ __all__ = [
 
 # Task kinds.
 ZERO, DELAY, CPU, XFER, PREFILL, DECODE, MARK, ACCEL = range(8)
-KIND_NAMES = ("zero", "delay", "cpu", "transfer", "prefill", "decode", "marker", "accelerator")
 
 # Event codes.
-_EV_DONE, _EV_CPU, _EV_XFER, _EV_ITER, _EV_MARK, _EV_KVX = range(6)
+_EV_DONE, _EV_CPU, _EV_XFER, _EV_ITER, _EV_MARK = range(5)
 
 HOST_LANES = 8  # the compiler's default (gimletc.passes.place.HOST_LANES)
 
@@ -196,7 +203,7 @@ class TaskSpec:
     label: str = ""
 
 
-# classify(op) -> TaskSpec; `uses_kv(op)` names the operands that carry a KV cache.
+# classify(op) -> the task `op` becomes (the same TaskSpec for every request: treat it as read-only).
 Classifier = Callable[[Op], TaskSpec]
 
 
@@ -681,8 +688,9 @@ class _Sim:
         self.pools = [tuple(p) for p in wl.pools]
         self.pool_rr = [0] * len(self.pools)
         self.hosts = [_Pool(cfg.host_lanes) for _ in wl.hosts]
-        self.channel_ids: dict[str, int] = {c: i for i, c in enumerate(wl.channels)}
-        self.channels = [_Pool(1) for _ in wl.channels]
+        self.channel_names = list(wl.channels)  # plus those a deployment's routes open while running
+        self.channel_ids: dict[str, int] = {c: i for i, c in enumerate(self.channel_names)}
+        self.channels = [_Pool(1) for _ in self.channel_names]
         self.costs: dict[tuple[str, str, int], StepCost] = {}
         self.timeline: list[tuple[str, float, float, str, int, int]] = []
         self.record = cfg.record_timeline
@@ -737,9 +745,11 @@ class _Sim:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, code, a, b))
 
-    def run(self) -> LoadResult:
+    def run(self, progress: Callable[[str], None] | None = None) -> LoadResult:
         arr = self.arr
         n = len(arr)
+        step = max(1, n // 10)
+        next_report = step if progress is not None and n >= 10_000 else n + 1
         times = arr.times
         ins = arr.input_tokens
         outs = arr.output_tokens
@@ -765,6 +775,9 @@ class _Sim:
                 req = _Req(i, t, tpl, d_in, r_out)
                 self.events += 1
                 i += 1
+                if i >= next_report:
+                    next_report += step
+                    progress(f"  {i:,} of {n:,} requests arrived by t = {t:,.1f} s; {self.events:,} events")  # type: ignore[misc]
                 self._start(req, tpl.roots, t)
                 continue
             t, _, code, a, b = heapq.heappop(heap)
@@ -883,7 +896,7 @@ class _Sim:
     def _run_xfer(self, req: _Req, task: int, ch: int, secs: float, then: Any, t: float) -> None:
         self.channels[ch].busy_s += secs
         if self.record and len(self.timeline) < self.cfg.timeline_limit:
-            self.timeline.append((self.wl.channels[ch], t, t + secs, "transfer", 1, 1))
+            self.timeline.append((self.channel_names[ch], t, t + secs, "transfer", 1, 1))
         self._push(t + secs, _EV_XFER, (req, task, ch, then))
 
     def _transfer(self, req: _Req, task: int, ch: int, secs: float, then: Callable[[float], None] | None,
@@ -900,7 +913,7 @@ class _Sim:
         if c is None:
             c = self.channel_ids[name] = len(self.channels)
             self.channels.append(_Pool(1))
-            self.wl.channels.append(name)
+            self.channel_names.append(name)
         return c
 
     def _pick(self, pool: int) -> int:
@@ -1447,7 +1460,7 @@ class _Sim:
             util[h.id] = frac
             if pool.busy_s > 0:
                 energy += h.sockets * (h.chip.tdp_w * frac * span + h.chip.idle_w * (1 - frac) * span)
-        for name, pool in zip(self.wl.channels, self.channels, strict=True):
+        for name, pool in zip(self.channel_names, self.channels, strict=True):
             util[name] = pool.busy_s / span if span > 0 else 0.0
         return LoadResult(
             name=self.wl.name,
@@ -1474,11 +1487,13 @@ class _Sim:
         )
 
 
-def simulate(workload: Workload, arrivals: Arrivals, config: SimConfig | None = None, seed: int = 0) -> LoadResult:
-    """Run `arrivals` through `workload`; deterministic for a given seed."""
+def simulate(workload: Workload, arrivals: Arrivals, config: SimConfig | None = None, seed: int = 0,
+             progress: Callable[[str], None] | None = None) -> LoadResult:
+    """Run `arrivals` through `workload`; deterministic for a given seed. `progress`, if given, hears
+    every tenth of the arrivals of runs of 10,000 requests or more (it changes nothing simulated)."""
     if len(arrivals) == 0:
         raise SimulationError("no requests to simulate")
-    return _Sim(workload, arrivals, config or SimConfig(), seed).run()
+    return _Sim(workload, arrivals, config or SimConfig(), seed).run(progress)
 
 
 # ---- plans -------------------------------------------------------------------------------------
@@ -1638,7 +1653,7 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
 
 
 def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None, seed: int = 0,
-                  cluster: Any = None) -> LoadResult:
+                  cluster: Any = None, progress: Callable[[str], None] | None = None) -> LoadResult:
     """Simulate a `DeploymentPlan` (or a path to one) under `arrivals`.
 
     The plan's `ir` holds its exec-level graph; its `cluster` summary names the
@@ -1658,4 +1673,4 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
             if d.role == "host":
                 sockets[d.id] = cluster.node(d.node).host.sockets
     stack = str((p.inputs.get("options") or {}).get("stack") or "reference")
-    return simulate(plan_workload(graph, devices, p.name, sockets, stack), arrivals, config, seed)
+    return simulate(plan_workload(graph, devices, p.name, sockets, stack), arrivals, config, seed, progress)
