@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_estimate.py
 	$(BIN)/python benchmarks/bench_compile.py
+	$(BIN)/python benchmarks/bench_serving.py
 
 calibrate: $(STAMP)
 	$(BIN)/gimletc calibrate src/gimletc/cost/data/h200_llama_calibration.json --write
