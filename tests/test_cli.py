@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gimletc.cli import main
+from _cli import run_cli  # tests/_cli.py
 
 HF = Path(__file__).parent / "data" / "hf"
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+run = run_cli
 
 
 def test_estimate_json_has_the_documented_fields(capsys):

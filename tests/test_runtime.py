@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from gimletc import AgentGraph
-from gimletc.cli import main
 from gimletc.compiler import compile as gcompile
 from gimletc.plan import load_plan
 from gimletc.runtime.kv import KVCache, KVLayoutError, axes_of, to_axes
 from gimletc.runtime.local import RunError, load_tools, run_plan
 from gimletc.targets.build import build_artifacts
+
+from _cli import run_cli  # tests/_cli.py
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "examples" / "tiny_llm"
@@ -207,14 +208,7 @@ def test_catalog_models_have_no_executable(tmp_path):
         run_plan(tmp_path / "p.json")
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+_cli = run_cli
 
 
 def test_cli_build_and_run(tmp_path, capsys):

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gimletc.cli import main
 from gimletc.compiler import compile as compile_graph
 from gimletc.cost.roofline import estimate
 from gimletc.errors import GimletError
@@ -31,6 +30,8 @@ from gimletc.sim.load import (
     simulate_plan,
 )
 from gimletc.sim.metrics import SLO, goodput, summary
+
+from _cli import run_cli  # tests/_cli.py
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 GPU_ONLY = str(EXAMPLES / "clusters" / "gpu_only.yaml")
@@ -373,14 +374,7 @@ def test_disaggregated_configuration_moves_kv_between_replicas():
 # ---- CLI -------------------------------------------------------------------------------------------------
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+run = run_cli
 
 
 def test_cli_simulate_json_fields(capsys, rag_plan, tmp_path):

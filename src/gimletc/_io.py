@@ -67,12 +67,12 @@ def load(cls: type[T], path: str | Path) -> T:
     return validate(cls, read_data(path), str(path))
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write text to `path` through a temporary file, so a failure never leaves half a file."""
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write text (or bytes) to `path` through a temporary file, so a failure never leaves half a file."""
     p = Path(path)
     fd, tmp = tempfile.mkstemp(dir=p.parent or ".", prefix=f".{p.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         umask = os.umask(0)
         os.umask(umask)

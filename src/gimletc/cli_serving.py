@@ -217,7 +217,8 @@ def register(app: typer.Typer) -> None:
         """Search replica mixes and chip types for the best goodput per chip, per watt and per dollar under SLOs."""
         from gimletc.graph_io import load_graph
         from gimletc.hardware import load_cluster
-        from gimletc.serving.plot import frontier_png, write_bytes_atomic
+        from gimletc._io import write_atomic
+        from gimletc.serving.plot import frontier_png
         from gimletc.serving.search import SearchSettings, search
 
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
@@ -258,7 +259,7 @@ def register(app: typer.Typer) -> None:
             png = frontier_png(result.points(), f"{g.attrs.get('gimlet.name', graph.stem)} on {cl.name}: "
                                                 f"{', '.join(parts)} for {slo.share:.0%}")
         if png is not None and plot is not None:
-            write_bytes_atomic(plot, png)
+            write_atomic(plot, png)
         if as_json:
             d = result.to_dict(top)
             d["plot"] = str(plot) if plot else None

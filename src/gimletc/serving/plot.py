@@ -4,31 +4,14 @@
 from __future__ import annotations
 
 import io
-import os
 import textwrap
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from gimletc._io import write_atomic
 from gimletc.serving.search import ParetoPoint, SearchResult, pareto_front
 
-__all__ = ["plot_frontier", "write_bytes_atomic"]
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write bytes through a temporary file, so a failure never leaves half a file."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent or ".", prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a plot is an ordinary file
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["frontier_png", "plot_frontier"]
 
 
 def frontier_png(points: Sequence[ParetoPoint], title: str = "serving Pareto frontier") -> bytes:
@@ -67,4 +50,4 @@ def plot_frontier(result: SearchResult, path: str | Path, title: str | None = No
     slo = result.slo.to_dict()
     parts = [f"{k[:-3].upper()} <= {v:g} ms" for k, v in slo.items() if k.endswith("_ms") and v is not None]
     t = title or f"operating points meeting {', '.join(parts)} for {slo['share']:.0%} of requests"
-    write_bytes_atomic(path, frontier_png(result.points(), t))
+    write_atomic(path, frontier_png(result.points(), t))
