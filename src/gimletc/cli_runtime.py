@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gimletc._io import read_data
 from gimletc.errors import GimletError
 
 __all__ = ["register"]
@@ -38,12 +39,7 @@ def _parse_drafts(specs: list[str]) -> dict[str, tuple[str, int]]:
 def _read_inputs(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise GimletError(f"{path}: cannot read: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise GimletError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from None
+    data = read_data(path)
     if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(x, int) for x in v) for v in data.values()):
         raise GimletError(f"{path}: expected an object mapping input names to lists of token ids")
     return data

@@ -15,10 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from gimletc._io import describe_validation_error, write_atomic
-from gimletc.errors import ConfigError
+from gimletc._io import read_data, validate, write_atomic
 
 SCHEMA_VERSION = "1"
 
@@ -175,17 +174,7 @@ class DeploymentPlan(_M):
 
 def load_plan(path: str | Path) -> DeploymentPlan:
     """Parse and validate a plan file. Executes nothing."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: malformed JSON at line {e.lineno}: {e.msg}") from None
-    try:
-        return DeploymentPlan.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(describe_validation_error(e, str(p))) from None
+    return validate(DeploymentPlan, read_data(path), str(path))
 
 
 def plan_schema() -> dict[str, Any]:
