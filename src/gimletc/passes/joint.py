@@ -10,7 +10,8 @@ searched as follows:
    phase-split where the kind does not apply).
 2. Coordinate descent from the best of them: one call at a time switches to
    each of its other variants while that improves the objective (at most two
-   sweeps and `MAX_CONFIGS` configurations in all).
+   sweeps and `MAX_CONFIGS` configurations in all). Whole and phase split are
+   not moves of their own: phase split places a superset of what whole does.
 3. The runner-up of each call: the best configuration in which that call
    takes another kind, the rest as chosen.
 
@@ -100,11 +101,15 @@ def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: P
         raise first_error[0] if first_error else PlacementError("no partitioning of the LLM calls fits the cluster")
     best = dict(min(cache, key=lambda k: (cache[k][0], k)))
 
+    def moves(n: str) -> list[str]:
+        # Phase split places a superset of what whole does, so switching between the two is not a move.
+        return [k for k in options[n] if not (k == "whole" and "phase" in options[n])]
+
     if small:
         for _ in range(2):
             improved = False
             for n in calls:
-                for k in options[n]:
+                for k in moves(n):
                     if k == best[n] or len(cache) >= MAX_CONFIGS:
                         continue
                     trial = {**best, n: k}
@@ -113,7 +118,7 @@ def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: P
             if not improved:
                 break
         for n in calls:  # runner-ups
-            for k in options[n]:
+            for k in moves(n):
                 if k != best[n] and len(cache) < MAX_CONFIGS:
                     evaluate({**best, n: k})
 

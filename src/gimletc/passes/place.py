@@ -508,7 +508,17 @@ def lower_bound(problem: Problem, objective: str) -> float:
         longest = [0.0] * len(units)
         for u, unit in enumerate(units):
             longest[u] = best_t[u] + max((longest[p] for p, _ in unit.preds), default=0.0)
-        return max(longest, default=0.0)
+        # Nor can the work outrun the machine: each unit occupies at least its cheapest amount of
+        # device-seconds (a CPU lane counts as 1/HOST_LANES of its host), and every device and host
+        # does one device-second per second.
+        work = 0.0
+        for u, unit in enumerate(units):
+            work += min(
+                problem.sec(u, s) * (1.0 / HOST_LANES if problem.slots[s].is_host and unit.kind != "model" else problem.slots[s].n)
+                for s in unit.candidates
+            )
+        capacity = max(1, len(problem.cluster.devices()))
+        return max(max(longest, default=0.0), work / capacity)
     if objective == "throughput":
         devices = max(1, len([d for d in problem.cluster.devices() if d.role != "host"]))
         return max(max(best_t, default=0.0), sum(best_t) / devices)
@@ -594,14 +604,28 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
 
 def local_search(ev: Evaluator, objective: str, assign: tuple[int, ...], current: Evaluation, budget: int) -> tuple[tuple[int, ...], Evaluation, int]:
     """Move one unit at a time to its best candidate while that improves; at most `budget` evaluations."""
+    p = ev.p
     best = list(assign)
     best_ev = current
     count = 0
     improved = True
     while improved and count < budget:
         improved = False
-        for u, unit in enumerate(ev.p.units):
+        used_nodes = {p.slots[s].node for s in best}
+        for u, unit in enumerate(p.units):
+            # Slots of interchangeable nodes behave alike unless the plan already uses the node:
+            # try every slot of used nodes and one per class of the others.
+            seen: set[tuple] = set()
+            moves = []
             for s in unit.candidates:
+                slot = p.slots[s]
+                if slot.node not in used_nodes:
+                    key = (p.node_sig[slot.node], slot.chip.name, slot.n, slot.is_host)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                moves.append(s)
+            for s in moves:
                 if s == best[u] or count >= budget:
                     continue
                 trial = best.copy()
