@@ -117,7 +117,7 @@ def splitwise() -> str:
 
 def moe() -> str:
     g = runpy.run_path(str(HERE / "moe_attn_ffn.py"))["graph"]
-    batch, out = 512, 200
+    batch = 512
     rows = ["| partitioning | decode GPUs | TPOT ms | decode tokens/s per GPU | vs whole |", "|---|---:|---:|---:|---:|"]
     base = None
     for kind in ("whole", "attn-ffn"):
