@@ -47,6 +47,7 @@ from gimletc.passes.manager import Pass, PassContext
 Objective = Literal["latency", "energy", "cost", "throughput"]
 OBJECTIVES: tuple[str, ...] = ("latency", "energy", "cost", "throughput")
 LOCAL_SEARCH_UNIT_STEPS = 20_000  # local search may re-schedule this many units in all
+MIN_LOCAL_SEARCH = 50  # fewer evaluations than this are not worth starting a local search for
 HOST_LANES = 8  # concurrent CPU ops per host (tools are single-threaded; hosts have many cores)
 CPU_KINDS = ("agent.tool", "agent.code", "agent.retrieve")
 IO_KINDS = ("agent.input", "agent.output")
@@ -754,9 +755,10 @@ def search(problem: Problem, objective: str, budget_w: float | None, exact_limit
     assign, e, count = greedy(ev, objective)
     bound = lower_bound(problem, objective)
     method = "greedy"
-    if e.feasible:
-        # Each evaluation replays every unit: bound the work, not just the count.
-        budget = min(max_evaluations, LOCAL_SEARCH_UNIT_STEPS // max(1, len(problem.units)))
+    # Each evaluation replays every unit: bound the work, not just the count. On large graphs the few
+    # moves the budget allows cannot change much; skip the search there.
+    budget = min(max_evaluations, LOCAL_SEARCH_UNIT_STEPS // max(1, len(problem.units)))
+    if e.feasible and budget >= MIN_LOCAL_SEARCH:
         assign, e, more = local_search(ev, objective, assign, e, budget)
         count += more
         method = "greedy+local-search"
