@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gimletc import __version__
+from gimletc.cost.energy import energy_j
 from gimletc.errors import GimletError
 from gimletc.hardware import Cluster, load_cluster
 from gimletc.ir import Graph, Op
@@ -206,7 +207,7 @@ def build_plan(
                 device=dev,
                 devices=[str(d) for d in op.attr("devices")],
                 chip=chips[dev].chip.name,
-                seconds=_total_seconds(out, op),
+                seconds=_total_seconds(op),
                 runs=runs.get(op.name, 1.0),
             )
         )
@@ -272,7 +273,7 @@ def build_plan(
     )
 
 
-def _total_seconds(graph: Graph, op: Op) -> float:
+def _total_seconds(op: Op) -> float:
     """An op's full time, its layer-streamed chunks included."""
     if op.attr("chunks") is None:
         return float(op.attr("seconds"))
@@ -296,8 +297,7 @@ def plan_metrics(out: Graph, tl: Timeline, cl: Cluster) -> Metrics:
     for d in sorted(busy):
         dev = chips[d]
         sockets = cl.node(dev.node).host.sockets if dev.role == "host" else 1
-        b = min(busy[d], span)
-        energy += sockets * (dev.chip.tdp_w * b + dev.chip.idle_w * (span - b))
+        energy += energy_j(dev.chip, busy[d], span, sockets)
         cost += (dev.chip.price_per_hour or 0.0) * sockets / 3600 * busy[d]
         power += dev.chip.tdp_w * sockets
     # Events at any depth: an LLM call inside a loop is measured on the loop's first iteration.
@@ -402,7 +402,7 @@ def best_baseline(g: Graph, cl: Cluster, objective: str, envelope_w: float, pipe
         except PlacementError:
             continue
         m = r.plan.metrics
-        value = {"latency": m.latency_ms, "energy": m.energy_j, "cost": m.cost_usd, "throughput": -m.throughput_rps}[objective]
+        value = m.objective(objective)
         n = sum(1 for d in bc.devices() if d.role != "host")
         b = Baseline(chip=chip, chips=n, power_w=m.power_w, metrics=m, placements=r.plan.placements,
                      note=f"{n}x {chip} in one node with the cluster's host CPU, power envelope {envelope_w:.0f} W")

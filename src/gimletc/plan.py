@@ -91,6 +91,11 @@ class Metrics(_M):
     llms: dict[str, LLMMetrics] = Field(default_factory=dict)
     source: str = "predicted: cost model (gimletc.cost) + single-request replay (gimletc.sim)"
 
+    def objective(self, kind: str) -> float:
+        """The value an objective minimises: latency, energy and cost as they are, throughput negated."""
+        return {"latency": self.latency_ms, "energy": self.energy_j, "cost": self.cost_usd,
+                "throughput": -self.throughput_rps}[kind]
+
 
 class Search(_M):
     objective: str

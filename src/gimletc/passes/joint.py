@@ -50,8 +50,7 @@ def _score_by_replay(placed: Graph, ctx: PassContext, objective: str) -> float:
     for p in (InsertTransfers(), Schedule(), Overlap()):
         g = p.run(g, ctx)
     _, tl = ctx.data["timeline"]
-    m = plan_metrics(g, tl, ctx.cluster)
-    return {"latency": m.latency_ms, "energy": m.energy_j, "cost": m.cost_usd, "throughput": -m.throughput_rps}[objective]
+    return plan_metrics(g, tl, ctx.cluster).objective(objective)
 
 
 def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: PassContext, objective: str) -> Graph:

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from gimletc.cost.energy import energy_j
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op
@@ -182,7 +183,6 @@ class Problem:
         self.pins = dict(ctx.pins)
         self.slot_capacity = [sum(self.capacity[d] for d in sl.devices) for sl in self.slots]
         self.host_lanes = {sl.devices[0]: tuple(f"{sl.devices[0]}#{i}" for i in range(HOST_LANES)) for sl in self.slots if sl.is_host}
-        self._sig = [tuple((op.kind, tuple(sorted(op.attrs.items()))) for op in u.ops) for u in self.units]
         self.node_sig = _node_signatures(cluster)
         self._candidates()
         # seconds[u][s] for candidate slots
@@ -328,18 +328,26 @@ class Problem:
         per = self._unit_sec[u]
         t = per.get(slot.cls)
         if t is None:
-            key = (self._sig[u], self.units[u].op_scales, slot.chip.name, slot.n)
-            if key not in self._cost_cache:
-                unit = self.units[u]
-                self._cost_cache[key] = sum(
-                    op_seconds(op, slot.chip, slot.n, self.stack) * sc for op, sc in zip(unit.ops, unit.op_scales, strict=True)
-                )
-            t = per[slot.cls] = self._cost_cache[key]
+            unit = self.units[u]
+            t = per[slot.cls] = sum(self.op_seconds_on(op, s) * sc for op, sc in zip(unit.ops, unit.op_scales, strict=True))
         return t
+
+    def share(self, u: int, s: int) -> float:
+        """Share of each of slot s's devices unit u occupies: one CPU lane of a host, or the whole device."""
+        return 1.0 / HOST_LANES if self.slots[s].is_host and self.units[u].kind != "model" else 1.0
+
+    def busy_energy(self, u: int, s: int) -> float:
+        """Joules unit u's work draws on slot s at TDP (idle power over the plan's span not included)."""
+        return self.sec(u, s) * sum(self.device_power[d] for d in self.slots[s].devices) * self.share(u, s)
+
+    def busy_cost(self, u: int, s: int) -> float:
+        """USD of unit u's busy chip-time on slot s."""
+        slot = self.slots[s]
+        return self.sec(u, s) * (slot.chip.price_per_hour or 0.0) / 3600 * slot.n
 
     def op_seconds_on(self, op: Op, s: int) -> float:
         slot = self.slots[s]
-        key = (op.kind, tuple(sorted(op.attrs.items())), slot.chip.name, slot.n)
+        key = (op.kind, tuple(op.attrs.items()), slot.chip.name, slot.n)
         if key not in self._cost_cache:
             self._cost_cache[key] = op_seconds(op, slot.chip, slot.n, self.stack)
         return self._cost_cache[key]
@@ -478,8 +486,7 @@ class Evaluator:
         energy = cost = 0.0
         for d in sorted(st.used):
             c = self.chips[d]
-            b = min(st.busy.get(d, 0.0), latency)
-            energy += p.device_power[d] / c.tdp_w * (c.tdp_w * b + c.idle_w * (latency - b))
+            energy += energy_j(c, st.busy.get(d, 0.0), latency, p.device_power[d] / c.tdp_w)  # host sockets
             cost += (c.price_per_hour or 0.0) / 3600.0 * st.busy.get(d, 0.0)
         bottleneck = max(st.busy.values(), default=0.0)
         n = len(st.assign)
@@ -514,28 +521,14 @@ def lower_bound(problem: Problem, objective: str) -> float:
         # does one device-second per second.
         work = 0.0
         for u, unit in enumerate(units):
-            work += min(
-                problem.sec(u, s) * (1.0 / HOST_LANES if problem.slots[s].is_host and unit.kind != "model" else problem.slots[s].n)
-                for s in unit.candidates
-            )
+            work += min(problem.sec(u, s) * problem.share(u, s) * problem.slots[s].n for s in unit.candidates)
         capacity = max(1, len(problem.cluster.devices()))
         return max(max(longest, default=0.0), work / capacity)
     if objective == "throughput":
         devices = max(1, len([d for d in problem.cluster.devices() if d.role != "host"]))
         return max(max(best_t, default=0.0), sum(best_t) / devices)
-    per = []
-    for u, unit in enumerate(units):
-        vals = []
-        for s in unit.candidates:
-            slot = problem.slots[s]
-            t = problem.sec(u, s)
-            if objective == "energy":
-                share = 1.0 / HOST_LANES if (slot.is_host and unit.kind != "model") else 1.0
-                vals.append(t * sum(problem.device_power[d] for d in slot.devices) * share)
-            else:
-                vals.append(t * (slot.chip.price_per_hour or 0.0) / 3600 * slot.n)
-        per.append(min(vals))
-    return sum(per)
+    busy = problem.busy_energy if objective == "energy" else problem.busy_cost
+    return sum(min(busy(u, s) for s in unit.candidates) for u, unit in enumerate(units))
 
 
 def exhaustive(ev: Evaluator, objective: str) -> tuple[tuple[int, ...] | None, Evaluation | None, int]:
@@ -587,13 +580,9 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
             if objective == "latency":
                 primary = finish
             elif objective == "throughput":
-                share = len(res) / HOST_LANES if slot.is_host else 1.0
-                primary = max([st.busy.get(d, 0.0) + dur * share for d in slot.devices] + [st.bottleneck])
+                primary = max([st.busy.get(d, 0.0) + dur * p.share(u, s) for d in slot.devices] + [st.bottleneck])
             elif objective == "energy":
-                share = len(res) / HOST_LANES if slot.is_host else 1.0
-                primary = dur * share * sum(p.device_power[d] for d in slot.devices) + sum(
-                    ev.chips[d].idle_w * max(st.latency, finish) for d in new
-                )
+                primary = p.busy_energy(u, s) + sum(ev.chips[d].idle_w * max(st.latency, finish) for d in new)
             else:
                 primary = dur * (slot.chip.price_per_hour or 0.0) / 3600 * slot.n
             key = (over_mem or over_power, primary, finish, s)
@@ -655,13 +644,10 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
     costs: list[float] = []
     for u, unit in enumerate(units):
         for s in unit.candidates:
-            slot = slots[s]
-            t = problem.sec(u, s)
             if objective == "energy":
-                share = 1.0 / HOST_LANES if (slot.is_host and unit.kind != "model") else 1.0
-                c = t * sum(problem.device_power[d] for d in slot.devices) * share
+                c = problem.busy_energy(u, s)
             elif objective == "cost":
-                c = t * (slot.chip.price_per_hour or 0.0) / 3600 * slot.n
+                c = problem.busy_cost(u, s)
             else:
                 c = 0.0
             var[(u, s)] = len(costs)
@@ -707,10 +693,8 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
             idx, vals = [], []
             for u, j in entries:
                 s = slot_of[j]
-                slot = slots[s]
-                share = 1.0 / HOST_LANES if (slot.is_host and units[u].kind != "model") else 1.0
                 idx.append(j)
-                vals.append(problem.sec(u, s) * share)
+                vals.append(problem.sec(u, s) * problem.share(u, s))
             row(idx + [tvar], vals + [-1.0], -inf, 0.0)
     if budget_w is not None:
         row([z0 + i for i in range(nz)], [problem.device_power[d] for d in devices], -inf, budget_w)

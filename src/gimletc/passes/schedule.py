@@ -39,11 +39,11 @@ class Schedule(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         producers: dict[str, Op] = {v.name: op for op, _ in graph.walk() for v in op.results}
-        out = _lower(graph, producers, {})
+        out = _lower(graph, producers)
         return out.with_attrs(**{"gimlet.level": "exec"})
 
 
-def _lower(graph: Graph, producers: dict[str, Op], outer_last: dict[str, str]) -> Graph:
+def _lower(graph: Graph, producers: dict[str, Op]) -> Graph:
     last: dict[str, str] = {}  # resource -> last token in this scope
     ops: list[Op] = []
 
@@ -56,7 +56,7 @@ def _lower(graph: Graph, producers: dict[str, Op], outer_last: dict[str, str]) -
 
     for op in graph.ops:
         if op.regions:
-            ops.append(op.with_regions(_lower(r, producers, last) for r in op.regions))
+            ops.append(op.with_regions(_lower(r, producers) for r in op.regions))
             continue
         if op.kind == "agent.yield":
             ops.append(op)
