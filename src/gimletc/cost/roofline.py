@@ -165,8 +165,7 @@ def _tiered_s(chip: Chip, nbytes: float, sram_fraction: float) -> float:
     t = in_sram / (chip.sram_bw * eff) if in_sram else 0.0
     rest = nbytes - in_sram
     if rest:
-        bw = chip.memory_bw or chip.sram_bw
-        t += rest / (bw * eff)
+        t += rest / (chip.stream_bw * eff)
     return t
 
 
@@ -189,17 +188,12 @@ def sram_tiers(model: Model, chip: Chip, need: MemoryNeed, chips: int) -> _Tiers
     return _Tiers(w, kv)
 
 
-def _data_bw(chip: Chip) -> float:
-    """Bandwidth that activations and the KV cache stream at: off-chip memory, or SRAM on SRAM-only chips."""
-    return chip.memory_bw or chip.sram_bw
-
-
 def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _Tiers, masked: bool = True) -> OpCost:
     e = chip.efficiency
     n = op.count
     flops, wbytes = op.flops * n / chips, op.weight_bytes * n / chips
     dbytes = (op.act_bytes + op.kv_bytes) * n / chips
-    stream = op.act_bytes * n / chips / (_data_bw(chip) * e.memory) + _tiered_s(chip, op.kv_bytes * n / chips, tiers.kv)
+    stream = op.act_bytes * n / chips / (chip.stream_bw * e.memory) + _tiered_s(chip, op.kv_bytes * n / chips, tiers.kv)
     if op.kind == "gemm":
         dtype = model.expert_dtype if op.name == "moe.experts" else model.weight_dtype
         _, peak = chip.flops_for(dtype)
@@ -214,8 +208,8 @@ def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _T
             expand = model.heads / model.kv_heads
             # Only GPUs schedule this path as one thread block per pair over their SMs.
             occupancy = min(1.0, op.parallel / chips / chip.compute_units) if chip.kind == "gpu" else 1.0
-            memory = op.kv_bytes * expand * n / chips / (_data_bw(chip) * e.masked_attention * occupancy)
-            memory += op.act_bytes * n / chips / (_data_bw(chip) * e.memory)
+            memory = op.kv_bytes * expand * n / chips / (chip.stream_bw * e.masked_attention * occupancy)
+            memory += op.act_bytes * n / chips / (chip.stream_bw * e.memory)
     else:  # elementwise, embed: pure data movement
         compute = 0.0
         memory = _tiered_s(chip, wbytes, tiers.weights) + stream

@@ -92,6 +92,11 @@ class Chip(_Strict):
         return self
 
     @property
+    def stream_bw(self) -> float:
+        """Peak bandwidth data streams at: off-chip memory, or SRAM on a chip without off-chip memory."""
+        return self.memory_bw or self.sram_bw
+
+    @property
     def capacity_bytes(self) -> float:
         """All memory a model's weights and KV cache may occupy (off-chip plus SRAM)."""
         return self.memory_bytes + self.sram_bytes

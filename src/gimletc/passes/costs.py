@@ -68,7 +68,7 @@ def op_seconds(op: Op, chip: Chip, chips: int = 1, stack: str = "reference") -> 
         dim = int(op.attr("embed_dim", DEFAULT_EMBED_DIM))
         scan = int(op.attr("index_docs")) * dim * VECTOR_BYTES
         fetch = int(op.attr("k")) * int(op.attr("doc_tokens")) * 4
-        bw = (chip.memory_bw or chip.sram_bw) * chip.efficiency.memory * chips
+        bw = chip.stream_bw * chip.efficiency.memory * chips
         return (scan + fetch) / bw
     if k in ("agent.input", "agent.output", "agent.yield"):
         return 0.0

@@ -168,7 +168,7 @@ class _Builder:
             return None
         in_bytes = received.type.size
         out_bytes = in_bytes * dtype_bytes(to_dtype) / dtype_bytes(kv_dtype)
-        bw = (b.memory_bw or b.sram_bw) * b.efficiency.memory
+        bw = b.stream_bw * b.efficiency.memory
         seconds = (in_bytes + out_bytes) / bw  # read the cache once, write it once in the new layout
         name = f"{received.name}.converted"
         conv_val = Value(name, Type("kv", out_bytes))

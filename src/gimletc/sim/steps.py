@@ -104,7 +104,7 @@ class StepCost:
         self._dec: dict[tuple[int, int], tuple[float, float]] = {}
         self._pre: dict[tuple[int, int, int], tuple[float, float]] = {}
         # Seconds to read one cached token of one sequence (all layers) at the achieved bandwidth.
-        bw = (chip.memory_bw or chip.sram_bw) * chip.efficiency.memory * chips
+        bw = chip.stream_bw * chip.efficiency.memory * chips
         self._kv_read_s_per_token = self.kv_bytes(1, 1) / bw
         self.calls = 0  # cost-model calls made (for benchmarks)
 
