@@ -18,6 +18,7 @@ from gimletc.models.workload import restrict
 from gimletc.passes.expand_llm import ExpandLLM
 from gimletc.passes.manager import PassContext
 from gimletc.passes.partition import (
+    FIT_TOLERANCE,
     LLMCall,
     best_cuts,
     choose_k,
@@ -37,7 +38,7 @@ def exhaustive_cuts(costs, mems, stages, cap, head=(0.0, 0.0)):
         bounds = (0, *cuts, n)
         ranges = list(zip(bounds, bounds[1:], strict=False))
         mem = [sum(mems[a:b]) + (head[0] if a == 0 else 0) + (head[1] if b == n else 0) for a, b in ranges]
-        if max(mem) > cap:
+        if max(mem) > cap * (1 + FIT_TOLERANCE):  # the same rounding allowance as best_cuts
             continue
         t = max(sum(costs[a:b]) for a, b in ranges)
         best = t if best is None else min(best, t)

@@ -49,6 +49,7 @@ from gimletc.passes.manager import Pass, PassContext
 KINDS: tuple[str, ...] = ("whole", "phase", "layers", "attn-ffn", "speculative")
 DEFAULT_ACCEPTANCE = 0.7  # typical for a small same-family draft (Leviathan et al. 2023 report ~0.5-0.9)
 MAX_DRAFT_K = 8
+FIT_TOLERANCE = 1e-9  # relative: memory sums that differ by rounding alone fit alike
 
 
 class PartitionError(GimletError):
@@ -220,7 +221,7 @@ def best_cuts(costs: Sequence[float], mems: Sequence[float], stages: int, capaci
                 if best[s - 1][j] == inf:
                     continue
                 mem = pm[i] - pm[j] + (head[0] if j == 0 else 0.0) + (head[1] if i == n else 0.0)
-                if mem > capacity:
+                if mem > capacity * (1 + FIT_TOLERANCE):  # prefix sums round; a stage exactly at capacity fits
                     continue
                 t = max(best[s - 1][j], pc[i] - pc[j])
                 if t < best[s][i] - 1e-15:
