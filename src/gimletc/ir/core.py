@@ -284,6 +284,19 @@ class Graph:
         return g
 
 
+def forwarded_values(graph: Graph) -> list[tuple[str, str]]:
+    """(value, source) for every value a region op forwards, in walk order: each loop or branch result
+    stands for what its (first) region yields, each loop body argument for its initial operand."""
+    pairs: list[tuple[str, str]] = []
+    for op, _ in graph.walk():
+        if op.kind in ("agent.loop", "agent.branch"):
+            y = op.regions[0].ops[-1]
+            pairs.extend((res.name, src) for res, src in zip(op.results, y.operands, strict=False))
+        if op.kind == "agent.loop":
+            pairs.extend((arg.name, init) for arg, init in zip(op.regions[0].args, op.operands, strict=True))
+    return pairs
+
+
 def _uses_including_regions(op: Op) -> list[str]:
     """Operands of `op` and outer values its regions capture (in first-use order)."""
     uses = list(op.operands)

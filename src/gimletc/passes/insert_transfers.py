@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from gimletc.dtypes import nbytes as dtype_bytes
 from gimletc.hardware.schema import Chip
-from gimletc.ir import ASYNC_TOKEN, Graph, Op, Type, Value
+from gimletc.ir import ASYNC_TOKEN, Graph, Op, Type, Value, forwarded_values
 from gimletc.models import get_model
 from gimletc.passes.manager import Pass, PassContext
 
@@ -41,16 +41,9 @@ class InsertTransfers(Pass):
                     home[v.name] = str(dev)
                 if v.type.kind == "kv" and op.attr("model"):
                     model_of[v.name] = str(op.attr("model"))
-        for op, _ in graph.walk():  # region args live where their initial value lives
-            if op.kind == "agent.loop":
-                for arg, init in zip(op.regions[0].args, op.operands, strict=True):
-                    if init in home:
-                        home[arg.name] = home[init]
-            if op.kind in ("agent.loop", "agent.branch"):
-                y = op.regions[0].ops[-1]
-                for res, src in zip(op.results, y.operands, strict=False):
-                    if src in home:
-                        home[res.name] = home[src]
+        for v, src in forwarded_values(graph):  # region values live where what they forward lives
+            if src in home:
+                home[v] = home[src]
         values = {v.name: v for op, _ in graph.walk() for v in op.results}
         for op, _ in graph.walk():
             for r in op.regions:

@@ -41,7 +41,7 @@ import numpy as np
 from gimletc.cost.energy import energy_j
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
-from gimletc.ir import Graph, Op
+from gimletc.ir import Graph, Op, forwarded_values
 from gimletc.passes.costs import op_memory, op_seconds
 from gimletc.passes.manager import Pass, PassContext
 
@@ -244,17 +244,12 @@ class Problem:
             for v in op.results:
                 if op.name in self._unit_of_op:
                     producer[v.name] = (self._unit_of_op[op.name], v.type.nbytes)
-        # Loop and branch results are defined by their yields: map them to what the yield forwards.
-        for op, _ in graph.walk():
-            if op.kind in ("agent.loop", "agent.branch"):
-                y = op.regions[0].ops[-1]
-                for res, src in zip(op.results, y.operands, strict=False):
-                    if src in producer:
-                        producer[res.name] = (producer[src][0], res.type.nbytes)
-            if op.kind == "agent.loop":
-                for arg, init in zip(op.regions[0].args, op.operands, strict=True):
-                    if init in producer:
-                        producer[arg.name] = (producer[init][0], arg.type.nbytes)
+        # Loop and branch results, and loop body arguments, come from the values they forward.
+        sizes = {v.name: v.type.nbytes for op, _ in graph.walk() for v in op.results}
+        sizes.update({a.name: a.type.nbytes for op, _ in graph.walk() for r in op.regions for a in r.args})
+        for v, src in forwarded_values(graph):
+            if src in producer:
+                producer[v] = (producer[src][0], sizes[v])
         for op, _ in graph.walk():
             if op.name not in self._unit_of_op:
                 continue
