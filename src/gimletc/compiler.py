@@ -194,7 +194,7 @@ def build_plan(
 ) -> DeploymentPlan:
     chips = {d.id: d for d in cl.devices()}
     runs = _runs(out)
-    computes = [op for op, _ in out.walk() if op.kind == "exec.compute" and op.attr("chunk", 0) == op.attr("chunks", 1) - 1 or (op.kind == "exec.compute" and op.attr("chunk") is None)]
+    computes = placed_computes(out)
     placements = []
     for op in computes:
         dev = str(op.attr("device"))
@@ -273,6 +273,15 @@ def build_plan(
     )
 
 
+def placed_computes(out: Graph) -> list[Op]:
+    """Every exec.compute of a placed op, once: a layer-streamed prefill counts as its last chunk,
+    which keeps the op's name and results."""
+    return [
+        op for op, _ in out.walk()
+        if op.kind == "exec.compute" and (op.attr("chunk") is None or op.attr("chunk") == op.attr("chunks") - 1)
+    ]
+
+
 def _total_seconds(op: Op) -> float:
     """An op's full time, its layer-streamed chunks included."""
     if op.attr("chunks") is None:
@@ -306,12 +315,9 @@ def plan_metrics(out: Graph, tl: Timeline, cl: Cluster) -> Metrics:
         events.setdefault(e.op, e)
     ops = {op.name: op for op, _ in out.walk()}
     calls: dict[str, dict[str, list[Op]]] = {}
-    for op in ops.values():
-        llm = op.attr("llm") if op.kind == "exec.compute" else None
-        if llm is None or (op.attr("chunk") is not None and op.attr("chunk") != op.attr("chunks") - 1):
-            continue
-        kind = str(op.attr("kind_of"))
-        calls.setdefault(str(llm), {}).setdefault(kind, []).append(op)
+    for op in placed_computes(out):
+        if op.attr("llm") is not None:
+            calls.setdefault(str(op.attr("llm")), {}).setdefault(str(op.attr("kind_of")), []).append(op)
     ttft: dict[str, float] = {}
     tpot: dict[str, float] = {}
     llms: dict[str, LLMMetrics] = {}
