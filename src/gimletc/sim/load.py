@@ -67,6 +67,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gimletc.passes.place import HOST_LANES  # the compiler's CPU lanes per host
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op
@@ -96,7 +97,6 @@ ZERO, DELAY, CPU, XFER, PREFILL, DECODE, MARK, ACCEL = range(8)
 # Event codes.
 _EV_DONE, _EV_CPU, _EV_XFER, _EV_ITER, _EV_MARK = range(5)
 
-HOST_LANES = 8  # the compiler's default (gimletc.passes.place.HOST_LANES)
 
 
 class SimulationError(GimletError):
