@@ -4,6 +4,7 @@ and the placement search against an independent brute force through the whole pi
 from __future__ import annotations
 
 import itertools
+import math
 import runpy
 from pathlib import Path
 
@@ -281,7 +282,7 @@ def _brute_force_latency(g: Graph, cl: Cluster) -> float:
     candidate list), compiled through the whole pipeline and replayed; the best latency. A pin whose
     place cannot hold the model is skipped (PlacementError), as the placer skips it."""
     groups, hosts = _slots_by_hand(cl)
-    ops = [op for op in g.ops]
+    ops = list(g.ops)
     choices = [groups + hosts if op.kind == "agent.llm" else hosts for op in ops]
     best = float("inf")
     for choice in itertools.product(*choices):
@@ -351,7 +352,7 @@ def _baseline_clusters_by_hand(path: Path, envelope_w: float) -> dict[str, Clust
         host_w = get_chip(node.host.cpu).tdp_w * node.host.sockets
         for chip in node.chips:
             c = get_chip(chip)
-            n = min(64, int((envelope_w - host_w) // c.tdp_w))
+            n = min(64, math.floor((envelope_w - host_w) / c.tdp_w + 1e-9))  # a chip that just fits counts
             if n < 1 or chip in out:
                 continue
             spec = {"name": f"by-hand-{chip}", "nodes": [{"name": "base", "chips": {chip: n},
