@@ -295,7 +295,13 @@ class _Importer:
                 if t != comp[u]:
                     dag.add_edge(comp[u], t)
         for key, body in loops.items():
-            outs = sorted({t for t in dag.successors(key)}, key=self._key)
+            for u in sorted(body, key=self._key):
+                cond = self.conds.get(u)
+                for v in self.succ[u]:
+                    if v not in body and (cond is None or v not in cond.dests):
+                        raise self._err(f"node {u!r} in the loop at {key[1]!r} has a plain edge to {v!r} outside it "
+                                        f"({v!r} would run on every iteration); leave the loop by a conditional edge")
+            outs = sorted(dag.successors(key), key=self._key)
             if not outs:
                 raise self._err(f"the loop at {key[1]!r} has no exit")
             if len(outs) > 1:
@@ -303,12 +309,6 @@ class _Importer:
                          for t in outs]
                 raise self._err(f"the loop at {key[1]!r} leaves to {' and '.join(map(repr, names))}; "
                                 "gimletc needs one exit target")
-            for u in sorted(body, key=self._key):
-                cond = self.conds.get(u)
-                for v in self.succ[u]:
-                    if v not in body and (cond is None or v not in cond.dests):
-                        raise self._err(f"node {u!r} in the loop at {key[1]!r} has a plain edge to {v!r} outside it "
-                                        f"({v!r} would run on every iteration); leave the loop by a conditional edge")
         try:
             ipdom = nx.immediate_dominators(dag.reverse(copy=True), _SINK)
         except nx.NetworkXError as e:  # pragma: no cover - every node reaches the sink by construction
