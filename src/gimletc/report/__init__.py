@@ -161,9 +161,9 @@ def _facts(plan: Mapping[str, Any]) -> str:
                                            if plan.get("power_budget_w") else "")),
         ("software stack priced", plan.get("stack", "reference")),
         ("pipeline", plan["pipeline"]),
-        ("baseline", f"{base['chips']}x {base['chip']}: {base.get('note', '')}" if base else "none"),
-        ("speedup over the baseline", f"{plan['speedup']:.3g}x" if plan.get("speedup") is not None else "-"),
-        ("energy ratio (plan / baseline)", f"{plan['energy_ratio']:.3g}" if plan.get("energy_ratio") is not None
+        ("baseline", (base.get("note") or f"{base['chips']}x {base['chip']}") if base else "none"),
+        ("speedup over the baseline", f"{plan['speedup']:.3f}x" if plan.get("speedup") is not None else "-"),
+        ("energy ratio (plan / baseline)", f"{plan['energy_ratio']:.3f}" if plan.get("energy_ratio") is not None
          else "-"),
         ("placement search", f"{s['method']}, {s['evaluated']} evaluations, gap to bound {s['gap']:.2%}" if s else "-"),
         ("gimletc", f"{plan['gimletc_version']}, plan schema {plan['schema_version']}, inputs {plan['digest'][:16]}"),
