@@ -401,7 +401,7 @@ def test_loop_with_two_exit_targets() -> None:
     b.add_edge("fail", END)
     a = ann().code("agent", cpu_s=1, output_tokens=1).code("tools", cpu_s=1, output_tokens=1) \
         .code("fail", cpu_s=1, output_tokens=1).loop("agent", expected=2, max=4)
-    assert "the loop at 'agent' leaves to 'fail' and 'its end'" in error(b, a)
+    assert "the loop at 'agent' leaves to 'fail' and 'END'; gimletc needs one exit target" in error(b, a)
 
 
 def test_unstructured_branch() -> None:

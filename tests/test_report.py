@@ -94,6 +94,30 @@ def test_graph_view_has_every_placed_op_and_the_loop(plan_file) -> None:
     assert {t["value"] for t in p["transfers"]} <= shown
 
 
+def test_graph_view_of_a_branch() -> None:
+    from gimletc import AgentGraph
+
+    m = "llama-3.1-8b"
+    g = AgentGraph("br")
+    q = g.input("q", tokens=100)
+    c = g.llm("classify", model=m, prompt=[q], output_tokens=5)
+    with g.branch("route", probabilities=[0.7, 0.3], inputs=[c]) as br:
+        with br.arm():
+            br.yield_(g.llm("small", model=m, prompt=[c], output_tokens=100))
+        with br.arm():
+            br.yield_(g.tool("web", inputs=[c], latency_s=0.5, output_tokens=300))
+    g.output("out", [g.llm("polish", model=m, prompt=[br.results[0]], output_tokens=50)])
+    p = compile(g, EXAMPLES / "clusters" / "gpu_only.yaml", baseline=False).plan.model_dump(mode="json")
+    f = flow(p)
+    idx = {r.name: i for i, r in enumerate(f.rows)}
+    b = idx["route"]
+    assert f.rows[b].kind == "branch" and f.rows[b].end == idx["web"]
+    assert [(r.name, r.detail) for r in f.rows if r.kind == "arm"] == [("arm 0", "p = 0.7"), ("arm 1", "p = 0.3")]
+    # the branch's result comes from either arm
+    assert (idx["small.decode"], idx["polish.prefill"]) in f.edges and (idx["web"], idx["polish.prefill"]) in f.edges
+    assert 'class="box-label"' in render_report(p)
+
+
 def test_metrics_rows_copy_the_plan(plan_file) -> None:
     p = json.loads(plan_file.read_text())
     rows = {r.path: r for r in metric_rows(p)}

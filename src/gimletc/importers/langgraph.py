@@ -274,8 +274,6 @@ class _Importer:
                 continue
             cyc = sorted(scc, key=self._key)
             entries = [n for n in cyc if any(p not in scc for p in inner.predecessors(n))]
-            if header is None and START in scc:  # cannot happen: START has no predecessors
-                entries = [START]
             if len(entries) != 1:
                 raise self._err(f"the cycle through {', '.join(map(repr, cyc))} is entered at "
                                 f"{' and '.join(map(repr, entries)) or 'no node'}; gimletc needs one entry (a loop header)")
@@ -305,8 +303,8 @@ class _Importer:
             if not outs:
                 raise self._err(f"the loop at {key[1]!r} has no exit")
             if len(outs) > 1:
-                names = [t[1] if isinstance(t, tuple) and t[0] == "loop" else "its end" if t == _SINK else t
-                         for t in outs]
+                end = "END" if header is None else f"the end of the body of the loop at {header!r}"
+                names = [t[1] if isinstance(t, tuple) and t[0] == "loop" else end if t == _SINK else t for t in outs]
                 raise self._err(f"the loop at {key[1]!r} leaves to {' and '.join(map(repr, names))}; "
                                 "gimletc needs one exit target")
         try:
