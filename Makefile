@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(BIN)/gimletc compile examples/coding_agent.py --cluster examples/clusters/mixed_rack.yaml --stack fused -o build/plan.json --trace build/trace.json
 
 test: $(STAMP)
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
