@@ -583,3 +583,45 @@ def test_a_pass_must_label_its_output_with_the_level_it_declares():
         PassManager("tag,toy-mislabel").run(chat_graph())
     assert str(e.value) == ("pass 'toy-mislabel' failed after tag: it declares model-level output but labels it "
                             "gimlet.level = 'agent'")
+
+
+# ---- gimletc opt ----------------------------------------------------------------------------------
+
+
+def test_opt_reads_stdin_writes_a_file_and_round_trips(capsys, tmp_path, monkeypatch):
+    import io
+
+    from _cli import run_cli
+    from gimletc.ir import parse_graph, print_graph
+
+    text = print_graph(chat_graph())
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    out = tmp_path / "model.mlir"
+    code, stdout, err = run_cli(capsys, "opt", "-", "--pipeline", "expand-llm", "-o", str(out))
+    assert (code, stdout, err) == (0, "", "")
+    model = parse_graph(out.read_text())
+    assert model == PassManager("expand-llm").run(chat_graph())
+    code, stdout, _ = run_cli(capsys, "opt", str(out))  # no pipeline: verify and print back
+    assert code == 0 and stdout == out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (lambda d: d, [], "cannot read it"),
+        (lambda d: d / "missing.mlir", [], "missing.mlir: no such file"),
+        (lambda d: (d / "bin.mlir", (d / "bin.mlir").write_bytes(b"\xff\xfe module"))[0], [], "not UTF-8 text"),
+        (lambda d: (d / "bad.mlir", (d / "bad.mlir").write_text("module {\n  %x = \n}\n"))[0], [], "line 3, column 1"),
+        (lambda d: d / "missing.mlir", ["--pipeline", "overlap{chunks=0}"], "option chunks=0 is not an int >= 1"),
+        (lambda d: d / "any.mlir", ["--pin", "nodevice"], "--pin takes OP=DEVICE"),
+    ],
+)
+def test_opt_bad_input_is_one_line_and_exit_2(capsys, tmp_path, make, args, message):
+    from _cli import run_cli
+
+    path = make(tmp_path)
+    out = tmp_path / "out.mlir"
+    code, stdout, err = run_cli(capsys, "opt", str(path), *args, "-o", str(out))
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and err.startswith("gimletc: error: ")
+    assert message in err
+    assert not out.exists()
