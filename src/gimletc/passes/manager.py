@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import operator
 import re
 import time
 import types
@@ -213,9 +214,14 @@ def _bounds(tp: Any) -> tuple[Any, list[Any]]:
     return base, flat
 
 
-_BOUND_OPS = (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)
-_BOUND_TEXT = {annotated_types.Ge: (">=", "ge"), annotated_types.Gt: (">", "gt"),
-               annotated_types.Le: ("<=", "le"), annotated_types.Lt: ("<", "lt")}
+# bound marker -> (its sign, the attribute holding its limit, the comparison)
+_BOUNDS: dict[type, tuple[str, str, Callable[[Any, Any], bool]]] = {
+    annotated_types.Ge: (">=", "ge", operator.ge),
+    annotated_types.Gt: (">", "gt", operator.gt),
+    annotated_types.Le: ("<=", "le", operator.le),
+    annotated_types.Lt: ("<", "lt", operator.lt),
+}
+_BOUND_OPS = tuple(_BOUNDS)
 
 
 def _convert(tp: Any, text: str) -> Any:
@@ -278,18 +284,17 @@ def _fits(tp: Any, v: Any) -> bool:
     else:
         ok = True
     for b in bounds:
-        sign, attr = _BOUND_TEXT[type(b)]
-        limit = getattr(b, attr)
-        ok = ok and {">=": v >= limit, ">": v > limit, "<=": v <= limit, "<": v < limit}[sign]
+        _, attr, holds = _BOUNDS[type(b)]
+        ok = ok and holds(v, getattr(b, attr))
     return ok
 
 
 def _describe(tp: Any) -> str:
-    """What an option of type `tp` takes, in words: `one of latency, energy or none`, `an int >= 1`."""
+    """What an option of type `tp` takes, in words: `one of latency, energy, none`, `0 or an int >= 2`."""
     tp, bounds = _bounds(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if bounds:
-        limits = " and ".join(f"{_BOUND_TEXT[type(b)][0]} {getattr(b, _BOUND_TEXT[type(b)][1])}" for b in bounds)
+        limits = " and ".join(f"{_BOUNDS[type(b)][0]} {getattr(b, _BOUNDS[type(b)][1])}" for b in bounds)
         return f"{_describe(tp)} {limits}"
     if origin is Literal or _is_union(tp):
         members = args if _is_union(tp) else (tp,)
