@@ -421,6 +421,7 @@ def demo(
 from gimletc.cli_serving import register as _register_serving; _register_serving(app)  # noqa: E402, E702
 from gimletc.cli_runtime import register as _register_runtime; _register_runtime(app)  # noqa: E402, E702
 from gimletc.cli_report import register as _register_report; _register_report(app)  # noqa: E402, E702
+from gimletc.cli_opt import register as _register_opt; _register_opt(app)  # noqa: E402, E702
 
 
 def main(argv: list[str] | None = None) -> None:

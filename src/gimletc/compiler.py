@@ -145,7 +145,7 @@ def _compile_one(
 ) -> CompileResult:
     ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after,
                       progress=progress, stack=stack)
-    pm = PassManager(pipeline)
+    pm = PassManager(pipeline, goal="exec")  # a plan is built from exec-level IR
     out = pm.run(g, ctx)
     cached = ctx.data.get("timeline")
     timeline = cached[1] if cached is not None and cached[0] is out else replay(out)

@@ -17,19 +17,23 @@ from gimletc.ir.core import (
     verify,
 )
 from gimletc.ir.export import to_dot, to_mermaid
+from gimletc.ir.levels import LEVELS, Level, level_of, verify_level
 from gimletc.ir.text import parse_graph, print_graph
 
 __all__ = [
     "ASYNC_TOKEN",
+    "LEVELS",
     "TOKEN_ID_BYTES",
     "Graph",
     "IRError",
+    "Level",
     "Op",
     "OpSpec",
     "Type",
     "Value",
     "forwarded_values",
     "frozen_attrs",
+    "level_of",
     "parse_graph",
     "print_graph",
     "register",
@@ -38,4 +42,5 @@ __all__ = [
     "to_dot",
     "to_mermaid",
     "verify",
+    "verify_level",
 ]

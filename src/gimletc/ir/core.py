@@ -496,6 +496,11 @@ for _s in (
     register(_s)
 
 
+# Level invariants by `gimlet.level` value, registered by gimletc.ir.levels (imported with the package):
+# verify() runs the one the top-level graph names.
+LEVEL_CHECKS: dict[str, Callable[[Graph], Any]] = {}
+
+
 def _check_attr(op: Op, key: str, want: type | tuple[type, ...]) -> None:
     v = op.attrs[key]
     ok = isinstance(v, want) and not (isinstance(v, bool) and want in (int, _NUM))
@@ -519,6 +524,7 @@ def verify(
     - every value is defined once, before its uses (so the graph is acyclic)
     - sizes are non-negative (checked by Type); numeric attributes `seconds`, `bytes`, token counts >= 0
     - exec ops only use `!async.token` values in their token positions; a region ends with agent.yield
+    - the invariants of the graph's `gimlet.level`, if it has one (see gimletc.ir.levels)
     """
     names = _names if _names is not None else set()
     defined: set[str] = set(_outer)
@@ -584,6 +590,11 @@ def verify(
             defined.add(v.name)
         if op.dialect == "exec":
             _verify_exec_tokens(graph, op)
+    if _names is None and "gimlet.level" in graph.attrs:
+        level = graph.attrs["gimlet.level"]
+        if level not in LEVEL_CHECKS:
+            raise IRError(f"unknown IR level {level!r} (gimlet.level); known: {', '.join(LEVEL_CHECKS)}")
+        LEVEL_CHECKS[str(level)](graph)
     return graph
 
 

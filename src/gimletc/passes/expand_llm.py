@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gimletc.ir import Graph, Op, Type, Value
+from gimletc.ir import Graph, Level, Op, Type, Value
 from gimletc.models import get_model
 from gimletc.passes.manager import Pass, PassContext
 
@@ -24,6 +24,8 @@ def prompt_tokens(graph_values: dict[str, Value], op: Op) -> int:
 @dataclass(frozen=True)
 class ExpandLLM(Pass):
     name: ClassVar[str] = "expand-llm"
+    requires: ClassVar[tuple[Level, ...]] = ("agent", "model")
+    produces: ClassVar[Level | None] = "model"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         values = _all_values(graph)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from gimletc.dtypes import nbytes as dtype_bytes
 from gimletc.hardware.schema import Chip
-from gimletc.ir import ASYNC_TOKEN, Graph, Op, Type, Value, forwarded_values
+from gimletc.ir import ASYNC_TOKEN, Graph, Level, Op, Type, Value, forwarded_values
 from gimletc.models import get_model
 from gimletc.passes.manager import Pass, PassContext
 
@@ -28,6 +28,9 @@ from gimletc.passes.manager import Pass, PassContext
 @dataclass(frozen=True)
 class InsertTransfers(Pass):
     name: ClassVar[str] = "insert-transfers"
+    requires: ClassVar[tuple[Level, ...]] = ("placed",)
+    produces: ClassVar[Level | None] = "transfers"
+    needs_cluster: ClassVar[bool] = True
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         cluster = ctx.cluster

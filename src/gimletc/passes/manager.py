@@ -6,15 +6,23 @@ options as fields, so `place{objective=energy}` parses into `Place(objective=
 name -> "module:Class" registry: a pass's module is imported only when a
 pipeline names it.
 
+Options are typed (`Literal[...]`, `T | None`, numeric bounds through
+`Annotated[int, Ge(1)]`) and checked when a pass is made, so a bad option fails
+when the pipeline text is parsed. Each pass declares the IR levels it runs on
+(`requires`), the level it leaves (`produces`) and whether it needs a cluster;
+the manager checks a pipeline's order against these before running any pass.
+
 The manager runs a pipeline over a graph: it verifies the input and the output
-of every pass, times each pass, keeps the printed IR after the passes asked
-for, and on failure says which pass failed after which.
+of every pass (the IR level's invariants included, see gimletc.ir.levels),
+times each pass, keeps the printed IR after the passes asked for, and on
+failure says which pass failed after which.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import operator
 import re
 import time
 import types
@@ -22,10 +30,13 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+import annotated_types
 
 from gimletc.errors import GimletError
-from gimletc.ir import Graph, IRError, verify
+from gimletc.ir import LEVELS, Graph, IRError, Level, level_of, print_graph, verify
+from gimletc.ir.levels import LEVEL_ATTR
 
 if TYPE_CHECKING:
     from gimletc.hardware import Cluster
@@ -82,9 +93,29 @@ class Pass(ABC):
 
     Fields are the pass's options; supported option types are int, float,
     bool (`true`/`false`), str, `Literal[...]`, `T | None` (`none`; except for
-    str) and `tuple[T, ...]` (comma-separated, quoted in pipeline text)."""
+    str), `tuple[T, ...]` (comma-separated, quoted in pipeline text), unions of
+    these, and `Annotated[T, Ge(..), Gt(..), Le(..), Lt(..), Interval(..)]`
+    (bounds from `annotated_types`). Every value is checked against its type
+    and bounds when the pass is made, so a pipeline's options fail when it is
+    parsed, not when it runs.
+
+    What a pass needs and makes is declared on the class: `requires`, the IR
+    levels it runs on (empty: any); `produces`, the level of its output (None:
+    the input's); `needs_cluster`. The manager checks a pipeline's order
+    against these before it runs a pass (see `PassManager.check`)."""
 
     name: ClassVar[str]
+    requires: ClassVar[tuple[Level, ...]] = ()
+    produces: ClassVar[Level | None] = None
+    needs_cluster: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        hints = _type_hints(type(self))
+        for f in _option_fields(type(self)):
+            tp, v = hints[f.name], getattr(self, f.name)
+            if not _fits(tp, v):
+                raise PipelineError(f"pass {_pass_name(type(self))!r}: option {f.name}={_format_value(v)} "
+                                    f"is not {_describe(tp)}")
 
     @abstractmethod
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
@@ -101,11 +132,12 @@ class Pass(ABC):
 
     @classmethod
     def from_options(cls, options: Mapping[str, str]) -> Pass:
-        """An instance from option strings, each converted to its field's type.
+        """An instance from option strings, each converted to its field's type and checked against its bounds.
 
-        An unknown option, a value that does not convert or a missing required
-        option raises PipelineError naming the pass, the option and the value."""
-        pname = getattr(cls, "name", cls.__name__)
+        An unknown option, a value that does not convert or is out of bounds,
+        or a missing required option raises PipelineError naming the pass, the
+        option, the value and what the option takes."""
+        pname = _pass_name(cls)
         fields = {f.name: f for f in _option_fields(cls)}
         hints = _type_hints(cls)
         kwargs: dict[str, Any] = {}
@@ -114,10 +146,13 @@ class Pass(ABC):
             if f is None:
                 known = ", ".join(fields) or "none"
                 raise PipelineError(f"pass {pname!r} has no option {key!r} (given {text!r}); its options: {known}")
+            tp = hints[f.name]
             try:
-                kwargs[f.name] = _convert(hints.get(f.name, f.type), text)
-            except ValueError as e:
-                raise PipelineError(f"pass {pname!r}: option {f.name}={text!r} {e}") from None
+                kwargs[f.name] = _convert(tp, text)
+            except ValueError:
+                raise PipelineError(f"pass {pname!r}: option {f.name}={_quote(text)} is not {_describe(tp)}") from None
+            except TypeError as e:
+                raise PipelineError(f"pass {pname!r}: option {f.name}: {e}") from None
         missing = [n for n, f in fields.items() if n not in kwargs and _default(f) is dataclasses.MISSING]
         if missing:
             raise PipelineError(f"pass {pname!r} needs option(s) {', '.join(missing)}")
@@ -127,6 +162,10 @@ class Pass(ABC):
             raise
         except (TypeError, ValueError) as e:
             raise PipelineError(f"pass {pname!r}: {e}") from None
+
+
+def _pass_name(cls: type) -> str:
+    return getattr(cls, "name", cls.__name__)
 
 
 def _option_fields(cls: type) -> list[dataclasses.Field]:
@@ -141,25 +180,61 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _type_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # an annotation that does not resolve: fall back to the raw field types
-        return {}
+    """The option fields' types, `Annotated` bounds kept (cached per class).
+
+    An annotation that does not resolve raises PipelineError: options would go unchecked otherwise."""
+    if cls not in _HINTS:
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception as e:
+            raise PipelineError(f"pass {_pass_name(cls)!r}: its annotations do not resolve ({e})") from None
+        _HINTS[cls] = {f.name: hints[f.name] for f in _option_fields(cls) if f.name in hints}
+    return _HINTS[cls]
 
 
 def _is_union(tp: Any) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType)
 
 
+def _bounds(tp: Any) -> tuple[Any, list[Any]]:
+    """(the base type, its bound markers) of `Annotated[T, ...]`; (tp, []) for any other type."""
+    if typing.get_origin(tp) is not Annotated:
+        return tp, []
+    base, *meta = typing.get_args(tp)
+    flat: list[Any] = []
+    for m in meta:
+        flat.extend(m if isinstance(m, annotated_types.GroupedMetadata) else [m])
+    for m in flat:
+        if not isinstance(m, _BOUND_OPS):
+            raise TypeError(f"option bound {m!r} is not one gimletc checks (Ge, Gt, Le, Lt, Interval)")
+    return base, flat
+
+
+# bound marker -> (its sign, the attribute holding its limit, the comparison)
+_BOUNDS: dict[type, tuple[str, str, Callable[[Any, Any], bool]]] = {
+    annotated_types.Ge: (">=", "ge", operator.ge),
+    annotated_types.Gt: (">", "gt", operator.gt),
+    annotated_types.Le: ("<=", "le", operator.le),
+    annotated_types.Lt: ("<", "lt", operator.lt),
+}
+_BOUND_OPS = tuple(_BOUNDS)
+
+
 def _convert(tp: Any, text: str) -> Any:
-    """`text` as a value of type `tp`; ValueError says why not (it follows `option k='v'`)."""
+    """`text` as a value of type `tp` (bounds are checked later, by `_fits`).
+
+    ValueError: the text is not such a value; TypeError: gimletc cannot parse this option type."""
+    tp, _ = _bounds(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         for choice in args:
             if text == _format_value(choice) or text == str(choice):
                 return choice
-        raise ValueError(f"is not one of {', '.join(_format_value(c) for c in args)}")
+        raise ValueError(text)
     if _is_union(tp):
         inner = [a for a in args if a is not type(None)]
         if text == "none" and len(inner) < len(args) and str not in inner:
@@ -169,27 +244,74 @@ def _convert(tp: Any, text: str) -> Any:
                 return _convert(a, text)
             except ValueError:
                 continue
-        raise ValueError(f"is not a {' or '.join(_type_name(a) for a in args)}")
+        raise ValueError(text)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         parts = [p.strip() for p in text.split(",")] if text.strip() else []
         return tuple(_convert(args[0], p) for p in parts)
-    if tp is bool or tp == "bool":
+    if tp is bool:
         if text in ("true", "false"):
             return text == "true"
-        raise ValueError("is not a bool (true or false)")
-    if tp is int or tp == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError("is not an int") from None
-    if tp is float or tp == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError("is not a number") from None
-    if tp is str or tp == "str":
+        raise ValueError(text)
+    if tp is int:
+        return int(text)
+    if tp is float:
+        return float(text)
+    if tp is str:
         return text
-    raise ValueError(f"has an option type gimletc cannot parse ({_type_name(tp)})")
+    raise TypeError(f"has an option type gimletc cannot parse ({_type_name(tp)})")
+
+
+def _fits(tp: Any, v: Any) -> bool:
+    """Whether `v` is a value of option type `tp`, inside its bounds. Types gimletc cannot check pass."""
+    tp, bounds = _bounds(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        ok = any(type(v) is type(c) and v == c for c in args)
+    elif _is_union(tp):
+        ok = any(_fits(a, v) for a in args)
+    elif tp is type(None):
+        ok = v is None
+    elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        ok = isinstance(v, tuple) and all(_fits(args[0], x) for x in v)
+    elif tp is bool:
+        ok = isinstance(v, bool)
+    elif tp is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif tp is float:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+    elif tp is str:
+        ok = isinstance(v, str)
+    else:
+        ok = True
+    for b in bounds:
+        _, attr, holds = _BOUNDS[type(b)]
+        ok = ok and holds(v, getattr(b, attr))
+    return ok
+
+
+def _describe(tp: Any) -> str:
+    """What an option of type `tp` takes, in words: `one of latency, energy, none`, `0 or an int >= 2`."""
+    tp, bounds = _bounds(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if bounds:
+        limits = " and ".join(f"{_BOUNDS[type(b)][0]} {getattr(b, _BOUNDS[type(b)][1])}" for b in bounds)
+        return f"{_describe(tp)} {limits}"
+    if origin is Literal or _is_union(tp):
+        members = args if _is_union(tp) else (tp,)
+        choices = [_format_value(c) for m in members if typing.get_origin(_bounds(m)[0]) is Literal
+                   for c in typing.get_args(_bounds(m)[0])]
+        others = [m for m in members if typing.get_origin(_bounds(m)[0]) is not Literal]
+        if choices and type(None) in others:
+            choices.append("none")
+            others.remove(type(None))
+        parts = ([f"one of {', '.join(choices)}" if len(choices) > 1 else choices[0]] if choices else [])
+        return " or ".join(parts + [_describe(m) for m in others])
+    if tp is type(None):
+        return "none"
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"a comma-separated list of {_describe(args[0])}"
+    return {bool: "a bool (true or false)", int: "an int", float: "a number", str: "a string"}.get(
+        tp, f"a {_type_name(tp)}")
 
 
 def _type_name(tp: Any) -> str:
@@ -384,32 +506,70 @@ def parse_pipeline(text: str) -> list[Pass]:
 
 
 class PassManager:
-    """Runs passes in order, verifying and timing each one."""
+    """Runs passes in order, checking their order first, then verifying and timing each one.
 
-    def __init__(self, passes: Sequence[Pass] | str, verify_each: bool = True):
+    `goal`: the IR level the pipeline must end at (the compile driver asks for
+    "exec", the level a deployment plan is built from); None: any level."""
+
+    def __init__(self, passes: Sequence[Pass] | str, verify_each: bool = True, *, goal: Level | None = None):
         self.passes: tuple[Pass, ...] = tuple(parse_pipeline(passes) if isinstance(passes, str) else passes)
         self.verify_each = verify_each
+        if goal is not None and goal not in LEVELS:
+            raise PipelineError(f"unknown IR level {goal!r}; known: {', '.join(LEVELS)}")
+        self.goal = goal
 
     def __str__(self) -> str:
         return ",".join(map(str, self.passes))
 
     def __repr__(self) -> str:
-        return f"PassManager({str(self)!r}, verify_each={self.verify_each})"
+        return f"PassManager({str(self)!r}, verify_each={self.verify_each}, goal={self.goal!r})"
+
+    def check(self, start: Level, cluster: bool = True) -> Level:
+        """The level the pipeline leaves a `start`-level graph at, without running it.
+
+        Raises PipelineError, one line naming the pipeline and the pass, at the
+        first pass that needs another IR level than the passes before it leave
+        (saying which passes to run before it, or which pass it must precede),
+        or a cluster when `cluster` is false; or when the pipeline does not end
+        at `goal`, saying which passes to add."""
+        level, prev = start, ""
+        raised: list[tuple[str, str]] = []  # (pass, the level it left the IR at), for each pass that changed it
+        for p in self.passes:
+            if p.requires and level not in p.requires:
+                where = f"after {prev}" if prev else "at the start"
+                raise PipelineError(f"pipeline {str(self)!r}: pass {p.name!r} runs on {_levels_text(p.requires)} IR, "
+                                    f"but {where} the IR is {level}-level; {_fix(level, p.requires, raised)}")
+            if p.needs_cluster and not cluster:
+                raise PipelineError(f"pipeline {str(self)!r}: pass {p.name!r} needs a cluster, and none was given")
+            if p.produces is not None and p.produces != level:
+                level = p.produces
+                raised.append((p.name, level))
+            prev = p.name
+        if self.goal is not None and level != self.goal:
+            why = " (a deployment plan is built from it)" if self.goal == "exec" else ""
+            raise PipelineError(f"pipeline {str(self)!r} ends with {level}-level IR, but {self.goal}-level IR is "
+                                f"required{why}; {_fix(level, (self.goal,), raised, 'add')}")
+        return level
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         """The graph after every pass, in order.
 
-        The input is verified first (an invalid input raises IRError), and each
-        pass's output after it when verify_each. Records (name, seconds) in
-        ctx.timings, keeps printed IR in ctx.dumps for names in ctx.dump_after,
-        and reports to ctx.progress. A user error (a GimletError that is not an
-        IRError or PassFailure) propagates unchanged with `.pass_name` set; any
-        other exception becomes a PassFailure naming the pass and those that ran."""
+        The input is verified first (an invalid input raises IRError), then the
+        pipeline's order is checked against the input's level and the context's
+        cluster (`check`; PipelineError before any pass runs), and each pass's
+        output is verified after it when verify_each, its level included: a pass
+        that declares `produces` must label its output with that level. Records
+        (name, seconds) in ctx.timings, keeps printed IR in ctx.dumps for names
+        in ctx.dump_after, and reports to ctx.progress. A user error (a
+        GimletError that is not an IRError or PassFailure) propagates unchanged
+        with `.pass_name` set; any other exception becomes a PassFailure naming
+        the pass and those that ran."""
         ctx = ctx if ctx is not None else PassContext()
         try:
             verify(graph)
         except IRError as e:
             raise IRError(f"the input graph does not verify: {e}") from e
+        self.check(level_of(graph), cluster=ctx.cluster is not None)
         ran: list[str] = []
         for p in self.passes:
             detail = ""
@@ -419,13 +579,16 @@ class PassManager:
                 seconds = time.perf_counter() - t0
                 if not isinstance(out, Graph):
                     raise TypeError(f"run() returned {type(out).__name__}, not a Graph")
+                if p.produces is not None and out.attrs.get(LEVEL_ATTR) != p.produces:
+                    raise IRError(f"it declares {p.produces}-level output but labels it "
+                                  f"{LEVEL_ATTR} = {out.attrs.get(LEVEL_ATTR)!r}")
                 if self.verify_each:
                     detail = "its output does not verify: "
                     verify(out)
                 detail = ""
                 if p.name in ctx.dump_after or "*" in ctx.dump_after:
                     detail = "printing its output: "
-                    ctx.dumps[_dump_key(ctx.dumps, p.name)] = _print(out)
+                    ctx.dumps[_dump_key(ctx.dumps, p.name)] = print_graph(out)
                     detail = ""
             except GimletError as e:
                 if isinstance(e, IRError | PassFailure):
@@ -443,6 +606,36 @@ class PassManager:
         return graph
 
 
+def _levels_text(levels: Sequence[str]) -> str:
+    return " or ".join(f"{lv}-level" for lv in levels)
+
+
+def _producers() -> dict[str, str]:
+    """IR level -> the first registered pass (in registry order) that produces it; loads every pass class."""
+    out: dict[str, str] = {}
+    for name in PASS_REGISTRY:
+        try:
+            made = get_pass_class(name).produces
+        except PipelineError:
+            continue
+        if made is not None:
+            out.setdefault(made, name)
+    return out
+
+
+def _fix(level: str, wanted: Sequence[str], raised: Sequence[tuple[str, str]], verb: str = "run") -> str:
+    """How to reach one of the `wanted` levels from `level`: the passes to run first, or the pass to precede."""
+    rank = {lv: i for i, lv in enumerate(LEVELS)}
+    above = [rank[w] for w in wanted if rank[w] > rank[level]]
+    if not above:
+        top = max(rank[w] for w in wanted)
+        first = next((name for name, lv in raised if rank[lv] > top), None)
+        return f"it cannot come after {first}" if first else "it cannot run on this input"
+    producers = _producers()
+    path = [producers.get(lv, f"a pass producing {lv}-level IR") for lv in LEVELS[rank[level] + 1 : min(above) + 1]]
+    return f"{verb} {', '.join(path)} before it" if verb == "run" else f"{verb} {', '.join(path)}"
+
+
 def _dump_key(dumps: Mapping[str, str], name: str) -> str:
     """`name`, or `name#k` for the k-th run of a pass that appears more than once."""
     if name not in dumps:
@@ -451,26 +644,3 @@ def _dump_key(dumps: Mapping[str, str], name: str) -> str:
     while f"{name}#{k}" in dumps:
         k += 1
     return f"{name}#{k}"
-
-
-def _print(graph: Graph) -> str:
-    """The graph's text form (gimletc.ir.text), or a plain listing while that module is absent."""
-    try:
-        from gimletc.ir.text import print_graph  # lazy: the text form is optional here
-    except ImportError as e:
-        if e.name != "gimletc.ir.text":
-            raise
-        return _plain_listing(graph)
-    return print_graph(graph)
-
-
-def _plain_listing(graph: Graph, indent: str = "") -> str:
-    lines = []
-    for op in graph.ops:
-        res = ", ".join(f"%{v.name}" for v in op.results)
-        attrs = ", ".join(f"{k} = {v!r}" for k, v in op.attrs.items())
-        args = ", ".join(f"%{o}" for o in op.operands)
-        lines.append(f"{indent}{res + ' = ' if res else ''}{op.kind} @{op.name}({args}) {{{attrs}}}")
-        for r in op.regions:
-            lines.append(_plain_listing(r, indent + "  "))
-    return "\n".join(lines)

@@ -18,9 +18,11 @@ pass never lengthens a plan):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from gimletc.ir import ASYNC_TOKEN, Graph, Op, Value
+from annotated_types import Ge
+
+from gimletc.ir import ASYNC_TOKEN, Graph, Level, Op, Value
 from gimletc.passes.manager import Pass, PassContext
 from gimletc.sim import replay
 
@@ -149,7 +151,8 @@ def _chunk_seconds(send: Op, k: int) -> float:
 @dataclass(frozen=True)
 class Overlap(Pass):
     name: ClassVar[str] = "overlap"
-    chunks: int = 8  # layer groups for streamed KV transfers
+    requires: ClassVar[tuple[Level, ...]] = ("exec",)
+    chunks: Annotated[int, Ge(1)] = 8  # layer groups for streamed KV transfers (1: no streaming)
     stream: bool = True
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:

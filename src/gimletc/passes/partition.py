@@ -35,18 +35,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from annotated_types import Ge
 
 from gimletc.cost.roofline import estimate_workload
 from gimletc.dtypes import nbytes
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
-from gimletc.ir import Graph, Op, Type, Value
+from gimletc.ir import Graph, Level, Op, Type, Value
 from gimletc.models import Model, get_model, step_workload
 from gimletc.models.workload import restrict
 from gimletc.passes.manager import Pass, PassContext
 
-KINDS: tuple[str, ...] = ("whole", "phase", "layers", "attn-ffn", "speculative")
+Kind = Literal["whole", "phase", "layers", "attn-ffn", "speculative"]
+KINDS: tuple[str, ...] = get_args(Kind)
 DEFAULT_ACCEPTANCE = 0.7  # typical for a small same-family draft (Leviathan et al. 2023 report ~0.5-0.9)
 MAX_DRAFT_K = 8
 FIT_TOLERANCE = 1e-9  # relative: memory sums that differ by rounding alone fit alike
@@ -470,12 +473,12 @@ class PartitionLayers(Pass):
     `stages`), balanced by dynamic programming; `phases` pipelines the prefill, the decode, or both."""
 
     name: ClassVar[str] = "partition-layers"
-    phases: str = "both"
-    stages: int = 0  # 0: the fewest that fit
+    requires: ClassVar[tuple[Level, ...]] = ("model",)
+    needs_cluster: ClassVar[bool] = True
+    phases: Literal["both", "prefill", "decode"] = "both"
+    stages: Literal[0] | Annotated[int, Ge(2)] = 0  # 0: the fewest that fit; a pipeline has at least 2
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        if self.phases not in ("both", "prefill", "decode"):
-            raise PartitionError(f"partition-layers: phases must be both, prefill or decode; got {self.phases!r}")
         return force(graph, ctx, "layers", self.phases, self.stages)
 
 
@@ -484,6 +487,8 @@ class PartitionAttnFFN(Pass):
     """Split every LLM call's decode into attention and FFN groups with ping-pong micro-batches."""
 
     name: ClassVar[str] = "partition-attn-ffn"
+    requires: ClassVar[tuple[Level, ...]] = ("model",)
+    needs_cluster: ClassVar[bool] = True
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         return force(graph, ctx, "attn-ffn")
@@ -494,6 +499,8 @@ class Speculative(Pass):
     """Decode every LLM call that names a draft model speculatively (draft and target placed apart)."""
 
     name: ClassVar[str] = "speculative"
+    requires: ClassVar[tuple[Level, ...]] = ("model",)
+    needs_cluster: ClassVar[bool] = True
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         return force(graph, ctx, "speculative")

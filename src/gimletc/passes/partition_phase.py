@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gimletc.ir import Graph, Op
+from gimletc.ir import Graph, Level, Op
 from gimletc.passes.manager import Pass, PassContext
 
 
 @dataclass(frozen=True)
 class PartitionPhase(Pass):
     name: ClassVar[str] = "partition-phase"
+    requires: ClassVar[tuple[Level, ...]] = ("model",)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         def tag(op: Op) -> Op:

@@ -34,19 +34,21 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import numpy as np
+from annotated_types import Ge
 
 from gimletc.cost.energy import energy_j
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
-from gimletc.ir import Graph, Op, forwarded_values
+from gimletc.ir import Graph, Level, Op, forwarded_values
 from gimletc.passes.costs import op_memory, op_seconds
 from gimletc.passes.manager import Pass, PassContext
+from gimletc.passes.partition import Kind
 
 Objective = Literal["latency", "energy", "cost", "throughput"]
-OBJECTIVES: tuple[str, ...] = ("latency", "energy", "cost", "throughput")
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 LOCAL_SEARCH_UNIT_STEPS = 20_000  # local search may re-schedule this many units in all
 MIN_LOCAL_SEARCH = 50  # fewer evaluations than this are not worth starting a local search for
 HOST_LANES = 8  # concurrent CPU ops per host (tools are single-threaded; hosts have many cores)
@@ -778,12 +780,15 @@ class Place(Pass):
     graph's partitioning as it is."""
 
     name: ClassVar[str] = "place"
-    objective: str = ""  # empty: the compile's objective (PassContext.objective)
-    exact_limit: int = 20000
-    max_evaluations: int = 2000
-    stack: str = ""  # empty: the compile's stack (PassContext.stack)
-    partitions: str = "auto"
-    joint_units: int = 60  # up to this many units, variants are compared by replaying the whole plan
+    requires: ClassVar[tuple[Level, ...]] = ("model",)
+    produces: ClassVar[Level | None] = "placed"
+    needs_cluster: ClassVar[bool] = True
+    objective: Objective | None = None  # none: the compile's objective (PassContext.objective)
+    exact_limit: Annotated[int, Ge(0)] = 20000  # search every placement when there are at most this many
+    max_evaluations: Annotated[int, Ge(0)] = 2000  # local search budget beyond that
+    stack: Literal["reference", "fused"] | None = None  # none: the compile's stack (PassContext.stack)
+    partitions: Literal["auto", "none"] | Kind = "auto"
+    joint_units: Annotated[int, Ge(0)] = 60  # up to this many units, variants are compared by replaying the whole plan
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         if ctx.cluster is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gimletc.ir import ASYNC_TOKEN, Graph, Op, Value, spec
+from gimletc.ir import ASYNC_TOKEN, Graph, Level, Op, Value, spec
 from gimletc.passes.manager import Pass, PassContext
 
 COMPUTE = spec("exec.compute")
@@ -36,6 +36,8 @@ def resources(op: Op) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Schedule(Pass):
     name: ClassVar[str] = "schedule"
+    requires: ClassVar[tuple[Level, ...]] = ("transfers",)
+    produces: ClassVar[Level | None] = "exec"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         producers: dict[str, Op] = {v.name: op for op, _ in graph.walk() for v in op.results}
