@@ -12,13 +12,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import networkx as nx
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from gimletc._io import load
 from gimletc.errors import ConfigError, EstimateError, UnknownNameError
-from gimletc.hardware.catalog import chip_catalog
+from gimletc.hardware.catalog import DATA, chip_catalog
 from gimletc.hardware.schema import Chip, LinkKind, _Strict
 
 RouteKind = Literal["local", "direct", "host-bounce", "network"]
@@ -28,6 +30,7 @@ DeviceRole = Literal["accelerator", "host"]
 # KV-cache block or one layer's activations); a route's time is then computed
 # for the real size, so the path does not change with the transfer.
 PATH_PROBE_BYTES = 1e6
+CLUSTERS = DATA / "clusters"
 
 
 class Link(_Strict):
@@ -309,3 +312,20 @@ def _host_link(node: Node) -> Link:
 
 def _link_text(link: Link) -> str:
     return f"{link.kind} {link.bandwidth / 1e9:g} GB/s, {link.latency * 1e6:g} us"
+
+
+def cluster_presets() -> dict[str, Path]:
+    """Preset cluster name -> its file."""
+    return {f.stem: f for f in sorted(CLUSTERS.glob("*.yaml"))}
+
+
+def load_cluster(name_or_path: str | Path) -> Cluster:
+    """A preset cluster by name, or a cluster from a YAML/JSON file path."""
+    key = str(name_or_path)
+    presets = cluster_presets()
+    if key in presets:
+        return load(Cluster, presets[key])
+    p = Path(key)
+    if p.suffix in {".yaml", ".yml", ".json"} or p.exists():
+        return load(Cluster, p)
+    raise UnknownNameError("cluster", key, list(presets))

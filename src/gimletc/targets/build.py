@@ -42,7 +42,7 @@ from gimletc.hardware import get_chip
 from gimletc.hardware.schema import Chip
 from gimletc.importers.onnx_import import ImportedModel, load_onnx
 from gimletc.ir import Graph, parse_graph
-from gimletc.targets import iree as iree_mod
+import gimletc.targets.iree as iree_mod
 from gimletc.targets.partition import MODEL_COMPUTES, Subgraph, extract, graph_partitions, whole
 from gimletc.targets.vendors import execution_provider, iree_backend, toolchain
 
