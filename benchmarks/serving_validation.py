@@ -27,7 +27,7 @@ from gimletc.cost.roofline import estimate
 from gimletc.hardware import get_chip
 from gimletc.ir import ASYNC_TOKEN, Graph, Op, Type, Value, parse_graph
 from gimletc.models import get_model
-from gimletc.sim import replay
+from gimletc.analysis.replay import replay
 from gimletc.sim.arrivals import generate
 from gimletc.sim.load import EngineConfig, SimConfig, plan_workload, simulate, simulate_plan
 

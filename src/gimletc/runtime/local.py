@@ -147,8 +147,8 @@ class RunReport:
 
     def chrome_trace(self) -> dict[str, Any]:
         """The run as a Chrome/Perfetto trace: a track per worker (device, CPU lane) and per link channel."""
-        from gimletc.sim.replay import Event, Timeline
-        from gimletc.sim.trace import chrome_trace
+        from gimletc.analysis.replay import Event, Timeline
+        from gimletc.analysis.trace import chrome_trace
 
         events = tuple(Event(op, kind, of, (res,), start, end, depth) for op, kind, of, res, start, end, depth in self.events)
         busy: dict[str, float] = {}
@@ -1094,7 +1094,7 @@ class LocalRuntime:
 
     # ---- report ------------------------------------------------------------------------------------
     def _report(self, wall_ms: float) -> RunReport:
-        from gimletc.sim import replay
+        from gimletc.analysis.replay import replay
 
         tl = replay(self.graph)
         llms = self._checks() if self.check else {}

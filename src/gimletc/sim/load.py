@@ -68,11 +68,11 @@ from typing import Any, Literal
 import numpy as np
 
 from gimletc.errors import GimletError
+from gimletc.hardware.resources import DEFAULT_HOST_LANES as HOST_LANES  # a host's CPU lanes unless its cluster says
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op
 from gimletc.ir.core import _uses_including_regions
 from gimletc.models import Model, get_model
-from gimletc.passes.place import HOST_LANES  # the compiler's CPU lanes per host
 from gimletc.sim.arrivals import Arrivals
 from gimletc.sim.steps import PROFILES, SoftwareProfile, StepCost
 
