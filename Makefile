@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(BIN)/gimletc compile examples/coding_agent.py --cluster examples/clusters/mixed_rack.yaml --stack fused -o build/plan.json --trace build/trace.json
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
