@@ -9,7 +9,7 @@ Run:   .venv/bin/python benchmarks/serving_validation.py [--seeds 8] [--requests
    over several seeds, at the nominal load and at the load each sample actually offered.
 2. Low load. Examples compiled onto the example clusters and simulated with one request at a time
    (constant arrivals far apart, loops at their mean count): end-to-end latency over the replay's
-   makespan (`gimletc.sim.replay`), for every partitioning the compiler can choose (partitionings
+   makespan (`gimletc.analysis.replay`), for every partitioning the compiler can choose (partitionings
    that compile to the same plan as one listed before are left out).
 """
 
