@@ -75,3 +75,18 @@ def test_the_load_simulator_runs_each_host_on_its_lanes(lanes):
     # the CLI's --host-lanes still overrides every host
     res1 = simulate_plan(plan, arr, SimConfig(host_lanes=1), cluster=cluster(lanes))
     assert res1.e2e.tolist() == pytest.approx([4.0] * 3)
+
+
+def test_a_plan_carries_its_hosts_so_simulate_prices_them_as_the_compiler_did():
+    """The compiler counts a 2-socket host twice; `simulate` on the plan alone (no cluster) must too."""
+    arr = generate("constant", 0.01, 3)
+    plan = compile(four_tools(), cluster(2), baseline=False).plan
+    assert {h: (s.sockets, s.lanes) for h, s in plan.cluster.hosts.items()} == {"n0.host": (2, 2)}
+    alone = simulate_plan(plan, arr, SimConfig())
+    given = simulate_plan(plan, arr, SimConfig(), cluster=cluster(2))
+    assert alone.energy_j == given.energy_j and alone.e2e.tolist() == given.e2e.tolist() == pytest.approx([2.0] * 3)
+    # a plan without the record (written before it) falls back to one socket and the default lanes
+    plan = compile(four_tools(), cluster(), baseline=False).plan
+    bare = plan.model_copy(update={"cluster": plan.cluster.model_copy(update={"hosts": {}})})
+    two, one = simulate_plan(plan, arr, SimConfig()), simulate_plan(bare, arr, SimConfig())
+    assert one.energy_j == pytest.approx(two.energy_j / 2)  # only the host draws power here

@@ -21,6 +21,7 @@ from gimletc import __version__
 from gimletc.analysis.metrics import placed_computes, plan_metrics
 from gimletc.analysis.replay import Timeline
 from gimletc.analysis.runs import runs as expected_runs
+from gimletc.cost import accounting
 from gimletc.errors import GimletError
 from gimletc.graph_io import load_graph
 from gimletc.hardware import Cluster, get_chip, load_cluster
@@ -36,6 +37,7 @@ from gimletc.plan import (
     ClusterSummary,
     Convert,
     DeploymentPlan,
+    HostSummary,
     PartitionChoice,
     Placement,
     Search,
@@ -242,6 +244,8 @@ def build_plan(
                "stack": ctx.stack}
     digest, inputs = inputs_digest(g, cl, options)
     devices = [ClusterDevice(id=d.id, node=d.node, chip=d.chip.name, role=d.role) for d in cl.devices()]
+    hosts = {d.id: HostSummary(sockets=accounting.units(cl, d), lanes=accounting.lanes(cl, d)) for d in cl.devices()
+             if d.is_host}
     return DeploymentPlan(
         gimletc_version=__version__,
         name=str(g.attrs.get("gimlet.name", "graph")),
@@ -251,7 +255,7 @@ def build_plan(
         power_budget_w=budget,
         pipeline=pipeline,
         stack=ctx.stack,
-        cluster=ClusterSummary(name=cl.name, devices=devices, power_w=cl.power_w()),
+        cluster=ClusterSummary(name=cl.name, devices=devices, power_w=cl.power_w(), hosts=hosts),
         placements=placements,
         programs=programs,
         transfers=transfers,

@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gimletc._io import read_data, validate, write_atomic
 from gimletc.analysis.metrics import LLMMetrics, Metrics
+from gimletc.hardware.resources import DEFAULT_HOST_LANES
 
-__all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Convert", "DeploymentPlan", "LLMMetrics", "Metrics",
+__all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Convert", "DeploymentPlan", "HostSummary", "LLMMetrics", "Metrics",
            "PartitionChoice", "Placement", "Search", "Step", "Transfer", "load_plan", "plan_schema", "schema_text"]
 
 SCHEMA_VERSION = "1"
@@ -112,10 +113,17 @@ class ClusterDevice(_M):
     role: str
 
 
+class HostSummary(_M):
+    sockets: int = Field(1, description="CPU packages: power, idle power and price count once per socket")
+    lanes: int = Field(DEFAULT_HOST_LANES, description="CPU ops (tools, code, retrieval) the host runs at once")
+
+
 class ClusterSummary(_M):
     name: str
     devices: list[ClusterDevice]
     power_w: float
+    hosts: dict[str, HostSummary] = Field(
+        default_factory=dict, description="per host device: what the load simulator needs to price it as the compiler did")
 
 
 class DeploymentPlan(_M):

@@ -1660,7 +1660,7 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
     """Simulate a `DeploymentPlan` (or a path to one) under `arrivals`.
 
     The plan's `ir` holds its exec-level graph; its `cluster` summary names the
-    chips. With `cluster` (a Cluster), hosts get their socket counts for energy."""
+    chips and gives each host's sockets and lanes (a `cluster`, if given, gives them instead)."""
     from gimletc.hardware import get_chip
     from gimletc.ir import parse_graph
     from gimletc.plan import DeploymentPlan, load_plan
@@ -1670,7 +1670,8 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
         raise SimulationError(f"plan {p.name}: has no compiled IR (field `ir`); recompile it with this gimletc")
     graph = parse_graph(p.ir)
     devices = {d.id: (d.node, get_chip(d.chip), d.role) for d in p.cluster.devices}
-    sockets, lanes = {}, {}
+    sockets = {h: s.sockets for h, s in p.cluster.hosts.items()}
+    lanes = {h: s.lanes for h, s in p.cluster.hosts.items()}
     if cluster is not None:
         for d in cluster.devices():
             if d.role == "host":
