@@ -29,8 +29,8 @@ from gimletc.ir import Graph, Op
 from gimletc.ir.text import print_graph
 from gimletc.models.workload import MASKED_VERIFY
 from gimletc.passes.manager import Pass, PartitionScorer, PassContext, PassManager
-from gimletc.passes.results import PartitionReport
 from gimletc.passes.place import OBJECTIVES, Place, PlacementError
+from gimletc.passes.results import PartitionReport
 from gimletc.plan import (
     Baseline,
     ClusterDevice,

@@ -41,7 +41,7 @@ class Evaluation:
 
 
 
-class _State:
+class PartialSchedule:
     """A partial schedule: units placed so far, in graph order (see `Evaluator`)."""
 
     def __init__(self, p: Problem):
@@ -138,12 +138,12 @@ class Evaluator:
         self.chips = {d.id: d.chip for d in problem.cluster.devices()}
 
     def evaluate(self, assign: Sequence[int]) -> Evaluation:
-        st = _State(self.p)
+        st = PartialSchedule(self.p)
         for u, s in enumerate(assign):
             st.commit(u, s)
         return self.summarise(st)
 
-    def summarise(self, st: _State) -> Evaluation:
+    def summarise(self, st: PartialSchedule) -> Evaluation:
         p = self.p
         latency = st.latency
         why = ""

@@ -5,7 +5,7 @@ moves one unit at a time."""
 from __future__ import annotations
 
 from gimletc.cost import accounting
-from gimletc.passes.placement.evaluate import Evaluation, Evaluator, _State
+from gimletc.passes.placement.evaluate import Evaluation, Evaluator, PartialSchedule
 
 
 def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, int]:
@@ -13,7 +13,7 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
 
     Infeasible steps (memory, power) are avoided when any candidate allows it."""
     p = ev.p
-    st = _State(p)
+    st = PartialSchedule(p)
     count = 0
     for u, unit in enumerate(p.units):
         # Slots of interchangeable nodes (equal signatures) differ only in when they free up and
