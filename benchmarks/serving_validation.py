@@ -9,7 +9,7 @@ Run:   .venv/bin/python benchmarks/serving_validation.py [--seeds 8] [--requests
    over several seeds, at the nominal load and at the load each sample actually offered.
 2. Low load. Examples compiled onto the example clusters and simulated with one request at a time
    (constant arrivals far apart, loops at their mean count): end-to-end latency over the replay's
-   makespan (`gimletc.sim.replay`), for every partitioning the compiler can choose (partitionings
+   makespan (`gimletc.analysis.replay`), for every partitioning the compiler can choose (partitionings
    that compile to the same plan as one listed before are left out).
 """
 
@@ -27,7 +27,7 @@ from gimletc.cost.roofline import estimate
 from gimletc.hardware import get_chip
 from gimletc.ir import ASYNC_TOKEN, Graph, Op, Type, Value, parse_graph
 from gimletc.models import get_model
-from gimletc.sim import replay
+from gimletc.analysis.replay import replay
 from gimletc.sim.arrivals import generate
 from gimletc.sim.load import EngineConfig, SimConfig, plan_workload, simulate, simulate_plan
 

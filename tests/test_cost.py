@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gimletc.cost.calibrate import calibrate, load_calibration
-from gimletc.cost.energy import energy_j
+from gimletc.cost.accounting import energy_j
 from gimletc.cost.roofline import estimate, min_chips
 from gimletc.errors import DoesNotFitError, EstimateError
 from gimletc.hardware import chip_catalog, get_chip

@@ -23,6 +23,7 @@ from gimletc.hardware import (
     get_chip,
     load_chip,
     load_cluster,
+    reference_for,
 )
 from gimletc.hardware.catalog import CHIPS
 
@@ -99,7 +100,7 @@ def test_derived_efficiency_names_its_reference(name: str, reference: str) -> No
         assert all(getattr(chip.efficiency, f) == 0.0 for f in overheads)
     else:
         assert chip.efficiency.model_dump(include=overheads) == ref.efficiency.model_dump(include=overheads)
-    assert derive_efficiency(chip) == chip.efficiency
+    assert derive_efficiency(chip, reference_for(chip)) == chip.efficiency
     assert not get_chip(reference).efficiency.origin.startswith("derived")
 
 

@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from gimletc.importers.onnx_import import ModelImportError, architecture, load_onnx, node_scope, prepare
+from gimletc.models.onnx import ModelImportError, architecture, load_onnx, node_scope, prepare
 from gimletc.models import get_model
 from gimletc.targets.partition import extract, layer_range
 

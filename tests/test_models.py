@@ -29,7 +29,7 @@ from gimletc.models import (
     step_workload,
     visible_keys,
 )
-from gimletc.models.hf import SUPPORTED
+from gimletc.models.hf import SUPPORTED, model_from_hf_config
 
 HF = Path(__file__).parent / "data" / "hf"
 FAST = settings(max_examples=60, deadline=None)
@@ -377,7 +377,7 @@ STRUCTURE_ONLY = {"name", "source", "published_params", "published_active_params
 
 @pytest.mark.parametrize("name", IN_CATALOG)
 def test_hf_config_matches_catalog(name: str) -> None:
-    m = Model.from_hf_config(HF / name / "config.json")
+    m = model_from_hf_config(HF / name / "config.json")
     c = cat(name)
     assert m.name == name  # from the folder
     assert m.model_dump(exclude=STRUCTURE_ONLY) == c.model_dump(exclude=STRUCTURE_ONLY)
@@ -385,35 +385,35 @@ def test_hf_config_matches_catalog(name: str) -> None:
 
 
 def test_hf_structures() -> None:
-    llama = Model.from_hf_config(HF / "llama-3.1-8b")  # a folder works too
+    llama = model_from_hf_config(HF / "llama-3.1-8b")  # a folder works too
     assert (llama.family, llama.attention, llama.kv_heads, llama.head_dim) == ("llama", "gqa", 8, 128)
     assert llama.max_context == 131072 and llama.weight_dtype == "bf16" and llama.moe is None
 
-    assert Model.from_hf_config(HF / "llama-3.2-1b").tied_embeddings
+    assert model_from_hf_config(HF / "llama-3.2-1b").tied_embeddings
 
-    qwen25 = Model.from_hf_config(HF / "qwen2.5-7b")
+    qwen25 = model_from_hf_config(HF / "qwen2.5-7b")
     assert (qwen25.family, qwen25.layers, qwen25.hidden, qwen25.ffn) == ("qwen2", 28, 3584, 18944)
     assert (qwen25.heads, qwen25.kv_heads, qwen25.head_dim, qwen25.vocab) == (28, 4, 128, 152064)
     assert qwen25.sliding_window is None  # sliding_window is set but use_sliding_window is false
     assert qwen25.params == pytest.approx(7.61e9, rel=0.01)  # Qwen2.5 model card: 7.61B
 
-    qwen3 = Model.from_hf_config(HF / "qwen3-32b")
+    qwen3 = model_from_hf_config(HF / "qwen3-32b")
     assert qwen3.head_dim == 128 != qwen3.hidden // qwen3.heads  # explicit head_dim wins
     assert qwen3.max_context == 40960
 
-    q_moe = Model.from_hf_config(HF / "qwen3-235b-a22b")
+    q_moe = model_from_hf_config(HF / "qwen3-235b-a22b")
     assert q_moe.moe == MoE(experts=128, active_experts=8, expert_ffn=1536)
 
-    mixtral = Model.from_hf_config(HF / "mixtral-8x7b")
+    mixtral = model_from_hf_config(HF / "mixtral-8x7b")
     assert mixtral.moe == MoE(experts=8, active_experts=2, expert_ffn=14336)
     assert mixtral.sliding_window is None  # sliding_window: null
 
-    ds = Model.from_hf_config(HF / "deepseek-v3")
+    ds = model_from_hf_config(HF / "deepseek-v3")
     assert ds.attention == "mla" and ds.weight_dtype == "fp8" and ds.kv_dtype == "bf16"
     assert ds.mla == MLA(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
     assert ds.moe == MoE(experts=256, active_experts=8, expert_ffn=2048, shared_experts=1, first_dense_layers=3)
 
-    oss = Model.from_hf_config(HF / "gpt-oss-120b", name="oss")
+    oss = model_from_hf_config(HF / "gpt-oss-120b", name="oss")
     assert oss.name == "oss"
     assert oss.sliding_window == SlidingWindow(window=128, every=2)
     assert oss.moe is not None and oss.moe.expert_dtype == "mxfp4" and oss.weight_dtype == "bf16"
@@ -427,7 +427,7 @@ def test_get_model_accepts_hf_paths() -> None:
 def test_hf_unsupported_architecture() -> None:
     path = HF / "mamba-130m" / "config.json"
     with pytest.raises(UnsupportedArchitectureError) as e:
-        Model.from_hf_config(path)
+        model_from_hf_config(path)
     msg = str(e.value)
     assert "MambaForCausalLM" in msg and str(path) in msg
     assert all(a in msg for a in SUPPORTED)
@@ -454,7 +454,7 @@ def _variant(tmp_path: Path, base: str, **changes: object) -> Path:
 def test_hf_missing_key_is_named(tmp_path: Path, key: str) -> None:
     path = _variant(tmp_path, "llama-3.1-8b", **{key: None})
     with pytest.raises(ConfigError, match=rf"{key}") as e:
-        Model.from_hf_config(path)
+        model_from_hf_config(path)
     assert str(path) in str(e.value)
 
 
@@ -479,7 +479,7 @@ def test_hf_missing_key_is_named(tmp_path: Path, key: str) -> None:
 def test_hf_bad_value_is_named(tmp_path: Path, base: str, key: str, value: object) -> None:
     path = _variant(tmp_path, base, **{key: value})
     with pytest.raises(ConfigError, match=key) as e:
-        Model.from_hf_config(path)
+        model_from_hf_config(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
@@ -487,43 +487,43 @@ def test_hf_malformed_json(tmp_path: Path) -> None:
     bad = tmp_path / "config.json"
     bad.write_text('{"architectures": ["LlamaForCausalLM"], ')
     with pytest.raises(ConfigError, match="malformed JSON"):
-        Model.from_hf_config(tmp_path)
+        model_from_hf_config(tmp_path)
     with pytest.raises(ConfigError, match="cannot read"):
-        Model.from_hf_config(tmp_path / "nowhere")
+        model_from_hf_config(tmp_path / "nowhere")
 
 
 def test_hf_model_type_fallback_and_unknown(tmp_path: Path) -> None:
-    m = Model.from_hf_config(_variant(tmp_path, "mixtral-8x7b", architectures=None))
+    m = model_from_hf_config(_variant(tmp_path, "mixtral-8x7b", architectures=None))
     assert m.family == "mixtral" and m.moe is not None
     with pytest.raises(UnsupportedArchitectureError, match="'mamba'"):
-        Model.from_hf_config(_variant(tmp_path, "mamba-130m", architectures=None))
+        model_from_hf_config(_variant(tmp_path, "mamba-130m", architectures=None))
 
 
 def test_hf_layouts_and_dtypes(tmp_path: Path) -> None:
-    q = Model.from_hf_config(_variant(tmp_path, "qwen3-235b-a22b", mlp_only_layers=[0, 1]))
+    q = model_from_hf_config(_variant(tmp_path, "qwen3-235b-a22b", mlp_only_layers=[0, 1]))
     assert q.moe is not None and q.moe.first_dense_layers == 2
-    oss = Model.from_hf_config(_variant(tmp_path, "gpt-oss-120b", layer_types=["sliding_attention"] * 36))
+    oss = model_from_hf_config(_variant(tmp_path, "gpt-oss-120b", layer_types=["sliding_attention"] * 36))
     assert oss.sliding_window == SlidingWindow(window=128, every=1)
-    oss = Model.from_hf_config(_variant(tmp_path, "gpt-oss-120b", layer_types=None))  # transformers' default
+    oss = model_from_hf_config(_variant(tmp_path, "gpt-oss-120b", layer_types=None))  # transformers' default
     assert oss.sliding_window == SlidingWindow(window=128, every=2)
-    mix = Model.from_hf_config(_variant(tmp_path, "mixtral-8x7b", sliding_window=4096))
+    mix = model_from_hf_config(_variant(tmp_path, "mixtral-8x7b", sliding_window=4096))
     assert mix.sliding_window == SlidingWindow(window=4096, every=1)
-    qw = Model.from_hf_config(
+    qw = model_from_hf_config(
         _variant(tmp_path, "qwen2.5-7b", use_sliding_window=True, max_window_layers=0, sliding_window=4096)
     )
     assert qw.sliding_window == SlidingWindow(window=4096, every=1)
-    qw = Model.from_hf_config(_variant(tmp_path, "qwen2.5-7b", use_sliding_window=True))  # max_window_layers = all 28
+    qw = model_from_hf_config(_variant(tmp_path, "qwen2.5-7b", use_sliding_window=True))  # max_window_layers = all 28
     assert qw.sliding_window is None
-    mha = Model.from_hf_config(_variant(tmp_path, "llama-3.1-8b", num_key_value_heads=None, torch_dtype="float16"))
+    mha = model_from_hf_config(_variant(tmp_path, "llama-3.1-8b", num_key_value_heads=None, torch_dtype="float16"))
     assert (mha.attention, mha.kv_heads, mha.weight_dtype, mha.kv_dtype) == ("mha", 32, "fp16", "fp16")
     path = _variant(tmp_path, "llama-3.1-8b", num_key_value_heads=1, torch_dtype=None, dtype="float32")
-    mqa = Model.from_hf_config(path)
+    mqa = model_from_hf_config(path)
     assert (mqa.attention, mqa.weight_dtype) == ("mqa", "fp32")
-    fp8 = Model.from_hf_config(_variant(tmp_path, "qwen3-32b", quantization_config={"quant_method": "fp8"}))
+    fp8 = model_from_hf_config(_variant(tmp_path, "qwen3-32b", quantization_config={"quant_method": "fp8"}))
     assert fp8.weight_dtype == "fp8" and fp8.weight_bytes == fp8.params
 
 
 def test_hf_folder_copy_takes_its_name(tmp_path: Path) -> None:
     dest = tmp_path / "my-llama"
     shutil.copytree(HF / "llama-3.2-1b", dest)
-    assert Model.from_hf_config(dest).name == "my-llama"
+    assert model_from_hf_config(dest).name == "my-llama"

@@ -20,7 +20,8 @@ from gimletc.models import get_model
 from gimletc.passes.expand_llm import ExpandLLM
 from gimletc.passes.manager import PassContext, PassManager
 from gimletc.passes.place import PlacementError
-from gimletc.sim import replay
+from gimletc.passes.placement.problem import Problem, build_slots
+from gimletc.analysis.replay import replay
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -85,8 +86,8 @@ def test_partition_phase_lets_phases_land_apart():
     # Pinned apart, the KV cache must move: one transfer, from the prefill's chip to the decode's.
     pinned, ctx = run(g, cl, "expand-llm,partition-phase,place,insert-transfers",
                       pins={"answer.prefill": "n0.h100-sxm.0", "answer.decode": "n0.h200.0"})
-    kv = [t for t in ctx.data["transfers"] if t["value"] == "answer.kv"]
-    assert len(kv) == 1 and kv[0]["src"] == "n0.h100-sxm.0" and kv[0]["dst"] == "n0.h200.0"
+    kv = [t for t in ctx.transfers if t.value == "answer.kv"]
+    assert len(kv) == 1 and kv[0].src == "n0.h100-sxm.0" and kv[0].dst == "n0.h200.0"
     # Unpinned, the split call's phases are tagged and placed as two units, each over the same three
     # places (the H100, the H200, the host CPU, whose 1 TB holds the 8B model): the exhaustive search
     # tries 3 x 3 assignments where the whole call has 3, so it can do no worse.
@@ -113,7 +114,7 @@ def test_place_puts_tools_on_cpus_and_models_on_accelerators():
     dev = {op.name: op.attr("device") for op in out.ops}
     assert dev["docs"] == dev["lint"] == "n0.host"
     assert dev["a.prefill"].startswith("n0.h100-sxm")
-    assert ctx.data["placement"]["method"] == "exhaustive"
+    assert ctx.placement.method == "exhaustive"
 
 
 def test_place_respects_memory():
@@ -153,9 +154,9 @@ def test_insert_transfers_converts_kv_between_layouts():
     cl = cluster([gpu_node("a", {"mi300x": 1}), gpu_node("b", {"h200": 1})], [rdma("a", "b")])
     _, ctx = run(chat_graph(), cl, "expand-llm,partition-phase,place,insert-transfers",
                  pins={"answer.prefill": "a.mi300x.0", "answer.decode": "b.h200.0"})
-    kv = next(t for t in ctx.data["transfers"] if t["value"] == "answer.kv")
-    assert kv["route"] == "network" and kv["convert"] is not None
-    assert kv["convert"]["from_layout"] == "paged-hnd" and kv["convert"]["to_layout"] == "paged-nhd"
+    kv = next(t for t in ctx.transfers if t.value == "answer.kv")
+    assert kv.route == "network" and kv.convert is not None
+    assert kv.convert.from_layout == "paged-hnd" and kv.convert.to_layout == "paged-nhd"
 
 
 def test_schedule_chains_each_device_and_overlap_never_lengthens():
@@ -166,7 +167,7 @@ def test_schedule_chains_each_device_and_overlap_never_lengthens():
     after, ctx = run(g, cl, "expand-llm,partition-phase,place,insert-transfers,schedule,overlap", pins=pins)
     assert all(op.kind.startswith(("exec.", "agent.")) for op in after.ops)
     assert replay(after).makespan <= replay(before).makespan + 1e-12
-    assert ctx.data["overlap"]["after_s"] <= ctx.data["overlap"]["before_s"]
+    assert ctx.overlap.after_s <= ctx.overlap.before_s
 
 
 def test_kv_streams_layer_by_layer_when_that_is_faster():
@@ -175,7 +176,7 @@ def test_kv_streams_layer_by_layer_when_that_is_faster():
                  [{"between": ["a", "b"], "kind": "ethernet", "bandwidth": 5e9, "latency": 10e-6}])
     pins = {"answer.prefill": "a.h100-sxm.0", "answer.decode": "b.h100-sxm.0"}
     out, ctx = run(chat_graph(prompt=16000, out=10), cl, DEFAULT_PIPELINE, pins=pins)
-    assert ctx.data["overlap"]["streamed"] is True
+    assert ctx.overlap.streamed is True
     sends = [op for op in out.ops if op.kind == "exec.send" and op.attr("chunks")]
     assert len(sends) == 8
 
@@ -231,7 +232,7 @@ def test_pipeline_invariants(g, cl, split):
     # every cross-device edge gets exactly one transfer
     dev = {v.name: op.attr("device") for op in placed_ops for v in op.results}
     needed = {(v, op.attr("device")) for op in placed_ops for v in op.operands if dev.get(v) not in (None, op.attr("device"))}
-    moved = [(t["value"], t["dst"]) for t in ctx.data["transfers"]]
+    moved = [(t.value, t.dst) for t in ctx.transfers]
     assert sorted(moved) == sorted(needed)
     # the replay respects data and token order
     tl = replay(out)
@@ -243,7 +244,7 @@ def test_pipeline_invariants(g, cl, split):
             if v in producer:
                 assert starts[op.name] >= ends[producer[v]] - 1e-12
     # overlap never lengthens
-    assert ctx.data["overlap"]["after_s"] <= ctx.data["overlap"]["before_s"] + 1e-12
+    assert ctx.overlap.after_s <= ctx.overlap.before_s + 1e-12
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,7 +18,7 @@ from gimletc.models import get_model
 from gimletc.serving import ModelServing, EngineKind, ServingConfig, SearchSettings, pareto_front, search
 from gimletc.serving.plot import plot_frontier
 from gimletc.serving.search import ParetoPoint
-from gimletc.sim import replay
+from gimletc.analysis.replay import replay
 from gimletc.sim.arrivals import ArrivalError, Arrivals, generate, load_trace
 from gimletc.sim.load import (
     EngineConfig,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gimletc.ir import ASYNC_TOKEN, Graph, IRError, Op, Type, Value, verify
-from gimletc.sim import Timeline, chrome_trace, replay, write_chrome_trace
+from gimletc.analysis import Timeline, chrome_trace, replay, write_chrome_trace
 
 LINK = "nvlink:g0-g1"
 

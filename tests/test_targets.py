@@ -13,7 +13,7 @@ import pytest
 from gimletc import AgentGraph
 from gimletc.compiler import compile as gcompile
 from gimletc.hardware import get_chip
-from gimletc.importers.onnx_import import load_onnx
+from gimletc.models.onnx import load_onnx
 from gimletc.ir import parse_graph
 from gimletc.targets.build import build_artifacts
 from gimletc.targets.dataflow import DataflowError, dataflow_module, roundtrip

@@ -241,7 +241,7 @@ def compile_cmd(
 ) -> None:
     """Compile an agent graph for a cluster into a deployment plan."""
     from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
-    from gimletc.sim.trace import chrome_trace
+    from gimletc.analysis.trace import chrome_trace
 
     err = Console(stderr=True, highlight=False)
     show_progress = verbose or (not quiet and sys.stderr.isatty())

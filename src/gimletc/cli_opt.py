@@ -37,12 +37,15 @@ def run_opt(text: str, pipeline: str, cluster: str | None = None, pins: dict[str
 
 
 def _run(pm: PassManager, text: str, cluster: str | None, pins: dict[str, str]) -> str:
+    from gimletc.compiler import partition_scorer
     from gimletc.hardware import load_cluster
     from gimletc.ir import parse_graph, print_graph
     from gimletc.passes import PassContext
 
     graph = parse_graph(text)
-    ctx = PassContext(cluster=load_cluster(cluster) if cluster is not None else None, pins=dict(pins))
+    # Partitionings are scored as `compile` scores them: the pipeline's own passes after place.
+    ctx = PassContext(cluster=load_cluster(cluster) if cluster is not None else None, pins=dict(pins),
+                      score_placed=partition_scorer(pm.passes))
     return print_graph(pm.run(graph, ctx))
 
 

@@ -86,7 +86,7 @@ def _dtype(name: str, value: str | None) -> str | None:
 
 
 def _sim_config(max_batch: int, max_prefill_tokens: int, chunked: bool, chunk_tokens: int, profile: str | None,
-                host_lanes: int, loops: str = "geometric", tool_times: str = "fixed", timeline: bool = False,
+                host_lanes: int | None, loops: str = "geometric", tool_times: str = "fixed", timeline: bool = False,
                 weight_dtype: str | None = None, kv_dtype: str | None = None) -> Any:
     from gimletc.sim.load import EngineConfig, SimConfig
     from gimletc.sim.steps import profile as get_profile
@@ -129,7 +129,8 @@ def register(app: typer.Typer) -> None:
         chunk_tokens: Annotated[int, typer.Option(help="tokens per chunked-prefill iteration")] = 2048,
         profile: Annotated[ProfileName | None, typer.Option(
             help="software stack the step times model (default: the one the plan was compiled for)")] = None,
-        host_lanes: Annotated[int, typer.Option(help="concurrent tool/code/retrieval tasks per host")] = 8,
+        host_lanes: Annotated[int | None, typer.Option(
+            help="concurrent tool/code/retrieval tasks per host (default: each host's lanes in its cluster)")] = None,
         loops: Annotated[LoopMode, typer.Option(help="loop iterations: geometric with the loop's mean, or the mean")] = LoopMode.geometric,
         tool_times: Annotated[ToolTimes, typer.Option(help="tool/code times: as given, or exponential with that mean")] = ToolTimes.fixed,
         goodput: Annotated[bool, typer.Option(help="with an SLO, bisect the rate for the goodput")] = True,
@@ -210,7 +211,8 @@ def register(app: typer.Typer) -> None:
         weight_dtype: Annotated[str | None, typer.Option(help="serve every model's weights in this format, e.g. fp8")] = None,
         kv_dtype: Annotated[str | None, typer.Option(help="keep KV caches in this format, e.g. fp8")] = None,
         max_batch: Annotated[int, typer.Option(help="sequences per decode batch")] = 256,
-        host_lanes: Annotated[int, typer.Option(help="concurrent tool/code/retrieval tasks on the host")] = 8,
+        host_lanes: Annotated[int | None, typer.Option(
+            help="concurrent tool/code/retrieval tasks on the host (default: its lanes in the cluster)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="progress on stderr (default on a terminal)")] = False,
     ) -> None:

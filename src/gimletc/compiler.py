@@ -8,37 +8,42 @@ to report the best homogeneous baseline beside the plan.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gimletc import __version__
-from gimletc.cost.energy import energy_j
+from gimletc.analysis.metrics import placed_computes, plan_metrics
+from gimletc.analysis.replay import Timeline
+from gimletc.analysis.runs import runs as expected_runs
+from gimletc.cost import accounting
 from gimletc.errors import GimletError
-from gimletc.hardware import Cluster, load_cluster
+from gimletc.graph_io import load_graph
+from gimletc.hardware import Cluster, get_chip, load_cluster
 from gimletc.ir import Graph, Op
 from gimletc.ir.text import print_graph
-from gimletc.passes.manager import PassContext, PassManager
-from gimletc.passes.place import HOST_LANES, OBJECTIVES, PlacementError
+from gimletc.models.workload import MASKED_VERIFY
+from gimletc.passes.manager import Pass, PartitionScorer, PassContext, PassManager
+from gimletc.passes.place import OBJECTIVES, Place, PlacementError
+from gimletc.passes.results import PartitionReport
 from gimletc.plan import (
     Baseline,
     ClusterDevice,
     ClusterSummary,
     Convert,
     DeploymentPlan,
-    LLMMetrics,
-    Metrics,
+    HostSummary,
     PartitionChoice,
     Placement,
     Search,
     Step,
     Transfer,
 )
-from gimletc.sim import Timeline, replay
 
 DEFAULT_PIPELINE = "expand-llm,place,insert-transfers,schedule,overlap"
 MAX_BASELINE_CHIPS = 64
@@ -57,8 +62,6 @@ def _as_graph(graph: Any) -> Graph:
         return graph
     if hasattr(graph, "build"):
         return graph.build()
-    from gimletc.graph_io import load_graph
-
     return load_graph(graph)
 
 
@@ -105,8 +108,6 @@ def _compile(
     progress: Callable[[str], None] | None,
     stack: str,
 ) -> CompileResult:
-    from gimletc.models.workload import MASKED_VERIFY
-
     if stack not in MASKED_VERIFY:
         raise GimletError(f"unknown stack {stack!r}; choose one of {', '.join(MASKED_VERIFY)}")
     if objective not in OBJECTIVES:
@@ -143,14 +144,31 @@ def _compile_one(
     progress: Callable[[str], None] | None,
     stack: str = "reference",
 ) -> CompileResult:
-    ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after,
-                      progress=progress, stack=stack)
     pm = PassManager(pipeline, goal="exec")  # a plan is built from exec-level IR
+    ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after,
+                      progress=progress, stack=stack, score_placed=partition_scorer(pm.passes))
     out = pm.run(g, ctx)
-    cached = ctx.data.get("timeline")
-    timeline = cached[1] if cached is not None and cached[0] is out else replay(out)
+    timeline = ctx.analyses.timeline(out)
     plan = build_plan(g, cl, out, timeline, ctx, str(pm), objective, budget)
     return CompileResult(plan, out, timeline, ctx)
+
+
+def partition_scorer(passes: Sequence[Pass]) -> PartitionScorer | None:
+    """How `place` scores a partitioning of the LLM calls for this pipeline: the passes after the
+    first `place`, run on the placed graph, then the plan's metrics on its replay (the numbers the
+    plan reports). None when the pipeline has no `place`."""
+    at = next((i for i, p in enumerate(passes) if isinstance(p, Place)), None)
+    if at is None:
+        return None
+    after = tuple(passes[at + 1:])
+
+    def score(placed: Graph, ctx: PassContext, objective: str) -> float:
+        g = placed
+        for p in after:
+            g = p.run(g, ctx)
+        return plan_metrics(g, ctx.analyses.timeline(g), ctx.cluster).objective(objective)
+
+    return score
 
 
 # ---- plan assembly ------------------------------------------------------------------------
@@ -168,32 +186,11 @@ def inputs_digest(g: Graph, cl: Cluster, options: Mapping[str, Any]) -> tuple[st
     return digest, inputs
 
 
-def _runs(graph: Graph) -> dict[str, float]:
-    """Expected executions per request of every op (loop expectation x branch probability)."""
-    out: dict[str, float] = {}
-
-    def rec(gr: Graph, scale: float) -> None:
-        for op in gr.ops:
-            out[op.name] = scale
-            if op.kind == "agent.loop":
-                rec(op.regions[0], scale * float(op.attr("expected")))
-            elif op.kind == "agent.branch":
-                for r, p in zip(op.regions, op.attr("probabilities"), strict=True):
-                    rec(r, scale * float(p))
-
-    rec(graph, 1.0)
-    return out
-
-
-def _host_of(resource: str) -> str:
-    return resource.split("#", 1)[0]
-
-
 def build_plan(
     g: Graph, cl: Cluster, out: Graph, tl: Timeline, ctx: PassContext, pipeline: str, objective: str, budget: float | None
 ) -> DeploymentPlan:
     chips = {d.id: d for d in cl.devices()}
-    runs = _runs(out)
+    runs = expected_runs(out)
     computes = placed_computes(out)
     placements = []
     for op in computes:
@@ -229,24 +226,26 @@ def build_plan(
 
     chunks = {op.name: int(op.attr("chunks", 1)) for op, _ in out.walk() if op.kind == "exec.send"}
     transfers = []
-    for rec in ctx.data.get("transfers", []):
-        conv = Convert(**rec["convert"]) if rec["convert"] else None
+    for rec in ctx.transfers:
+        conv = Convert(**dataclasses.asdict(rec.convert)) if rec.convert is not None else None
         transfers.append(
-            Transfer(value=rec["value"], src=rec["src"], dst=rec["dst"], route=rec["route"], hops=rec["hops"],
-                     bytes=rec["bytes"], seconds=rec["seconds"], chunks=chunks.get(rec["send"], 1), convert=conv)
+            Transfer(value=rec.value, src=rec.src, dst=rec.dst, route=rec.route, hops=list(rec.hops),
+                     bytes=rec.bytes, seconds=rec.seconds, chunks=chunks.get(rec.send, 1), convert=conv)
         )
 
     metrics = plan_metrics(out, tl, cl)
-    pl = ctx.data.get("placement")
+    pl = ctx.placement
     search = None
-    if pl:
-        search = Search(objective=pl["objective"], method=pl["method"], evaluated=pl["evaluated"],
-                        objective_value=pl["objective_value"], bound=pl["bound"], gap=pl["gap"], units=pl["units"],
-                        search_space_log10=pl["search_space_log10"])
+    if pl is not None:
+        search = Search(objective=pl.objective, method=pl.method, evaluated=pl.evaluated,
+                        objective_value=pl.objective_value, bound=pl.bound, gap=pl.gap, units=pl.units,
+                        search_space_log10=pl.search_space_log10)
     options = {"objective": objective, "power_budget_w": budget, "pipeline": pipeline, "pins": dict(sorted(ctx.pins.items())),
                "stack": ctx.stack}
     digest, inputs = inputs_digest(g, cl, options)
     devices = [ClusterDevice(id=d.id, node=d.node, chip=d.chip.name, role=d.role) for d in cl.devices()]
+    hosts = {d.id: HostSummary(sockets=accounting.units(cl, d), lanes=accounting.lanes(cl, d)) for d in cl.devices()
+             if d.is_host}
     return DeploymentPlan(
         gimletc_version=__version__,
         name=str(g.attrs.get("gimlet.name", "graph")),
@@ -256,30 +255,21 @@ def build_plan(
         power_budget_w=budget,
         pipeline=pipeline,
         stack=ctx.stack,
-        cluster=ClusterSummary(name=cl.name, devices=devices, power_w=cl.power_w()),
+        cluster=ClusterSummary(name=cl.name, devices=devices, power_w=cl.power_w(), hosts=hosts),
         placements=placements,
         programs=programs,
         transfers=transfers,
         metrics=metrics,
         critical_path=tl.critical_path(),
         search=search,
-        overlap=dict(sorted(ctx.data.get("overlap", {}).items())),
-        partitions={n: PartitionChoice(**v) for n, v in sorted(ctx.data.get("partitions", {}).items())},
+        overlap=dict(sorted(ctx.overlap.to_plan().items())) if ctx.overlap is not None else {},
+        partitions={n: _partition_choice(v) for n, v in sorted(ctx.partitions.items())},
         ir=print_graph(out),
         sources={
             "metrics": "predicted by the cost model and the single-request replay, not measured",
             "efficiency": "h200 and xeon-host-16c fitted to measurements; other chips derived by rule (docs/cost-model.md)",
         },
     )
-
-
-def placed_computes(out: Graph) -> list[Op]:
-    """Every exec.compute of a placed op, once: a layer-streamed prefill counts as its last chunk,
-    which keeps the op's name and results."""
-    return [
-        op for op, _ in out.walk()
-        if op.kind == "exec.compute" and (op.attr("chunk") is None or op.attr("chunk") == op.attr("chunks") - 1)
-    ]
 
 
 def _total_seconds(op: Op) -> float:
@@ -289,80 +279,9 @@ def _total_seconds(op: Op) -> float:
     return float(op.attr("seconds")) * int(op.attr("chunks"))
 
 
-def plan_metrics(out: Graph, tl: Timeline, cl: Cluster) -> Metrics:
-    """Per-request metrics of a compiled graph from its replay (every figure predicted)."""
-    chips = {d.id: d for d in cl.devices()}
-    # Busy seconds per device; CPU lanes fold into their host.
-    busy: dict[str, float] = {}
-    for r, b in tl.busy.items():
-        if r in tl.channels:
-            continue
-        host = _host_of(r)
-        if host in chips:
-            share = b / HOST_LANES if "#" in r else b
-            busy[host] = busy.get(host, 0.0) + share
-    span = tl.makespan
-    energy = cost = power = 0.0
-    for d in sorted(busy):
-        dev = chips[d]
-        sockets = cl.node(dev.node).host.sockets if dev.role == "host" else 1
-        energy += energy_j(dev.chip, busy[d], span, sockets)
-        cost += (dev.chip.price_per_hour or 0.0) * sockets / 3600 * busy[d]
-        power += dev.chip.tdp_w * sockets
-    # Events at any depth: an LLM call inside a loop is measured on the loop's first iteration.
-    events: dict[str, Any] = {}
-    for e in tl.events:
-        events.setdefault(e.op, e)
-    ops = {op.name: op for op, _ in out.walk()}
-    calls: dict[str, dict[str, list[Op]]] = {}
-    for op in placed_computes(out):
-        if op.attr("llm") is not None:
-            calls.setdefault(str(op.attr("llm")), {}).setdefault(str(op.attr("kind_of")), []).append(op)
-    ttft: dict[str, float] = {}
-    tpot: dict[str, float] = {}
-    llms: dict[str, LLMMetrics] = {}
-    for name in sorted(calls):
-        c = calls[name]
-        prefills = c.get("model.prefill", [])
-        if not prefills:
-            continue
-        target = max(prefills, key=lambda o: int(o.attr("stage", 0)))  # the last pipeline stage emits the token
-        target = next((o for o in prefills if o.name == f"{name}.prefill"), target)
-        end = max((events[o.name].end for o in prefills if o.name in events), default=0.0)
-        loop = ops.get(f"{name}.decode")
-        if loop is not None and loop.kind == "agent.loop":
-            out_tokens = int(loop.attr("max"))
-            decode_s = events[loop.name].duration if loop.name in events else 0.0
-            inner = [o for o, _ in loop.regions[0].walk() if o.kind == "exec.compute"]
-            decode_dev = str(inner[-1].attr("device")) if inner else str(target.attr("device"))
-        else:
-            d = c.get("model.decode", [None])[0]
-            out_tokens = int(d.attr("tokens", 0)) if d is not None else 0
-            decode_s = float(d.attr("seconds")) if d is not None else 0.0
-            decode_dev = str(d.attr("device")) if d is not None else str(target.attr("device"))
-        ttft[name] = end * 1e3
-        tpot[name] = decode_s / out_tokens * 1e3 if out_tokens else 0.0
-        llms[name] = LLMMetrics(
-            model=str(target.attr("model")),
-            prompt_tokens=int(target.attr("tokens", 0)),
-            output_tokens=out_tokens,
-            ttft_ms=ttft[name],
-            tpot_ms=tpot[name],
-            prefill_device=str(target.attr("device")),
-            decode_device=decode_dev,
-        )
-    bottleneck = max(busy.values(), default=0.0)
-    return Metrics(
-        latency_ms=span * 1e3,
-        ttft_ms=ttft,
-        tpot_ms=tpot,
-        energy_j=energy,
-        power_w=power,
-        cost_usd=cost,
-        throughput_rps=1.0 / bottleneck if bottleneck > 0 else 0.0,
-        utilisation={d: (busy[d] / span if span > 0 else 0.0) for d in sorted(busy)},
-        llms=llms,
-    )
+def _partition_choice(r: PartitionReport) -> PartitionChoice:
+    return PartitionChoice(kind=r.kind, detail=r.detail, note=r.note, objective=r.objective, runner_up=r.runner_up,
+                           runner_up_objective=r.runner_up_objective, options=list(r.options), why=r.why)
 
 
 # ---- the homogeneous baseline ----------------------------------------------------------------
@@ -374,8 +293,6 @@ def baseline_cluster(cl: Cluster, chip: str, envelope_w: float) -> Cluster | Non
     if node is None:
         return None
     host = node.host
-    from gimletc.hardware import get_chip
-
     c = get_chip(chip)
     host_w = get_chip(host.cpu).tdp_w * host.sockets
     n = min(MAX_BASELINE_CHIPS, int(math.floor((envelope_w - host_w) / c.tdp_w + 1e-9)))

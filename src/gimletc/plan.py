@@ -6,7 +6,8 @@ indentation) with a published JSON schema (`docs/plan.schema.json`, from
 imports or executes anything named in it.
 
 Every metric is a prediction: the cost model prices each op and transfer, and
-the single-request replay (`gimletc.sim`) orders them; `sources` says so.
+the single-request replay (`gimletc.analysis.replay`) orders them; `sources` says so.
+The metrics' models (`Metrics`, `LLMMetrics`) live with the analysis that computes them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gimletc._io import read_data, validate, write_atomic
+from gimletc.analysis.metrics import LLMMetrics, Metrics
+from gimletc.hardware.resources import DEFAULT_HOST_LANES
+
+__all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Convert", "DeploymentPlan", "HostSummary", "LLMMetrics", "Metrics",
+           "PartitionChoice", "Placement", "Search", "Step", "Transfer", "load_plan", "plan_schema", "schema_text"]
 
 SCHEMA_VERSION = "1"
 
@@ -69,34 +75,6 @@ class Transfer(_M):
     convert: Convert | None = None
 
 
-class LLMMetrics(_M):
-    model: str
-    prompt_tokens: int
-    output_tokens: int
-    ttft_ms: float = Field(description="time to first token: end of the prefill, from the request's start")
-    tpot_ms: float = Field(description="time per output token of the decode")
-    prefill_device: str
-    decode_device: str
-
-
-class Metrics(_M):
-    latency_ms: float = Field(description="end-to-end latency of one request")
-    ttft_ms: dict[str, float] = Field(description="per LLM node")
-    tpot_ms: dict[str, float] = Field(description="per LLM node")
-    energy_j: float = Field(description="per request: TDP while busy, idle power otherwise, devices used")
-    power_w: float = Field(description="TDP of the devices the plan uses")
-    cost_usd: float = Field(description="per request: price per chip-hour x busy time")
-    throughput_rps: float = Field(description="1 / busiest device's busy time per request")
-    utilisation: dict[str, float] = Field(description="busy fraction of the latency, per device")
-    llms: dict[str, LLMMetrics] = Field(default_factory=dict)
-    source: str = "predicted: cost model (gimletc.cost) + single-request replay (gimletc.sim)"
-
-    def objective(self, kind: str) -> float:
-        """The value an objective minimises: latency, energy and cost as they are, throughput negated."""
-        return {"latency": self.latency_ms, "energy": self.energy_j, "cost": self.cost_usd,
-                "throughput": -self.throughput_rps}[kind]
-
-
 class Search(_M):
     objective: str
     method: str = Field(description="exhaustive | greedy+local-search | milp ...")
@@ -135,10 +113,17 @@ class ClusterDevice(_M):
     role: str
 
 
+class HostSummary(_M):
+    sockets: int = Field(1, description="CPU packages: power, idle power and price count once per socket")
+    lanes: int = Field(DEFAULT_HOST_LANES, description="CPU ops (tools, code, retrieval) the host runs at once")
+
+
 class ClusterSummary(_M):
     name: str
     devices: list[ClusterDevice]
     power_w: float
+    hosts: dict[str, HostSummary] = Field(
+        default_factory=dict, description="per host device: what the load simulator needs to price it as the compiler did")
 
 
 class DeploymentPlan(_M):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gimletc.cost.energy import energy_j
+from gimletc.cost.accounting import energy_j
 from gimletc.dtypes import nbytes
 from gimletc.errors import DoesNotFitError, EstimateError
 from gimletc.hardware.schema import Chip

@@ -1,15 +1,7 @@
 """Hardware descriptions: the chip catalog, clusters of nodes and links, and routes between devices."""
 
-from gimletc.hardware.catalog import (
-    chip_catalog,
-    chip_file,
-    chip_names,
-    cluster_presets,
-    get_chip,
-    load_chip,
-    load_cluster,
-)
-from gimletc.hardware.cluster import Cluster, Device, Host, Link, Node, NodeLink, Route
+from gimletc.hardware.catalog import chip_catalog, chip_file, chip_names, get_chip, load_chip, reference_for
+from gimletc.hardware.cluster import Cluster, Device, Host, Link, Node, NodeLink, Route, cluster_presets, load_cluster
 from gimletc.hardware.efficiency import derive_efficiency
 from gimletc.hardware.schema import Chip, Efficiency
 
@@ -31,4 +23,5 @@ __all__ = [
     "get_chip",
     "load_chip",
     "load_cluster",
+    "reference_for",
 ]

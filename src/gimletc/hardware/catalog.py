@@ -1,23 +1,20 @@
-"""The bundled hardware catalog: one YAML file per chip under `data/chips/` and
-one per preset cluster under `data/clusters/`."""
+"""The bundled chip catalog: one YAML file per chip under `data/chips/`.
+
+(Preset clusters, under `data/clusters/`, load through `gimletc.hardware.cluster`.)"""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gimletc._io import load, read_data, validate
+from gimletc._io import read_data, validate
 from gimletc.errors import ConfigError, UnknownNameError
 from gimletc.hardware.efficiency import REFERENCE_CHIP, derive_efficiency
 from gimletc.hardware.schema import Chip
 
-if TYPE_CHECKING:
-    from gimletc.hardware.cluster import Cluster
-
 DATA = Path(__file__).parent / "data"
 CHIPS = DATA / "chips"
-CLUSTERS = DATA / "clusters"
 
 
 def _chip_with_efficiency(raw: Any, source: str, references: dict[str, Chip]) -> Chip:
@@ -73,20 +70,6 @@ def load_chip(path: str | Path) -> Chip:
     return _chip_with_efficiency(raw, str(path), chip_catalog())
 
 
-def cluster_presets() -> dict[str, Path]:
-    """Preset cluster name -> its file."""
-    return {f.stem: f for f in sorted(CLUSTERS.glob("*.yaml"))}
-
-
-def load_cluster(name_or_path: str | Path) -> Cluster:
-    """A preset cluster by name, or a cluster from a YAML/JSON file path."""
-    from gimletc.hardware.cluster import Cluster  # cluster.py resolves chip names through this module
-
-    key = str(name_or_path)
-    presets = cluster_presets()
-    if key in presets:
-        return load(Cluster, presets[key])
-    p = Path(key)
-    if p.suffix in {".yaml", ".yml", ".json"} or p.exists():
-        return load(Cluster, p)
-    raise UnknownNameError("cluster", key, list(presets))
+def reference_for(chip: Chip) -> Chip:
+    """The catalog chip whose measured efficiency a chip of `chip.kind` borrows (`derive_efficiency`)."""
+    return get_chip(REFERENCE_CHIP[chip.kind])

@@ -12,13 +12,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import networkx as nx
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, ValidationInfo, field_validator, model_serializer, model_validator
 
+from gimletc._io import load
 from gimletc.errors import ConfigError, EstimateError, UnknownNameError
-from gimletc.hardware.catalog import chip_catalog
+from gimletc.hardware.catalog import DATA, chip_catalog
+from gimletc.hardware.resources import DEFAULT_HOST_LANES, accelerator_id, host_id
 from gimletc.hardware.schema import Chip, LinkKind, _Strict
 
 RouteKind = Literal["local", "direct", "host-bounce", "network"]
@@ -28,6 +31,7 @@ DeviceRole = Literal["accelerator", "host"]
 # KV-cache block or one layer's activations); a route's time is then computed
 # for the real size, so the path does not change with the transfer.
 PATH_PROBE_BYTES = 1e6
+CLUSTERS = DATA / "clusters"
 
 
 class Link(_Strict):
@@ -53,6 +57,7 @@ class Host(_Strict):
     cpu: str
     memory_bytes: float = Field(gt=0, description="host DRAM of the node, bytes (overrides the chip's)")
     sockets: int = Field(1, ge=1, description="CPU packages; they act as one host device")
+    lanes: int = Field(DEFAULT_HOST_LANES, ge=1, description="CPU ops (tools, code, retrieval) the host runs at once")
 
     @field_validator("cpu")
     @classmethod
@@ -63,6 +68,15 @@ class Host(_Strict):
         if chips[name].kind != "cpu":
             raise ValueError(f"chip {name!r} is a {chips[name].kind}, not a cpu")
         return name
+
+    @model_serializer(mode="wrap")
+    def _default_lanes_unwritten(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A host at the default lane count serialises as before the field existed, so the clusters
+        # (and the plan digests that hash them) written before it are unchanged.
+        data = handler(self)
+        if self.lanes == DEFAULT_HOST_LANES:
+            data.pop("lanes", None)
+        return data
 
 
 class Node(_Strict):
@@ -191,9 +205,9 @@ class Cluster(_Strict):
             for name, count in node.chips.items():
                 chip = chips[name]
                 for i in range(count):
-                    d = Device(f"{node.name}.{name}.{i}", node.name, "accelerator", i, chip, chip.capacity_bytes)
+                    d = Device(accelerator_id(node.name, name, i), node.name, "accelerator", i, chip, chip.capacity_bytes)
                     out[d.id] = d
-            host = Device(f"{node.name}.host", node.name, "host", 0, chips[node.host.cpu], node.host.memory_bytes)
+            host = Device(host_id(node.name), node.name, "host", 0, chips[node.host.cpu], node.host.memory_bytes)
             out[host.id] = host
         return out
 
@@ -309,3 +323,20 @@ def _host_link(node: Node) -> Link:
 
 def _link_text(link: Link) -> str:
     return f"{link.kind} {link.bandwidth / 1e9:g} GB/s, {link.latency * 1e6:g} us"
+
+
+def cluster_presets() -> dict[str, Path]:
+    """Preset cluster name -> its file."""
+    return {f.stem: f for f in sorted(CLUSTERS.glob("*.yaml"))}
+
+
+def load_cluster(name_or_path: str | Path) -> Cluster:
+    """A preset cluster by name, or a cluster from a YAML/JSON file path."""
+    key = str(name_or_path)
+    presets = cluster_presets()
+    if key in presets:
+        return load(Cluster, presets[key])
+    p = Path(key)
+    if p.suffix in {".yaml", ".yml", ".json"} or p.exists():
+        return load(Cluster, p)
+    raise UnknownNameError("cluster", key, list(presets))

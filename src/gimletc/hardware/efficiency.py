@@ -24,14 +24,11 @@ from gimletc.hardware.schema import Chip, ChipKind, Efficiency
 REFERENCE_CHIP: dict[ChipKind, str] = {"gpu": "h200", "sram-accelerator": "h200", "cpu": "xeon-host-16c"}
 
 
-def derive_efficiency(chip: Chip, reference: Chip | None = None) -> Efficiency:
-    """`reference`'s efficiency (default: the catalog's reference chip for `chip.kind`),
-    with an `origin` naming the reference and saying that `chip` itself was not measured."""
+def derive_efficiency(chip: Chip, reference: Chip) -> Efficiency:
+    """`reference`'s efficiency (the chip named by `REFERENCE_CHIP[chip.kind]`; the catalog's
+    `reference_for(chip)`), with an `origin` naming the reference and saying that `chip` itself
+    was not measured."""
     want = REFERENCE_CHIP[chip.kind]
-    if reference is None:
-        from gimletc.hardware.catalog import get_chip  # the catalog calls this module while it loads
-
-        reference = get_chip(want)
     if reference.name != want:
         raise ConfigError(
             f"chip {chip.name}: the efficiency reference for kind {chip.kind} is {want}, not {reference.name}"

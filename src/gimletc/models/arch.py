@@ -8,7 +8,6 @@ ignore norms' scale vectors and biases (well under 0.1% of any catalog model).
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -98,14 +97,6 @@ class Model(_Strict):
         if self.moe is not None and self.moe.first_dense_layers > self.layers:
             raise ValueError(f"moe.first_dense_layers={self.moe.first_dense_layers} exceeds layers={self.layers}")
         return self
-
-    # ---- loading -------------------------------------------------------------
-    @classmethod
-    def from_hf_config(cls, path: str | Path, name: str | None = None) -> Model:
-        """Build a Model from a Hugging Face `config.json` (file or folder)."""
-        from gimletc.models.hf import model_from_hf_config
-
-        return model_from_hf_config(path, name=name)
 
     # ---- layer structure ----------------------------------------------------
     @property

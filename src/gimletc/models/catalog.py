@@ -8,6 +8,7 @@ from pathlib import Path
 from gimletc._io import load
 from gimletc.errors import UnknownNameError
 from gimletc.models.arch import Model
+from gimletc.models.hf import model_from_hf_config
 
 DATA = Path(__file__).parent / "data"
 
@@ -39,15 +40,15 @@ def get_model(name_or_path: str | Path) -> Model:
         return _quantised(key)
     p = Path(key)
     if p.suffix == ".onnx":
-        from gimletc.importers.onnx_import import architecture
+        from gimletc.models.onnx import architecture
 
         return architecture(p)
-    from gimletc.importers.onnx_import import imported_by_name
+    from gimletc.models.onnx import imported_by_name
 
     if key in imported_by_name():  # an ONNX model imported earlier, by its name
         return imported_by_name()[key]
     if p.suffix == ".json" or p.is_dir() or p.exists():
-        return Model.from_hf_config(p)
+        return model_from_hf_config(p)
     raise UnknownNameError("model", key, list(models))
 
 

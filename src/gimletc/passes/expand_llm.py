@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gimletc.ir import Graph, Level, Op, Type, Value
+from gimletc.ir.names import decode_name, prefill_name
 from gimletc.models import get_model
 from gimletc.passes.manager import Pass, PassContext
 
@@ -40,7 +41,7 @@ class ExpandLLM(Pass):
             kv = Value(f"{op.name}.kv", Type("kv", model.kv_cache_bytes(prompt, int(op.attr("batch", 1)))))
             prefill = Op(
                 "model.prefill",
-                f"{op.name}.prefill",
+                prefill_name(op.name),
                 op.operands,
                 (kv,),
                 {"model": str(op.attr("model")), "tokens": prompt, "ctx": 0, "of": op.name, **batch},
@@ -48,7 +49,7 @@ class ExpandLLM(Pass):
             spec = {k: op.attr(k) for k in ("draft", "draft_k", "acceptance") if op.attr(k) is not None}
             decode = Op(
                 "model.decode",
-                f"{op.name}.decode",
+                decode_name(op.name),
                 (kv.name,),
                 (out,),
                 {"model": str(op.attr("model")), "tokens": int(op.attr("output_tokens")), "ctx": prompt, "of": op.name,

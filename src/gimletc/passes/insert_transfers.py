@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from gimletc.dtypes import nbytes as dtype_bytes
+from gimletc.hardware.resources import channel_id
 from gimletc.hardware.schema import Chip
 from gimletc.ir import ASYNC_TOKEN, Graph, Level, Op, Type, Value, forwarded_values
 from gimletc.models import get_model
 from gimletc.passes.manager import Pass, PassContext
+from gimletc.passes.results import ConvertRecord, TransferRecord
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class InsertTransfers(Pass):
                 values.update({a.name: a for a in r.args})
         builder = _Builder(cluster, chips, home, model_of, values, ctx)
         out = builder.scope(graph, {})
-        ctx.data["transfers"] = builder.records
+        ctx.transfers = tuple(builder.records)
         return out.with_attrs(**{"gimlet.level": "transfers"})
 
 
@@ -62,7 +64,7 @@ class _Builder:
                  values: dict[str, Value], ctx: PassContext):
         self.cluster, self.chips, self.home, self.model_of, self.values = cluster, chips, home, model_of, values
         self.ctx = ctx
-        self.records: list[dict[str, Any]] = []
+        self.records: list[TransferRecord] = []
 
     def scope(self, graph: Graph, moved: dict[tuple[str, str], str]) -> Graph:
         """Rewrite one graph; `moved` maps (value, device) to the name of the value already moved there."""
@@ -104,7 +106,7 @@ class _Builder:
         seconds = route.time(nbytes)
         base = f"{v}.to.{dst}"
         send_tok = Value(f"{base}.sent", ASYNC_TOKEN)
-        channel = f"{src}->{dst}"
+        channel = channel_id(src, dst)
         out.append(
             Op(
                 "exec.send",
@@ -133,29 +135,20 @@ class _Builder:
                 {"src": src, "dst": dst, "bytes": float(nbytes), "channel": channel},
             )
         )
-        record: dict[str, Any] = {
-            "value": v,
-            "src": src,
-            "dst": dst,
-            "route": route.kind,
-            "hops": [h.kind for h in route.hops],
-            "bytes": float(nbytes),
-            "seconds": seconds,
-            "send": f"send.{base}",
-            "recv": f"recv.{base}",
-            "convert": None,
-        }
-        result = recv_val.name
+        result, convert = recv_val.name, None
         if val.type.kind == "kv":
             conv = self._convert(v, src, dst, recv_val, out)
             if conv is not None:
-                result, record["convert"] = conv
-        self.records.append(record)
+                result, convert = conv
+        self.records.append(TransferRecord(
+            value=v, src=src, dst=dst, route=route.kind, hops=tuple(h.kind for h in route.hops), bytes=float(nbytes),
+            seconds=seconds, send=f"send.{base}", recv=f"recv.{base}", convert=convert,
+        ))
         moved[(v, dst)] = result
         self.home[result] = dst
         return result
 
-    def _convert(self, v: str, src: str, dst: str, received: Value, out: list[Op]) -> tuple[str, dict] | None:
+    def _convert(self, v: str, src: str, dst: str, received: Value, out: list[Op]) -> tuple[str, ConvertRecord] | None:
         a, b = self.chips[src], self.chips[dst]
         model = self.model_of.get(v)
         kv_dtype = get_model(model).kv_dtype if model else "bf16"
@@ -179,5 +172,4 @@ class _Builder:
         op_name = f"convert.{received.name}"
         out.append(Op("exec.convert", op_name, (received.name,), (conv_val, Value(f"{name}.done", ASYNC_TOKEN)), attrs))
         self.values[name] = conv_val
-        info = {"op": op_name, **attrs}
-        return name, info
+        return name, ConvertRecord(op=op_name, **attrs)

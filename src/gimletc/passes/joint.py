@@ -15,59 +15,55 @@ searched as follows:
 3. The runner-up of each call: the best configuration in which that call
    takes another kind, the rest as chosen.
 
-Small graphs (at most `joint_units` ops) score each configuration by
-compiling it to the end and replaying it, the same numbers the plan reports;
-larger ones score by the placement's own list-schedule and skip steps 2-3,
-evaluating one configuration per kind that applies beyond phase (phase split
-places a superset of what whole does). Because every uniform configuration is
-among the candidates, the joint result is never worse than the best single
+Small graphs (at most `joint_units` ops) score each configuration with the
+driver's scorer (`PassContext.score_placed`): the user's own passes after
+place, then the plan's metrics on the replay, the same numbers the plan
+reports (so a pipeline without overlap scores without it). Larger graphs, and
+pipelines run without a driver (no scorer), score by the placement's own
+list-schedule; larger ones also skip steps 2-3, evaluating one configuration
+per kind that applies beyond phase (phase split places a superset of what
+whole does). Because every uniform configuration is among the candidates, the
+joint result is never worse than the best single
 kind applied alone.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import replace
 
 from gimletc.ir import Graph
+from gimletc.ir.names import decode_name, prefill_name
 from gimletc.passes.manager import PassContext
 from gimletc.passes.partition import KINDS, LLMCall, Variant, apply_variants, variant_for
-
-if TYPE_CHECKING:
-    from gimletc.passes.place import Place
+from gimletc.passes.placement.evaluate import Evaluation
+from gimletc.passes.placement.problem import PlacementError
+from gimletc.passes.results import PartitionReport, PlacementSearch
 
 MAX_CONFIGS = 40
 
-
-def _score_by_replay(placed: Graph, ctx: PassContext, objective: str) -> float:
-    """The objective of the finished plan: transfers, schedule, overlap, replay, plan metrics."""
-    from gimletc.compiler import plan_metrics
-    from gimletc.passes.insert_transfers import InsertTransfers
-    from gimletc.passes.overlap import Overlap
-    from gimletc.passes.schedule import Schedule
-
-    g = placed
-    for p in (InsertTransfers(), Schedule(), Overlap()):
-        g = p.run(g, ctx)
-    _, tl = ctx.data["timeline"]
-    return plan_metrics(g, tl, ctx.cluster).objective(objective)
+# (graph with the partitioning applied, a context to record the search in, objective) -> placed graph
+PlaceFn = Callable[[Graph, PassContext, str], tuple[Graph, Evaluation]]
 
 
-def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: PassContext, objective: str) -> Graph:
-    from gimletc.passes.place import PlacementError
-
-    kinds = KINDS if pp.partitions == "auto" else (pp.partitions,)
+def choose_partitions(graph: Graph, calls: dict[str, LLMCall], ctx: PassContext, objective: str, place: PlaceFn,
+                      partitions: str = "auto", joint_units: int = 60) -> Graph:
+    """The graph with every call in `calls` partitioned and everything placed by `place`, the variants
+    chosen jointly (see the module docstring); records `ctx.partitions` and `ctx.placement`."""
+    kinds = KINDS if partitions == "auto" else (partitions,)
     options: dict[str, dict[str, Variant]] = {}
     for n, call in calls.items():
         opts = {k: v for k in kinds if (v := variant_for(k, call, ctx.cluster, ctx.stack)) is not None}
         if not opts:  # a forced kind that does not apply to this call: it stays whole
             opts = {"whole": Variant("whole")}
-        if f"{n}.prefill" in ctx.pins or f"{n}.decode" in ctx.pins:  # pinning the phases implies splitting them
+        if prefill_name(n) in ctx.pins or decode_name(n) in ctx.pins:  # pinning the phases implies splitting them
             opts = {"phase": Variant("phase", note="its phases are pinned")}
         options[n] = opts
-    small = sum(1 for _ in graph.walk()) <= pp.joint_units
+    small = sum(1 for _ in graph.walk()) <= joint_units
+    scorer = ctx.score_placed if small else None
 
-    cache: dict[tuple, tuple[float, Graph | None, dict[str, Any] | None]] = {}
+    cache: dict[tuple, tuple[float, Graph | None, PlacementSearch | None]] = {}
     first_error: list[Exception] = []
 
     def evaluate(config: dict[str, str]) -> float:
@@ -78,14 +74,14 @@ def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: P
         sub = PassContext(cluster=ctx.cluster, objective=objective, power_budget_w=ctx.power_budget_w, pins=dict(ctx.pins),
                           stack=ctx.stack)
         try:
-            placed, ev = pp.place(g, sub, objective)
-            score = _score_by_replay(placed, sub, objective) if small else ev.objective(objective)
+            placed, ev = place(g, sub, objective)
+            score = scorer(placed, sub, objective) if scorer is not None else ev.objective(objective)
         except PlacementError as e:
             if not first_error:
                 first_error.append(e)
             cache[key] = (math.inf, None, None)
             return math.inf
-        cache[key] = (score, placed, sub.data["placement"])
+        cache[key] = (score, placed, sub.placement)
         return score
 
     def fallback(n: str) -> str:
@@ -123,20 +119,19 @@ def choose_partitions(pp: Place, graph: Graph, calls: dict[str, LLMCall], ctx: P
 
     score, placed, placement = cache[tuple(sorted(best.items()))]
     assert placed is not None and placement is not None
-    report: dict[str, Any] = {}
     for n in calls:
         alts = [(cache[key][0], dict(key)[n]) for key in cache if dict(key)[n] != best[n] and cache[key][0] < math.inf]
         runner = min(alts) if alts else None
         v = options[n][best[n]]
-        report[n] = {
-            "kind": best[n],
-            "detail": v.describe(),
-            "note": v.note,
-            "objective": score,
-            "runner_up": runner[1] if runner else None,
-            "runner_up_objective": runner[0] if runner else None,
-            "options": sorted(options[n]),
-        }
-    ctx.data.setdefault("partitions", {}).update(report)
-    ctx.data["placement"] = {**placement, "partition_configs": len(cache), "partition_scoring": "replay" if small else "list-schedule"}
+        ctx.partitions[n] = PartitionReport(
+            kind=best[n],
+            detail=v.describe(),
+            note=v.note,
+            objective=score,
+            runner_up=runner[1] if runner else None,
+            runner_up_objective=runner[0] if runner else None,
+            options=tuple(sorted(options[n])),
+        )
+    ctx.placement = replace(placement, partition_configs=len(cache),
+                            partition_scoring="replay" if scorer is not None else "list-schedule")
     return placed

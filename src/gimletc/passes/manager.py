@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import annotated_types
 
+from gimletc.analysis.manager import AnalysisManager
 from gimletc.errors import GimletError
 from gimletc.ir import LEVELS, Graph, IRError, Level, level_of, print_graph, verify
 from gimletc.ir.levels import LEVEL_ATTR
+from gimletc.passes.results import OverlapReport, PartitionReport, PlacementSearch, TransferRecord
 
 if TYPE_CHECKING:
     from gimletc.hardware import Cluster
@@ -68,9 +70,16 @@ class PassFailure(GimletError):
         super().__init__(f"pass {pass_name!r} failed {after}: {detail}{what}")
 
 
+# (placed graph, a context to run later passes in, objective) -> the objective's value for that placement.
+PartitionScorer = Callable[[Graph, "PassContext", str], float]
+
+
 @dataclass
 class PassContext:
-    """What passes share beyond the graph: the target cluster, the goal, and results handed on."""
+    """What passes share beyond the graph: the target cluster, the goal, and results handed on.
+
+    Results passes hand on are typed fields, each written by one pass (gimletc.passes.results);
+    pure functions of a graph (its replay) are computed once per graph through `analyses`."""
 
     cluster: Cluster | None = None
     objective: str = "latency"
@@ -79,9 +88,17 @@ class PassContext:
     dump_after: frozenset[str] = frozenset()  # pass names whose output IR to keep; "*" keeps every one
     dumps: dict[str, str] = field(default_factory=dict)  # pass name -> printed IR
     timings: list[tuple[str, float]] = field(default_factory=list)  # (pass name, seconds)
-    data: dict[str, Any] = field(default_factory=dict)  # analysis results for later passes and the plan
+    data: dict[str, Any] = field(default_factory=dict)  # free-form, for passes outside gimletc
     progress: Callable[[str], None] | None = None
     stack: str = "reference"  # the software stack the cost model prices (see gimletc.models.workload)
+    analyses: AnalysisManager = field(default_factory=AnalysisManager)
+    # Set by the compile driver: how place scores a partitioning (the user's passes after place, then
+    # the plan's metrics). None: place scores by its own list-schedule.
+    score_placed: PartitionScorer | None = None
+    placement: PlacementSearch | None = None  # written by place
+    partitions: dict[str, PartitionReport] = field(default_factory=dict)  # by place and the partition passes
+    transfers: tuple[TransferRecord, ...] = ()  # by insert-transfers
+    overlap: OverlapReport | None = None  # by overlap
 
 
 # ---- passes and their options ------------------------------------------------------------

@@ -24,7 +24,7 @@ from annotated_types import Ge
 
 from gimletc.ir import ASYNC_TOKEN, Graph, Level, Op, Value
 from gimletc.passes.manager import Pass, PassContext
-from gimletc.sim import replay
+from gimletc.passes.results import OverlapReport
 
 TRANSFER_KINDS = ("exec.send", "exec.recv", "exec.convert")
 
@@ -156,20 +156,20 @@ class Overlap(Pass):
     stream: bool = True
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        # Replays go through the analysis cache: the driver reads the kept graph's replay from it.
+        replay = ctx.analyses.timeline
         tl = replay(graph)
         best, best_tl = graph, tl
-        report = {"before_s": tl.makespan, "async": False, "streamed": False}
+        before, use_async, streamed = tl.makespan, False, False
         cand = async_transfers(best)
         tl = replay(cand)
         if tl.makespan <= best_tl.makespan:
-            best, best_tl, report["async"] = cand, tl, True
+            best, best_tl, use_async = cand, tl, True
         if self.stream and self.chunks > 1:
             cand = stream_kv(best, self.chunks)
             if cand is not best:
                 tl = replay(cand)
                 if tl.makespan < best_tl.makespan:
-                    best, best_tl, report["streamed"] = cand, tl, True
-        report["after_s"] = best_tl.makespan
-        ctx.data["overlap"] = report
-        ctx.data["timeline"] = (best, best_tl)  # the compile driver reuses this replay
+                    best, best_tl, streamed = cand, tl, True
+        ctx.overlap = OverlapReport(before_s=before, after_s=best_tl.makespan, async_transfers=use_async, streamed=streamed)
         return best

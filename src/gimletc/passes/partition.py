@@ -46,7 +46,9 @@ from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Level, Op, Type, Value
 from gimletc.models import Model, get_model, step_workload
 from gimletc.models.workload import restrict
+from gimletc.ir.names import decode_name
 from gimletc.passes.manager import Pass, PassContext
+from gimletc.passes.results import PartitionReport
 
 Kind = Literal["whole", "phase", "layers", "attn-ffn", "speculative"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -247,7 +249,7 @@ def pipeline_variant(call: LLMCall, chip: Chip, min_stages: int = 2, max_stages:
     costs = layer_costs(m, chip, "decode", call.batch, 1, call.mid_ctx)
     mems = layer_memory(m, tokens, call.batch)
     table = m.vocab * m.hidden * nbytes(m.weight_dtype)
-    head = (table, table if not m.tied_embeddings else table)
+    head = (table, table)  # tied or not: the last stage holds its own copy of the table (see _head_bytes)
     for s in range(min_stages, min(max_stages, m.layers) + 1):
         cuts = best_cuts(costs, mems, s, chip.capacity_bytes, head)
         if cuts is not None:
@@ -314,7 +316,7 @@ def rewrite(call: LLMCall, v: Variant) -> tuple[list[Op], list[Op]]:
             body.append(Op("model.decode", f"{name}.decode.s{s}", (*prev, kvs[s]), (res,), attrs))
             prev = (res.name,)
         body.append(Op("agent.yield", f"{name}.decode.yield", (f"{name}.next",)))
-        loop = Op("agent.loop", f"{name}.decode", (first.name,), (out,),
+        loop = Op("agent.loop", decode_name(name), (first.name,), (out,),
                   {"expected": float(n_out), "max": n_out}, (Graph(tuple(body), (tok,)),))
         return pre_ops, [loop]
     if v.kind == "attn-ffn":
@@ -342,7 +344,7 @@ def rewrite(call: LLMCall, v: Variant) -> tuple[list[Op], list[Op]]:
                 cur[j] = fv.name
         body.append(Op("agent.yield", f"{name}.decode.yield", tuple(cur)))
         results = (out, *(Value(f"{name}.mb{j}", Type("tokens", 1)) for j in range(1, mb)))
-        loop = Op("agent.loop", f"{name}.decode", tuple(first.name for _ in range(mb)), results,
+        loop = Op("agent.loop", decode_name(name), tuple(first.name for _ in range(mb)), results,
                   {"expected": float(n_out), "max": n_out}, (Graph(tuple(body), args),))
         return [prefill], [loop]
     if v.kind == "speculative":
@@ -371,7 +373,7 @@ def rewrite(call: LLMCall, v: Variant) -> tuple[list[Op], list[Op]]:
             Op("agent.yield", f"{name}.decode.yield", (accepted.name,)),
         ]
         rounds = n_out / e_tok
-        loop = Op("agent.loop", f"{name}.decode", (first.name,), (out,),
+        loop = Op("agent.loop", decode_name(name), (first.name,), (out,),
                   {"expected": rounds, "max": n_out}, (Graph(tuple(body), (tok,)),))
         return [target_prefill, draft_prefill], [loop]
     raise PartitionError(f"unknown partitioning kind {v.kind!r}; known: {', '.join(KINDS)}")
@@ -461,8 +463,8 @@ def force(graph: Graph, ctx: PassContext, kind: str, phases: str = "both", stage
             raise PartitionError(f"LLM call {n}: partitioning kind {kind} does not apply here "
                                  + ("(no draft model)" if kind == "speculative" else "(see docs/compiler.md)"))
         chosen[n] = v
-    ctx.data.setdefault("partitions", {}).update(
-        {n: {"kind": v.kind, "detail": v.describe(), "why": f"forced by the {kind} pass"} for n, v in chosen.items()}
+    ctx.partitions.update(
+        {n: PartitionReport(kind=v.kind, detail=v.describe(), why=f"forced by the {kind} pass") for n, v in chosen.items()}
     )
     return apply_variants(graph, calls, chosen)
 

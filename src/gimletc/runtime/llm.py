@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gimletc.importers.onnx_import import ImportedModel
+from gimletc.models.onnx import ImportedModel
 from gimletc.targets.partition import Partition
 
 __all__ = ["ModelPart", "SpecStats", "speculative_decode"]

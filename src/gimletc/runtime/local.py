@@ -60,7 +60,7 @@ import numpy as np
 from gimletc.errors import GimletError
 from gimletc.hardware import get_chip
 from gimletc.hardware.schema import Chip
-from gimletc.importers.onnx_import import ImportedModel, load_onnx
+from gimletc.models.onnx import ImportedModel, load_onnx
 from gimletc.ir import Graph, Op, parse_graph, verify
 from gimletc.runtime.executors import ExecutorError, IreeExecutor, OrtExecutor, gpu_drivers, ort_providers
 from gimletc.runtime.kv import STEP_AXES, KVCache, KVLayoutError, axes_of, cast, known_layout, to_axes
@@ -147,8 +147,8 @@ class RunReport:
 
     def chrome_trace(self) -> dict[str, Any]:
         """The run as a Chrome/Perfetto trace: a track per worker (device, CPU lane) and per link channel."""
-        from gimletc.sim.replay import Event, Timeline
-        from gimletc.sim.trace import chrome_trace
+        from gimletc.analysis.replay import Event, Timeline
+        from gimletc.analysis.trace import chrome_trace
 
         events = tuple(Event(op, kind, of, (res,), start, end, depth) for op, kind, of, res, start, end, depth in self.events)
         busy: dict[str, float] = {}
@@ -1094,7 +1094,7 @@ class LocalRuntime:
 
     # ---- report ------------------------------------------------------------------------------------
     def _report(self, wall_ms: float) -> RunReport:
-        from gimletc.sim import replay
+        from gimletc.analysis.replay import replay
 
         tl = replay(self.graph)
         llms = self._checks() if self.check else {}

@@ -215,7 +215,7 @@ def serving_workload(graph: Graph, cluster: Cluster, config: ServingConfig, sim:
         engine_models.append([(model, k.tp, ())])
 
     first = cluster.nodes[0]
-    host = HostSpec(f"{first.name}.host", get_chip(host_chip or first.host.cpu), first.host.sockets)
+    host = HostSpec(f"{first.name}.host", get_chip(host_chip or first.host.cpu), first.host.sockets, first.host.lanes)
     tp_of = {(m.model, "prefill"): m.prefill.tp for m in config.models}
     tp_of.update({(m.model, "decode"): (m.decode.tp if m.mode == "disagg" and m.decode else m.prefill.tp)
                   for m in config.models})

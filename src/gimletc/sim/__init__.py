@@ -1,11 +1,9 @@
-"""Simulation: an event-driven replay of one request and its Chrome / Perfetto trace."""
+"""The load simulator: arrivals, the discrete-event simulation of a deployment under load, and its
+serving metrics. (The single-request replay and its trace are `gimletc.analysis`.)"""
 
-from gimletc.sim.replay import Event, Timeline, replay
-from gimletc.sim.trace import chrome_trace, write_chrome_trace
 from gimletc.sim.arrivals import Arrivals, generate, load_trace
 from gimletc.sim.load import EngineConfig, LoadResult, SimConfig, SimulationError, simulate, simulate_plan
 from gimletc.sim.metrics import SLO, goodput, summary
 
-__all__ = ["Event", "Timeline", "chrome_trace", "replay", "write_chrome_trace"]
-__all__ += ["SLO", "Arrivals", "EngineConfig", "LoadResult", "SimConfig", "SimulationError", "generate", "goodput",
-            "load_trace", "simulate", "simulate_plan", "summary"]
+__all__ = ["SLO", "Arrivals", "EngineConfig", "LoadResult", "SimConfig", "SimulationError", "generate", "goodput",
+           "load_trace", "simulate", "simulate_plan", "summary"]

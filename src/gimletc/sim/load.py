@@ -36,7 +36,8 @@ What is simulated (docs/serving.md has the full model and its validation):
   * ops the simulator does not batch (draft/verify, attention/FFN blocks)
     run as jobs of their compiled seconds on their engine;
   * tools, code and retrieval take their `seconds` on a host CPU lane (a host
-    has `host_lanes` lanes, FIFO), optionally exponentially distributed;
+    has its `Host.lanes` lanes, or `host_lanes` if set; FIFO), optionally
+    exponentially distributed;
   * transfers hold their link channel for their `seconds`, one at a time per
     channel (FIFO): two transfers on one link serialise;
   * conversions take their seconds without holding a resource.
@@ -67,12 +68,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gimletc.cost import accounting
 from gimletc.errors import GimletError
+from gimletc.hardware.resources import DEFAULT_HOST_LANES
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op
 from gimletc.ir.core import _uses_including_regions
 from gimletc.models import Model, get_model
-from gimletc.passes.place import HOST_LANES  # the compiler's CPU lanes per host
 from gimletc.sim.arrivals import Arrivals
 from gimletc.sim.steps import PROFILES, SoftwareProfile, StepCost
 
@@ -131,7 +133,7 @@ class EngineConfig:
 class SimConfig:
     engine: EngineConfig = EngineConfig()
     profile: SoftwareProfile | None = None  # None: the stack the plan was compiled for (else "calibrated")
-    host_lanes: int = HOST_LANES
+    host_lanes: int | None = None  # CPU lanes of every host; None: each host's own (Host.lanes)
     loops: Literal["geometric", "mean"] = "geometric"
     tool_times: Literal["fixed", "exponential"] = "fixed"
     weight_dtype: str | None = None  # override every model's weight format (e.g. fp8)
@@ -141,7 +143,7 @@ class SimConfig:
     fast_forward: bool = True  # run unchanging decode batches to their next finish in one event
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host_lanes, int) or self.host_lanes < 1:
+        if self.host_lanes is not None and (not isinstance(self.host_lanes, int) or self.host_lanes < 1):
             raise SimulationError(f"host_lanes must be a positive integer; got {self.host_lanes!r}")
         if self.loops not in ("geometric", "mean"):
             raise SimulationError(f"loops must be 'geometric' or 'mean'; got {self.loops!r}")
@@ -178,6 +180,7 @@ class HostSpec:
     id: str
     chip: Chip
     sockets: int = 1
+    lanes: int = DEFAULT_HOST_LANES
 
 
 @dataclass(slots=True)
@@ -687,7 +690,7 @@ class _Sim:
             e.near = tuple(o for o in self.engines if mine & set(o.devs))
         self.pools = [tuple(p) for p in wl.pools]
         self.pool_rr = [0] * len(self.pools)
-        self.hosts = [_Pool(cfg.host_lanes) for _ in wl.hosts]
+        self.hosts = [_Pool(cfg.host_lanes or h.lanes) for h in wl.hosts]
         self.channel_names = list(wl.channels)  # plus those a deployment's routes open while running
         self.channel_ids: dict[str, int] = {c: i for i, c in enumerate(self.channel_names)}
         self.channels = [_Pool(1) for _ in self.channel_names]
@@ -1437,8 +1440,7 @@ class _Sim:
         for d, dev in enumerate(self.dev_ids):
             chip = self.dev_chip[d]
             util[dev] = self.dev_busy_s[d] / span if span > 0 else 0.0
-            active = min(max(self.dev_active_s[d], 0.0), span)
-            energy += chip.tdp_w * active + chip.idle_w * (span - active)
+            energy += accounting.energy_j(chip, self.dev_active_s[d], span)
         for e in self.engines:
             chip = e.spec.chip
             u = e.busy_s / span if span > 0 else 0.0
@@ -1456,10 +1458,10 @@ class _Sim:
                 "kv_capacity_gb": sum(self.dev_cap[d] for d in e.devs) / 1e9,
             })
         for h, pool in zip(self.wl.hosts, self.hosts, strict=True):
-            frac = pool.busy_s / (pool.lanes * span) if span > 0 else 0.0
-            util[h.id] = frac
+            busy = accounting.host_busy_s(pool.busy_s, pool.lanes)
+            util[h.id] = busy / span if span > 0 else 0.0
             if pool.busy_s > 0:
-                energy += h.sockets * (h.chip.tdp_w * frac * span + h.chip.idle_w * (1 - frac) * span)
+                energy += accounting.energy_j(h.chip, busy, span, h.sockets)
         for name, pool in zip(self.channel_names, self.channels, strict=True):
             util[name] = pool.busy_s / span if span > 0 else 0.0
         return LoadResult(
@@ -1504,14 +1506,15 @@ def _host_of(resource: str) -> str:
 
 
 def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], name: str = "graph",
-                  sockets: Mapping[str, int] | None = None, stack: str = "reference") -> Workload:
+                  sockets: Mapping[str, int] | None = None, stack: str = "reference",
+                  lanes: Mapping[str, int] | None = None) -> Workload:
     """A workload that runs a compiled exec-level graph as placed.
 
     `devices` maps each device id to (node, chip, role: "accelerator" or "host").
     Every group of accelerators an op is placed on becomes an engine (groups that
     share a device take turns on it); every host becomes a CPU pool; every
     channel a link."""
-    sockets = sockets or {}
+    sockets, lanes = sockets or {}, lanes or {}
 
     def devs_of(op: Op) -> tuple[str, ...]:
         ds = op.attr("devices")
@@ -1547,7 +1550,7 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
     pools = [(i,) for i in range(len(engines))]
     hosts_ids = [d for d, info in devices.items() if info[2] == "host"]
     host_idx = {h: i for i, h in enumerate(hosts_ids)}
-    hosts = [HostSpec(h, devices[h][1], sockets.get(h, 1)) for h in hosts_ids]
+    hosts = [HostSpec(h, devices[h][1], sockets.get(h, 1), lanes.get(h, DEFAULT_HOST_LANES)) for h in hosts_ids]
     channels: list[str] = []
     chan_idx: dict[str, int] = {}
     engine_models: list[list[tuple[str, int, tuple]]] = [[] for _ in engines]
@@ -1646,8 +1649,8 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
         return specs[op.name]
 
     used = sorted({d for e in engines for d in e.devices})
-    power = sum(devices[d][1].tdp_w for d in used)
-    price = sum(devices[d][1].price_per_hour or 0.0 for d in used)
+    power = sum(accounting.power_w(devices[d][1]) for d in used)
+    price = sum(accounting.hourly_usd(devices[d][1]) for d in used)
     return Workload(graph, cached, engines, pools, [e.id for e in engines], hosts, engine_models, channels,
                     None, name, "fused" if stack == "fused" else "calibrated", len(used), power, price)
 
@@ -1657,7 +1660,7 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
     """Simulate a `DeploymentPlan` (or a path to one) under `arrivals`.
 
     The plan's `ir` holds its exec-level graph; its `cluster` summary names the
-    chips. With `cluster` (a Cluster), hosts get their socket counts for energy."""
+    chips and gives each host's sockets and lanes (a `cluster`, if given, gives them instead)."""
     from gimletc.hardware import get_chip
     from gimletc.ir import parse_graph
     from gimletc.plan import DeploymentPlan, load_plan
@@ -1667,10 +1670,11 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
         raise SimulationError(f"plan {p.name}: has no compiled IR (field `ir`); recompile it with this gimletc")
     graph = parse_graph(p.ir)
     devices = {d.id: (d.node, get_chip(d.chip), d.role) for d in p.cluster.devices}
-    sockets = {}
+    sockets = {h: s.sockets for h, s in p.cluster.hosts.items()}
+    lanes = {h: s.lanes for h, s in p.cluster.hosts.items()}
     if cluster is not None:
         for d in cluster.devices():
             if d.role == "host":
-                sockets[d.id] = cluster.node(d.node).host.sockets
+                sockets[d.id], lanes[d.id] = accounting.units(cluster, d), accounting.lanes(cluster, d)
     stack = str((p.inputs.get("options") or {}).get("stack") or "reference")
-    return simulate(plan_workload(graph, devices, p.name, sockets, stack), arrivals, config, seed, progress)
+    return simulate(plan_workload(graph, devices, p.name, sockets, stack, lanes), arrivals, config, seed, progress)

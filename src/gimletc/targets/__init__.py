@@ -21,7 +21,7 @@ __all__ = ["build_artifacts", "build_plan_artifacts", "dataflow_module", "extrac
 
 def __getattr__(name: str) -> Any:
     if name in ("build_artifacts", "build_plan_artifacts"):
-        from gimletc.targets import build
+        import gimletc.targets.build as build
 
         return getattr(build, name)
     if name == "dataflow_module":
@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
         return dataflow_module
     if name in ("extract", "parse_partition"):
-        from gimletc.targets import partition
+        import gimletc.targets.partition as partition
 
         return getattr(partition, name)
     raise AttributeError(name)

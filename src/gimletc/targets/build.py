@@ -39,10 +39,12 @@ import onnx
 from gimletc._io import write_atomic
 from gimletc.errors import GimletError
 from gimletc.hardware import get_chip
+from gimletc.hardware.resources import device_of
 from gimletc.hardware.schema import Chip
-from gimletc.importers.onnx_import import ImportedModel, load_onnx
+from gimletc.models.onnx import ImportedModel, load_onnx
 from gimletc.ir import Graph, parse_graph
-from gimletc.targets import iree as iree_mod
+from gimletc.ir.names import call_of_decode
+import gimletc.targets.iree as iree_mod
 from gimletc.targets.partition import MODEL_COMPUTES, Subgraph, extract, graph_partitions, whole
 from gimletc.targets.vendors import execution_provider, iree_backend, toolchain
 
@@ -191,7 +193,7 @@ def build_plan_artifacts(
         return im.model if im is not None else None
 
     parts = graph_partitions(g, model_of)
-    decodes = {str(op.attr("llm") or op.name.removesuffix(".decode")) for op in model_computes(g)
+    decodes = {str(op.attr("llm") or call_of_decode(op.name) or op.name) for op in model_computes(g)
                if op.attr("kind_of") == "model.decode" and parts.get(op.name) is not None and parts[op.name].is_whole}
     if set(drafts) - decodes:
         raise ArtifactError(f"--draft names LLM call(s) {', '.join(sorted(set(drafts) - decodes))} with no whole decode "
@@ -201,7 +203,7 @@ def build_plan_artifacts(
             continue  # a catalog model: nothing to build
         im = b.imported(str(op.attr("model")), op.name)
         device = str(op.attr("device"))
-        chip = chips.get(device.split("#", 1)[0])
+        chip = chips.get(device_of(device))
         if chip is None:
             raise ArtifactError(f"op {op.name}: device {device} is not in the plan's cluster")
         b.reference(im)
@@ -209,7 +211,7 @@ def build_plan_artifacts(
         if part is not None:
             b.executables(im, op, chip, device, part)
         if op.attr("kind_of") == "model.decode" and part is not None and part.is_whole:
-            llm = str(op.attr("llm") or op.name.removesuffix(".decode"))
+            llm = str(op.attr("llm") or call_of_decode(op.name) or op.name)
             spec = drafts.pop(llm, None)
             if spec is not None:
                 d = b.imported(str(spec[0]), op.name)

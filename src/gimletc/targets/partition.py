@@ -30,7 +30,7 @@ from typing import Any
 import onnx
 
 from gimletc.errors import GimletError
-from gimletc.importers.onnx_import import ImportedModel, tensor_bytes
+from gimletc.models.onnx import ImportedModel, tensor_bytes
 
 __all__ = [
     "Partition",

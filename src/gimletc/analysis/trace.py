@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gimletc._io import write_atomic
-from gimletc.sim.replay import Timeline
+from gimletc.analysis.replay import Timeline
 
 __all__ = ["chrome_trace", "write_chrome_trace"]
 

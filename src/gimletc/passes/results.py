@@ -1,0 +1,89 @@
+"""What passes hand each other and the plan: typed results, each with one owner.
+
+Each result is written by one pass (named below) into its `PassContext` field
+and read by later passes and by the compile driver, which turns it into the
+plan's own models. Results that are pure functions of a graph (the replay
+timeline) are not stored here but computed through `PassContext.analyses`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PlacementSearch:
+    """How `place` searched (`PassContext.placement`): the method, its effort and the bound it reached."""
+
+    objective: str
+    method: str  # exhaustive | greedy | greedy+local-search | milp ... (see gimletc.passes.place)
+    evaluated: int
+    objective_value: float
+    bound: float  # a lower bound on the objective no placement beats
+    gap: float  # (objective - bound) / objective
+    units: int
+    search_space_log10: float
+    latency_s: float  # the placement's own list-schedule prediction
+    energy_j: float
+    power_w: float
+    partition_configs: int | None = None  # partitioning configurations compared (joint choice only)
+    partition_scoring: str | None = None  # "replay" (the driver's scorer) | "list-schedule"
+
+
+@dataclass(frozen=True)
+class ConvertRecord:
+    """A KV-cache layout or dtype conversion `insert-transfers` added on a transfer's destination."""
+
+    op: str
+    device: str
+    from_layout: str
+    to_layout: str
+    from_dtype: str
+    to_dtype: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """One cross-device move `insert-transfers` inserted (`PassContext.transfers`)."""
+
+    value: str
+    src: str
+    dst: str
+    route: str
+    hops: tuple[str, ...]
+    bytes: float
+    seconds: float
+    send: str  # the exec.send op's name
+    recv: str
+    convert: ConvertRecord | None = None
+
+
+@dataclass(frozen=True)
+class OverlapReport:
+    """What `overlap` kept (`PassContext.overlap`): each rewrite only where the replay did not grow."""
+
+    before_s: float
+    after_s: float
+    async_transfers: bool
+    streamed: bool
+
+    def to_plan(self) -> dict[str, Any]:
+        """The plan's `overlap` object."""
+        return {"after_s": self.after_s, "async": self.async_transfers, "before_s": self.before_s,
+                "streamed": self.streamed}
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    """How one LLM call was partitioned (`PassContext.partitions`), by `place` or a forcing pass."""
+
+    kind: str
+    detail: str = ""
+    note: str = ""
+    objective: float | None = None  # the plan's objective with this choice (predicted)
+    runner_up: str | None = None
+    runner_up_objective: float | None = None
+    options: tuple[str, ...] = ()
+    why: str = ""
