@@ -163,15 +163,12 @@ def test_a_cache_in_the_wrong_layout_is_an_error_not_wrong_numbers():
     assert np.array_equal(back, k)
     nhd = to_axes(k, "bhsd", axes_of("paged-nhd"))
     assert nhd.shape == (1, 4, 2, 5) and np.array_equal(to_axes(nhd, "bshd", "bhsd"), k)
-    from gimletc.runtime.local import LocalRuntime
-
-    rt = LocalRuntime.__new__(LocalRuntime)
     from gimletc.hardware import get_chip
+    from gimletc.ir import Op
+    from gimletc.runtime.device import step_kv
 
     with pytest.raises(KVLayoutError, match="paged-nhd"):
-        from gimletc.ir import Op
-
-        rt._step_kv(kv, None, get_chip("h200"), Op("exec.compute", "x", attrs={"of": "x", "device": "d", "seconds": 0.0}))
+        step_kv(kv, None, get_chip("h200"), Op("exec.compute", "x", attrs={"of": "x", "device": "d", "seconds": 0.0}))
 
 
 def test_tools_are_callables_looked_up_by_op_name(tmp_path):
@@ -246,3 +243,4 @@ def test_a_gpu_partition_runs_on_the_gpu(tmp_path, iree_cache):
     r = run_plan(path, backend="iree")
     assert r.devices[H200]["ran_on"] == "this machine's GPU"
     assert r.llms["chat"].tokens_match and r.max_abs_diff <= TOL
+

@@ -96,7 +96,8 @@ class IreeExecutor:
     _context: object
 
     @classmethod
-    def load(cls, name: str, vmfb: Path, entry: str, inputs: Sequence[str], outputs: Sequence[str], driver: str) -> IreeExecutor:
+    def load(cls, name: str, vmfb: Path | bytes, entry: str, inputs: Sequence[str], outputs: Sequence[str],
+             driver: str) -> IreeExecutor:
         try:
             import iree.runtime as rt
         except ImportError:
@@ -104,10 +105,12 @@ class IreeExecutor:
         try:
             config = rt.Config(driver)
             ctx = rt.SystemContext(config=config)
-            ctx.add_vm_module(rt.VmModule.copy_buffer(config.vm_instance, vmfb.read_bytes()))
+            data = vmfb if isinstance(vmfb, bytes) else vmfb.read_bytes()
+            ctx.add_vm_module(rt.VmModule.copy_buffer(config.vm_instance, data))
             fn = ctx.modules.module[entry]
         except Exception as e:  # noqa: BLE001
-            raise ExecutorError(f"{name}: IREE cannot load {vmfb.name} on driver {driver}: {' '.join(str(e).split())[:300]}") from None
+            what = vmfb.name if isinstance(vmfb, Path) else "its binary"
+            raise ExecutorError(f"{name}: IREE cannot load {what} on driver {driver}: {' '.join(str(e).split())[:300]}") from None
         return cls(name, fn, tuple(inputs), tuple(outputs), driver, ctx)
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
