@@ -17,6 +17,7 @@ provider where installed, else on the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ from gimletc.runtime.values import Activations, RunError
 from gimletc.targets.partition import parse_partition
 from gimletc.targets.vendors import iree_backend
 
-__all__ = ["DeviceProgram", "Emit", "Outcome", "convert_kv", "step_kv"]
+__all__ = ["DeviceProgram", "Emit", "Outcome", "convert_kv", "op_from_wire", "op_to_wire", "step_kv"]
 
 KV = dict[int, tuple[np.ndarray, np.ndarray]]
 
@@ -58,6 +59,24 @@ class Outcome:
     speculative: dict[str, Any] | None = None
     chunk_kv: KVCache | None = None  # a streamed prefill chunk's own layers (what its send moves)
     notes: list[str] = field(default_factory=list)
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _thaw(x) for k, x in v.items()}
+    if isinstance(v, tuple | list):
+        return type(v)(_thaw(x) for x in v)
+    return v
+
+
+def op_to_wire(op: Op) -> tuple[Any, ...]:
+    """A device op as plain data (IR attributes are read-only mappings, which do not pickle)."""
+    return (op.kind, op.name, op.operands, op.results, _thaw(op.attrs))
+
+
+def op_from_wire(wire: tuple[Any, ...]) -> Op:
+    kind, name, operands, results, attrs = wire
+    return Op(kind, name, operands, results, attrs)
 
 
 def step_kv(kv: KVCache, part: ModelPart | None, chip: Chip, op: Op, layers: Any = None,

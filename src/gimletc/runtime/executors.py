@@ -4,7 +4,9 @@ Both take and return tensors by the partition's ONNX input and output names.
 onnxruntime sessions run with one intra-op thread, so each worker uses one core
 and workers run side by side; IREE modules run on the `local-sync` driver (on
 the calling worker thread) for llvm-cpu binaries, or on the GPU driver of
-their backend where this machine has such a GPU.
+their backend where this machine has such a GPU; before any IREE call on a GPU
+driver, the calling thread binds the GPU's primary context (`gpu_context.bind`):
+IREE does not, and a worker thread without it fails with CUDA_ERROR_INVALID_CONTEXT.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class IreeExecutor:
             import iree.runtime as rt
         except ImportError:
             raise ExecutorError(f"{name}: IREE's runtime is not installed (pip install 'gimletc[iree]')") from None
+        _bind(name, driver)
         try:
             config = rt.Config(driver)
             ctx = rt.SystemContext(config=config)
@@ -118,6 +121,7 @@ class IreeExecutor:
             args = [np.require(feeds[k], requirements='C') for k in self.inputs]  # keeps 0-d arrays 0-d
         except KeyError as e:
             raise ExecutorError(f"{self.name}: no value for its input {e.args[0]}") from None
+        _bind(self.name, self.driver)
         try:
             res = self.function(*args)  # type: ignore[operator]
         except Exception as e:  # noqa: BLE001
@@ -126,3 +130,13 @@ class IreeExecutor:
             res = [res]
         # Copy out: host views of device buffers do not outlive the buffers.
         return {n: np.array(r.to_host() if hasattr(r, "to_host") else r, copy=True) for n, r in zip(self.outputs, res, strict=True)}
+
+
+def _bind(name: str, driver: str) -> None:
+    """Make the GPU's primary context current on this thread before IREE uses it (no-op for CPU drivers)."""
+    from gimletc.runtime import gpu_context
+
+    try:
+        gpu_context.bind(driver)
+    except gpu_context.GpuContextError as e:
+        raise ExecutorError(f"{name}: {e}") from None

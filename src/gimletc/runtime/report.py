@@ -85,6 +85,8 @@ class RunReport:
             "ops": [asdict(o) for o in self.ops],
             "outputs": {k: jsonable(v) for k, v in sorted(self.outputs.items())},
             "notes": self.notes,
+            "executor": self.executor,
+            "attempts": self.attempts,
             "source": "measured on this machine; predicted_ms from the plan's cost model and replay",
         }
 
