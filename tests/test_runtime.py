@@ -195,6 +195,43 @@ def test_artifacts_are_checked_against_their_digests(plans, tmp_path):
         run_plan(plans["phase"].parent / "tampered.json")
 
 
+def test_artifacts_outside_the_plans_artifact_root_are_refused_even_with_their_digest(plans, tmp_path):
+    import os
+
+    plan = load_plan(plans["phase"])
+    folder = tmp_path / "deep" / "er" / "plan"
+    folder.mkdir(parents=True)
+    secret = tmp_path / "secret.txt"  # stands for /etc/passwd: outside, readable, its digest known to the forger
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    for a in plan.artifacts:  # the plan's own artifacts, copied next to the forged plan
+        dest = folder / a["path"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((plans["phase"].parent / a["path"]).read_bytes())
+    ref = next(a for a in plan.artifacts if a["kind"] == "onnx-reference")
+    escape = os.path.relpath(secret, folder)  # ../../../secret.txt
+    assert escape.startswith("../")
+    forged = plan.model_copy(update={"artifacts": [dict(a, path=escape, sha256=digest) if a is ref else a for a in plan.artifacts]})
+    forged.write(folder / "forged.json")
+    with pytest.raises(RunError, match=r"resolves to .*secret\.txt, outside the plan's artifact root"):
+        run_plan(folder / "forged.json")
+    # A symlink inside the folder that points out of it is refused too.
+    link = folder / "artifacts" / "link.onnx"
+    link.symlink_to(secret)
+    linked = plan.model_copy(update={"artifacts": [dict(a, path="artifacts/link.onnx", sha256=digest) if a is ref else a
+                                                   for a in plan.artifacts]})
+    linked.write(folder / "linked.json")
+    with pytest.raises(RunError, match="outside the plan's artifact root"):
+        run_plan(folder / "linked.json")
+    # A recorded root narrower than the plan's folder confines the artifacts to it.
+    narrow = plan.model_copy(update={"artifact_root": "artifacts/onnx"})
+    narrow.write(folder / "narrow.json")
+    with pytest.raises(RunError, match="outside the plan's artifact root"):
+        run_plan(folder / "narrow.json")
+    plan.model_copy(update={"artifact_root": "artifacts"}).write(folder / "ok.json")
+    assert run_plan(folder / "ok.json").tokens_match
+
+
 def test_catalog_models_have_no_executable(tmp_path):
     g = AgentGraph("big")
     q = g.input("q", tokens=10)
@@ -217,6 +254,7 @@ def test_cli_build_and_run(tmp_path, capsys):
     assert code == 2 and err.startswith("gimletc: error:") and "gimletc build" in err and err.count("\n") == 1
     code, out, err = _cli(capsys, "build", str(plan), "--no-iree", "--draft", f"answer={DRAFT}:4")
     assert code == 0, err
+    assert load_plan(plan).artifact_root == "plan.artifacts"
     trace = tmp_path / "trace.json"
     code, out, err = _cli(capsys, "run", str(plan), "--json", "--tools", f"{TINY / 'tools.py'}:registry", "--trace", str(trace))
     assert code == 0, err
@@ -376,3 +414,14 @@ def test_a_ray_cluster_without_the_plans_devices_is_refused(ray_cluster, tmp_pat
 
     with pytest.raises(RunError, match="offers no resource named gb200"):
         RayCluster(["gb200.0"])
+
+
+def test_gpu_context_binding_names_the_driver_where_there_is_no_gpu():
+    from gimletc.runtime import gpu_context
+    from gimletc.runtime.executors import gpu_drivers
+
+    assert gpu_context.bind("local-sync") is False and not gpu_context.needs_binding("vulkan")
+    if "cuda" in gpu_drivers():
+        pytest.skip("this machine has a CUDA GPU: the GPU test binds for real")
+    with pytest.raises(gpu_context.GpuContextError, match=r"^cuda: "):
+        gpu_context.bind("cuda")

@@ -7,6 +7,7 @@ Registered on the main CLI by `register(app)`; errors follow the CLI's rules
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -73,7 +74,8 @@ def register(app: typer.Typer) -> None:
         backends: tuple[str, ...] | None = () if no_iree else (tuple(backend) if backend else None)
         arts = build_plan_artifacts(p, out_dir, plan_dir=dest.parent, backends=backends, drafts=_parse_drafts(draft),
                                     model_base=plan.parent)
-        p.model_copy(update={"artifacts": arts}).write(dest)
+        root = Path(os.path.relpath(out_dir.resolve(), dest.parent.resolve())).as_posix()
+        p.model_copy(update={"artifacts": arts, "artifact_root": root}).write(dest)
         kinds: dict[str, int] = {}
         for a in arts:
             key = a["kind"] + (f" ({a['backend']})" if a.get("backend") else "")

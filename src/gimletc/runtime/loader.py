@@ -79,6 +79,7 @@ class LoadedPlan:
         if backend not in BACKENDS:
             raise RunError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.plan, self.dir, self.backend = plan, Path(plan_dir), backend
+        self.root = (self.dir / (getattr(plan, "artifact_root", None) or ".")).resolve()
         if not plan.ir.strip():
             raise RunError(f"plan {plan.name} has no exec IR")
         try:
@@ -95,8 +96,11 @@ class LoadedPlan:
 
     # ---- artifacts -------------------------------------------------------------------------------
     def read(self, a: Mapping[str, Any]) -> bytes:
-        """An artifact's bytes, checked against its sha256 in the plan."""
-        p = self.dir / str(a["path"])
+        """An artifact's bytes, checked against its sha256 in the plan, from inside the plan's artifact root only."""
+        p = (self.dir / str(a["path"])).resolve()  # symlinks resolved: a link out of the root is out
+        if not p.is_relative_to(self.root):
+            raise RunError(f"artifact {a['path']} (op {a.get('op', '-')}) resolves to {p}, outside the plan's artifact root "
+                           f"{self.root}; refusing to read it")
         try:
             data = p.read_bytes()
         except OSError as e:
