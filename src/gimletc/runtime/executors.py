@@ -51,6 +51,19 @@ def gpu_drivers() -> tuple[str, ...]:
     return tuple(found)
 
 
+def _seeded_weights(name: str, data: bytes) -> dict[str, np.ndarray]:
+    """The model's seeded initializers, generated (none for an ordinary model)."""
+    import onnx
+
+    from gimletc.importers.seeded import materialize, seeded_tensors
+
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as e:  # noqa: BLE001
+        raise ExecutorError(f"{name}: not an ONNX model: {' '.join(str(e).split())[:300]}") from None
+    return {t.name: materialize(t) for t in seeded_tensors(proto)}
+
+
 @dataclass
 class OrtExecutor:
     """An onnxruntime session over one partition's ONNX bytes."""
@@ -70,6 +83,9 @@ class OrtExecutor:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+        weights = _seeded_weights(name, data)
+        if weights:  # generated here from their seeds (gimletc.importers.seeded); onnxruntime copies them in
+            opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
         try:
             s = ort.InferenceSession(data, sess_options=opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
