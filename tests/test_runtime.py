@@ -277,6 +277,134 @@ def test_cli_build_and_run(tmp_path, capsys):
     assert code == 2 and "no_such_module" in err and err.count("\n") == 1
 
 
+# ---- executors: worker processes and Ray actors; a worker that dies ------------------------------
+
+
+def _two_call_plan(tmp: Path) -> Path:
+    """Two LLM calls with a tool between them, each split prefill (MI300X) / decode (H200): the tool
+    runs after the first call's decode, so a worker it kills dies mid-run, holding that call's KV cache."""
+    g = AgentGraph("two")
+    q = g.input("question", tokens=10)
+    a = g.llm("a", model=str(TARGET), prompt=[q], output_tokens=5)
+    g.tool_spec("mid", latency_s=0.001, output_tokens=5)
+    m = g.tool("mid", tool="mid", inputs=[a])
+    b = g.llm("b", model=str(TARGET), prompt=[m], output_tokens=5)
+    g.output("out", [b])
+    pins = {"a.prefill": "mi300x", "a.decode": "h200", "b.prefill": "mi300x", "b.decode": "h200"}
+    r = gcompile(g, CLUSTER, pipeline="expand-llm,partition-phase,place,insert-transfers,schedule", pins=pins, baseline=False)
+    tmp.mkdir(parents=True, exist_ok=True)
+    arts = build_artifacts(r, tmp / "artifacts", backends=())
+    path = tmp / "plan.json"
+    r.plan.model_copy(update={"artifacts": arts}).write(path)
+    return path
+
+
+def _killing_tool(kill, times: int):
+    """A `mid` tool that kills the H200's worker on its first `times` calls, then passes its input on."""
+    calls = []
+
+    def mid(ids):
+        calls.append(1)
+        if len(calls) <= times:
+            kill()
+        return np.asarray(ids)
+
+    return mid, calls
+
+
+def _faults(tmp_path, executor: str, kill_of, why: str) -> None:
+    from gimletc.runtime.local import LocalRuntime
+
+    path = _two_call_plan(tmp_path)
+    plan = load_plan(path)
+    holder: dict[str, LocalRuntime] = {}
+    # Killed once: the run notices, replaces the worker, replays the request, and reports a checked success.
+    tool, calls = _killing_tool(lambda: kill_of(holder["rt"]), 1)
+    rt = holder["rt"] = LocalRuntime(plan, path.parent, executor=executor, tools={"mid": tool}, retries=1)
+    try:
+        r = rt.run()
+    finally:
+        rt.close()
+    assert r.attempts == 2 and len(calls) == 2
+    assert r.tokens_match and r.max_abs_diff <= TOL and set(r.llms) == {"a", "b"}
+    assert any("attempt 1" in n and H200 in n for n in r.notes)
+    # Killed on every attempt: one line naming the device, the op and why, after the bound.
+    tool, calls = _killing_tool(lambda: kill_of(holder["rt"]), 99)
+    rt = holder["rt"] = LocalRuntime(plan, path.parent, executor=executor, tools={"mid": tool}, retries=1)
+    try:
+        with pytest.raises(RunError) as err:
+            rt.run()
+    finally:
+        rt.close()
+    msg = str(err.value)
+    import re
+
+    # An op of the second call on the H200 (the first is the conversion of b's KV cache; with Ray, whose
+    # kill is asynchronous, possibly a later one).
+    assert "\n" not in msg and re.fullmatch(rf"device {re.escape(H200)} was lost while running op (\S*\.)?b\.\S+: "
+                                            rf"{why}; gave up after 2 attempts", msg), msg
+    assert len(calls) == 2
+
+
+def test_process_workers_compute_what_the_unsplit_model_computes(plans):
+    for name in ("phase", "speculative"):
+        r = run_plan(plans[name], executor="process")
+        c = r.llms["chat"]
+        assert c.tokens_match and r.max_abs_diff <= TOL, name
+        assert r.executor == "process" and r.attempts == 1
+
+
+def test_a_killed_worker_process_is_replaced_or_named(tmp_path):
+    import os
+    import signal
+
+    _faults(tmp_path, "process", lambda rt: os.kill(rt.devices[H200].pid, signal.SIGKILL),
+            "its process was killed by SIGKILL")
+    with pytest.raises(RunError, match="unknown executor"):
+        run_plan(tmp_path / "plan.json", executor="threads")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster offering the two GPUs' resources (a short temp folder: Ray's socket paths are limited)."""
+    ray = pytest.importorskip("ray")
+    import os
+    import shutil
+    import tempfile
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    tmp = tempfile.mkdtemp(prefix="gimletc-ray-")
+    ray.init(num_cpus=2, resources={MI300X: 1, H200: 1}, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_ray_actors_compute_what_the_unsplit_model_computes(ray_cluster, plans):
+    for name in sorted(PIPELINES):
+        r = run_plan(plans[name], executor="ray")
+        c = r.llms["chat"]
+        assert c.tokens_match and r.max_abs_diff <= TOL, name
+        assert r.executor == "ray"
+        if name == "speculative":
+            assert c.tokens[:7] == c.reference_tokens[:7] and c.speculative["drafted"] > 0
+        used = {d for d, v in r.devices.items() if v.get("kind") == "gpu"}
+        assert used == {MI300X, H200}
+        assert json.loads(json.dumps(r.chrome_trace()))["traceEvents"]
+
+
+def test_a_killed_ray_actor_is_replaced_or_named(ray_cluster, tmp_path):
+    _faults(tmp_path, "ray", lambda rt: ray_cluster.kill(rt.devices[H200].actor), r"its Ray actor died \(killed\)")
+
+
+def test_a_ray_cluster_without_the_plans_devices_is_refused(ray_cluster, tmp_path):
+    from gimletc.runtime.ray_executor import RayCluster
+
+    with pytest.raises(RunError, match="offers no resource named gb200"):
+        RayCluster(["gb200.0"])
+
+
 def _gpu_plan(tmp_path: Path, iree_cache: Path) -> Path:
     """The GPU test's plan: built here with cuda binaries where IREE's compiler is installed, else the
     prebuilt bundle (benchmarks/gpu_bundle.py; $GIMLETC_GPU_BUNDLE or build/gpu-bundle)."""
