@@ -12,7 +12,8 @@ Writes under OUT:
                                            the CPU (llvm-cpu) as a stand-in
     wheels/                                pydantic (+ pydantic-core, annotated-types, typing-inspection,
                                            typing-extensions), highspy and iree-base-runtime for this
-                                           Python, plus the CLI's small dependencies
+                                           Python, plus the CLI's small dependencies and pytest (with
+                                           hypothesis) for the GPU test
     run.sh                                 on the GPU machine: install the wheels, run the GPU runtime test
                                            and benchmarks/gpu_check.py on the bundle
 
@@ -34,7 +35,8 @@ CLUSTER = ROOT / "examples" / "clusters" / "h200_mi300x.yaml"
 PIPELINE = "expand-llm,partition-phase,place,insert-transfers,schedule,overlap{stream=false}"
 PINS = {"chat.prefill": "mi300x", "chat.decode": "h200"}
 WHEELS = ["pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions", "highspy",
-          "iree-base-runtime", "typer", "click", "rich", "shellingham", "markdown-it-py", "mdurl", "pygments", "pyyaml"]
+          "iree-base-runtime", "typer", "click", "rich", "shellingham", "markdown-it-py", "mdurl", "pygments", "pyyaml",
+          "pytest", "pluggy", "iniconfig", "packaging", "hypothesis", "sortedcontainers", "attrs"]
 
 RUN_SH = """#!/usr/bin/env bash
 # On the GPU machine, from the repository root: install the carried wheels, then run the GPU checks.
