@@ -392,6 +392,10 @@ def test_ray_actors_compute_what_the_unsplit_model_computes(ray_cluster, plans):
         used = {d for d, v in r.devices.items() if v.get("kind") == "gpu"}
         assert used == {MI300X, H200}
         assert json.loads(json.dumps(r.chrome_trace()))["traceEvents"]
+        # The KV cache (or a stage's activations) went from the MI300X's actor to the H200's, not through the
+        # driver (speculative decoding moves only token ids between its devices).
+        moved = any("moved actor to actor through Ray's object store" in n for n in r.notes)
+        assert moved == (name != "speculative"), (name, r.notes)
 
 
 def test_a_killed_ray_actor_is_replaced_or_named(ray_cluster, tmp_path):

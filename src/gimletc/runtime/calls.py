@@ -19,7 +19,7 @@ from gimletc.ir import Op
 from gimletc.runtime.device import Outcome
 from gimletc.runtime.kv import KVCache
 from gimletc.runtime.loader import LoadedPlan
-from gimletc.runtime.values import Activations, RunError
+from gimletc.runtime.values import Activations, Remote, RunError
 
 __all__ = ["Call", "CallBook"]
 
@@ -86,7 +86,7 @@ class CallBook:
         `tokens`; sequence i of a batch shifts every id by i (mod vocab), so sequences differ."""
         pieces = []
         for x in data:
-            if isinstance(x, KVCache | Activations):
+            if isinstance(x, KVCache | Activations | Remote):
                 continue
             try:
                 pieces.append(np.asarray(x, dtype=np.int64).reshape(-1))
@@ -111,7 +111,7 @@ class CallBook:
         """What the device needs besides the op's inputs to run model op `op` now (makes the call at its prefill)."""
         kind = str(op.attr("kind_of"))
         llm = str(op.attr("llm") or op.attr("of"))
-        kv = next((x for x in data if isinstance(x, KVCache)), None)
+        kv = next((x for x in data if isinstance(x, KVCache) or (isinstance(x, Remote) and x.kind == "kv")), None)
         ctx: dict[str, Any] = {"kv_key": id(kv) if kv is not None else None}
         if kind == "model.prefill":
             part = self.loaded.partitions.get(op.name)

@@ -35,7 +35,7 @@ from gimletc.runtime.device import Outcome
 from gimletc.runtime.kv import KVCache
 from gimletc.runtime.loader import CALLABLE_KINDS, LoadedPlan
 from gimletc.runtime.report import OpRecord
-from gimletc.runtime.values import RunError, copy_payload, nbytes
+from gimletc.runtime.values import Remote, RunError, copy_payload, nbytes
 from gimletc.runtime.workers import DeviceHandle, ThreadWorker
 
 __all__ = ["Interpreter", "worker_of"]
@@ -68,8 +68,12 @@ class Interpreter:
     """One request of a loaded plan, run on its device programs and tools."""
 
     def __init__(self, loaded: LoadedPlan, devices: Mapping[str, DeviceHandle], tools: Mapping[str, Callable[..., Any]],
-                 request: Mapping[str, np.ndarray], loops: Mapping[str, int], pace: float) -> None:
+                 request: Mapping[str, np.ndarray], loops: Mapping[str, int], pace: float,
+                 fetch: Callable[[Any], Any] | None = None) -> None:
         self.loaded, self.devices, self.tools = loaded, devices, tools
+        # Values device programs keep where they are (`Remote`, with Ray) come here only for tools and outputs.
+        self.fetch = fetch or (lambda v: v)
+        self.moved = [0, 0]  # transfers handed from device to device without passing through here, their bytes
         self.request, self.loops, self.pace = request, loops, pace
         self.producer = loaded.producer
         self.runner_of = {op: r for h in devices.values() for op, r in h.runners.items()}
@@ -243,16 +247,16 @@ class Interpreter:
             streams_kv = whole_send is not None and whole_send.operands and not self._is_data(src) and \
                 self._value_kind(whole_send.operands[0]) == "kv"
             part = self.chunk_kv.get(prod.name) if streams_kv else None
-            payload = part.copy() if part is not None else None
+            payload = self._move(op, part) if part is not None else None
             if part is not None:
                 with self.lock:
                     self.streamed.setdefault(final, set()).update(part.layers)
         else:
             value = env[src]
-            if isinstance(value, KVCache) and op.name in self.streamed:
-                payload = value.copy(set(value.layers) - self.streamed[op.name])
-            else:
-                payload = copy_payload(value)
+            keep = None
+            if isinstance(value, KVCache | Remote) and value.layers and op.name in self.streamed:
+                keep = set(value.layers) - self.streamed[op.name]
+            payload = self._move(op, value, keep)
         size = nbytes(payload)
         if self.pace > 0:
             delay = start + float(op.attr("seconds", 0.0)) * self.pace - self._now()
@@ -263,13 +267,37 @@ class Interpreter:
             self.mail[op.results[-1].name] = payload
         return {op.results[-1].name: None}
 
+    def _move(self, op: Op, value: Any, keep: set[int] | None = None) -> Any:
+        """What a send delivers: a copy of `value` (of its `keep` layers) in fresh memory of the destination.
+
+        A `Remote` value moves from the actor that holds it to the destination's actor (which pulls it
+        from Ray's object store and keeps the copy), or here, where the destination has no program."""
+        if isinstance(value, Remote):
+            receive = getattr(self.devices.get(str(op.attr("dst"))), "receive", None)
+            if receive is not None:
+                moved = receive(value, keep, op.name)
+                with self.lock:
+                    self.moved[0] += 1
+                    self.moved[1] += moved.nbytes
+                return moved
+            value = self.fetch(value)
+        if isinstance(value, KVCache) and keep is not None:
+            return value.copy(keep)
+        return copy_payload(value)
+
     def _recv(self, op: Op) -> dict[str, Any]:
         with self.lock:
             parts = [self.mail.pop(t) for t in op.operands if t in self.mail]
         parts = [p for p in parts if p is not None]
         if not parts:
             raise RunError(f"op {op.name}: nothing was sent to it")
-        value = KVCache.merge(parts) if len(parts) > 1 and all(isinstance(p, KVCache) for p in parts) else parts[0]
+        value = parts[0]
+        if len(parts) > 1 and all(isinstance(p, KVCache) for p in parts):
+            value = KVCache.merge(parts)
+        elif len(parts) > 1 and all(isinstance(p, Remote) and p.kind == "kv" for p in parts):
+            # Streamed parts stay where they are; the device that reads them merges them.
+            value = Remote(kind="kv", nbytes=sum(p.nbytes for p in parts), device=str(op.attr("dst")),
+                           layers=tuple(sorted({i for p in parts for i in p.layers})), parts=tuple(parts))
         return {op.results[0].name: value, op.results[1].name: None}
 
     # ---- computes --------------------------------------------------------------------------------
@@ -302,14 +330,14 @@ class Interpreter:
         start = self._now()
         if kind in CALLABLE_KINDS:
             fn = self.tools[str(op.attr("of"))]
-            out = fn(*[env[v] for v in op.operands if v in env and self._is_data(v)])
+            out = fn(*[self.fetch(env[v]) for v in op.operands if v in env and self._is_data(v)])
             data = [v for v in op.results if v.type.kind != "token"]
             results = {data[0].name: out} if data else {}
         elif kind == "agent.input":
             results = {op.results[0].name: np.array(self.request[op.name], copy=True)}
         elif kind == "agent.output":
             with self.lock:
-                self.outputs[str(op.attr("of"))] = [env[v] for v in op.operands if self._is_data(v)]
+                self.outputs[str(op.attr("of"))] = [self.fetch(env[v]) for v in op.operands if self._is_data(v)]
             results = {}
         else:
             raise RunError(f"op {op.name}: the runtime cannot execute a compute of {kind}")

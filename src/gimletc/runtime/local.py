@@ -117,7 +117,8 @@ class LocalRuntime:
             try:
                 for h in self.devices.values():
                     h.forget()
-                it = Interpreter(self.loaded, self.devices, self.tools, self.request, self.loops, self.pace)
+                it = Interpreter(self.loaded, self.devices, self.tools, self.request, self.loops, self.pace,
+                                 fetch=self._fetch())
                 wall = it.run()
                 break
             except WorkerLost as e:
@@ -128,10 +129,20 @@ class LocalRuntime:
                 self.devices[e.device].close()
                 self.devices[e.device] = self._start(self.loaded.devices[e.device])
         ld = self.loaded
+        if it.moved[0]:
+            notes.append(f"{it.moved[0]} transfers ({it.moved[1]} B) moved actor to actor through Ray's object store; "
+                         "the driver held only references to them")
         llms = reference_checks(it.book.calls, ld.references, ld.reference_data) if self.check else {}
         return build_report(plan=ld.plan.name, backend=ld.backend, graph=ld.graph, wall_ms=wall, records=it.records,
                             events=it.events, channels=it.channels, chip_of=ld.chip_of, llms=llms, outputs=it.outputs,
                             notes=notes + it.notes, pace=self.pace, executor=self.executor, attempts=attempt)
+
+    def _fetch(self) -> Any:
+        if self.executor == "ray":
+            from gimletc.runtime.ray_executor import fetch
+
+            return fetch
+        return None
 
     def close(self) -> None:
         """Stop the workers (and a Ray cluster this runtime started)."""

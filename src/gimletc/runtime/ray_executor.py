@@ -7,9 +7,12 @@ A plan's device `h200x4.h200.0` runs in an actor that asks for one unit of the c
 `h200x4.h200.0`, so it lands on the node that offers it: start each node with the devices it
 holds, e.g. `ray start --address HOST:PORT --resources '{"h200x4.h200.0": 1}'`. A local cluster
 started here offers every device of the plan. The interpreter (the Ray driver) walks the plan as
-the local executor does; each device op is a call on its actor, whose arguments and results are
-Ray objects (numpy arrays travel through Ray's object store), so a value moves from one device's
-actor to the next through the driver. Tools run in the driver, on its CPU-lane threads.
+the local executor does; each device op is a call on its actor. KV caches and activations a device
+produces stay in Ray's object store on that device's node (`ray.put` by its actor): the driver
+holds only references (`Remote`), and an `exec.send` is a call on the destination's actor that
+pulls the value from the source's store into its own (the transfer, actor to actor) and keeps the
+copy. Token ids (small) travel with the answers, so the driver can drive decode loops and prompts;
+tools run in the driver, on its CPU-lane threads, and get the values they read fetched.
 
 An actor that dies (its node lost, `ray.kill`) surfaces as `ray.exceptions.ActorDiedError` on the
 driver's next wait, which becomes a `WorkerLost` naming the device and the op: the run replaces
@@ -28,9 +31,10 @@ from typing import Any
 from gimletc.ir import Op
 from gimletc.runtime.device import DeviceProgram, Outcome, op_from_wire, op_to_wire
 from gimletc.runtime.loader import DeviceSpec
-from gimletc.runtime.values import RunError, WorkerLost
+from gimletc.runtime.kv import KVCache
+from gimletc.runtime.values import Activations, Remote, RunError, WorkerLost, copy_payload, nbytes
 
-__all__ = ["RayCluster", "RayDevice"]
+__all__ = ["RayCluster", "RayDevice", "fetch"]
 
 
 def _ray() -> Any:
@@ -41,10 +45,35 @@ def _ray() -> Any:
     return ray
 
 
+def fetch(value: Any, doing: str = "") -> Any:
+    """The value behind a `Remote` (pulled from Ray's object store; parts merged); anything else as it is.
+
+    A value whose holder died is lost with it: `WorkerLost` naming the holder's device."""
+    if not isinstance(value, Remote):
+        return value
+    if value.parts:
+        return KVCache.merge([fetch(p, doing) for p in value.parts])
+    ray = _ray()
+    try:
+        return ray.get(value.ref)
+    except ray.exceptions.ObjectLostError:
+        raise WorkerLost(value.device, doing or "reading a value", "its Ray actor died, and the values it held with it") from None
+
+
+def _keep(value: Any, device: str) -> Any:
+    """A device's result as the interpreter sees it: KV caches and activations stay in this actor's
+    object store (a `Remote`), token ids and other small values travel with the answer."""
+    if isinstance(value, KVCache | Activations):
+        layers = tuple(sorted(value.layers)) if isinstance(value, KVCache) else ()
+        return Remote(_ray().put(value), "kv" if isinstance(value, KVCache) else "act", nbytes(value), device, layers)
+    return value
+
+
 class _DeviceActor:
     """The actor behind a `RayDevice`: a `DeviceProgram` built from its spec on the actor's node."""
 
     def __init__(self, spec: DeviceSpec) -> None:
+        self.device = spec.device
         self.error: BaseException | None = None
         try:
             self.program: DeviceProgram | None = DeviceProgram(spec)
@@ -58,7 +87,17 @@ class _DeviceActor:
 
     def execute(self, wire: tuple[Any, ...], data: list[Any], ctx: dict[str, Any]) -> Outcome:
         assert self.program is not None
-        return self.program.execute(op_from_wire(wire), data, ctx)
+        op = op_from_wire(wire)
+        out = self.program.execute(op, [fetch(x, op.name) for x in data], ctx)
+        out.values = {k: _keep(v, self.device) for k, v in out.values.items()}
+        if out.chunk_kv is not None:
+            out.chunk_kv = _keep(out.chunk_kv, self.device)
+        return out
+
+    def receive(self, value: Remote, keep: set[int] | None, doing: str) -> Remote:
+        """A transfer to this device: pull `value` (its `keep` layers) into fresh memory here."""
+        v = fetch(value, doing)
+        return _keep(v.copy(keep) if isinstance(v, KVCache) and keep is not None else copy_payload(v), self.device)
 
     def forget(self) -> None:
         assert self.program is not None
@@ -101,6 +140,9 @@ class RayDevice:
 
     def execute(self, op: Op, data: list[Any], ctx: dict[str, Any]) -> Outcome:
         return self._get(self.actor.execute.remote(op_to_wire(op), data, ctx), op.name)
+
+    def receive(self, value: Remote, keep: set[int] | None, doing: str) -> Remote:
+        return self._get(self.actor.receive.remote(value, keep, doing), doing)
 
     def forget(self) -> None:
         self._get(self.actor.forget.remote(), "forgetting its KV caches")

@@ -16,7 +16,7 @@ import numpy as np
 from gimletc.errors import GimletError
 from gimletc.runtime.kv import KVCache
 
-__all__ = ["Activations", "RunError", "WorkerLost", "copy_payload", "jsonable", "nbytes"]
+__all__ = ["Activations", "Remote", "RunError", "WorkerLost", "copy_payload", "jsonable", "nbytes"]
 
 
 class RunError(GimletError):
@@ -33,6 +33,9 @@ class WorkerLost(RunError):
         super().__init__(f"device {device} was lost while running op {op}: {why}")
         self.device, self.op, self.why = device, op, why
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (a Ray actor reports a lost value)
+        return (WorkerLost, (self.device, self.op, self.why))
+
 
 @dataclass
 class Activations:
@@ -43,6 +46,20 @@ class Activations:
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A value that stays in Ray's object store, on the node of the device actor that holds it; the
+    interpreter holds only this reference. `parts`: KV cache parts (streamed chunks) that the device
+    reading them merges."""
+
+    ref: Any = None  # a Ray ObjectRef
+    kind: str = ""  # kv | act | value
+    nbytes: int = 0
+    device: str = ""
+    layers: tuple[int, ...] = ()
+    parts: tuple[Remote, ...] = ()
 
 
 def copy_payload(v: Any) -> Any:
@@ -57,7 +74,7 @@ def copy_payload(v: Any) -> Any:
 
 
 def nbytes(v: Any) -> int:
-    if isinstance(v, np.ndarray | KVCache | Activations):
+    if isinstance(v, np.ndarray | KVCache | Activations | Remote):
         return int(v.nbytes)
     return 0
 
