@@ -122,7 +122,7 @@ class LocalRuntime:
                 wall = it.run()
                 break
             except WorkerLost as e:
-                if attempt > self.retries:
+                if attempt > self.retries or e.device not in self.devices:
                     tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
                     raise RunError(f"{e}; gave up after {tries}") from None
                 notes.append(f"attempt {attempt}: {e}; replayed the request from its prefill on a new worker")
