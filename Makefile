@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench calibrate clean
+.PHONY: demo test bench calibrate clean gpu-bundle
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_estimate.py
 	$(BIN)/python benchmarks/bench_compile.py
 	$(BIN)/python benchmarks/bench_serving.py
+
+# Plans with cuda binaries and the wheels a GPU machine without IREE's compiler needs (docs/runtime.md).
+gpu-bundle: $(STAMP)
+	$(BIN)/python benchmarks/gpu_bundle.py build/gpu-bundle
 
 calibrate: $(STAMP)
 	$(BIN)/gimletc calibrate src/gimletc/cost/data/h200_llama_calibration.json --write

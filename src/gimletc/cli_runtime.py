@@ -7,6 +7,7 @@ Registered on the main CLI by `register(app)`; errors follow the CLI's rules
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -23,6 +24,12 @@ __all__ = ["register"]
 class RunBackend(str, Enum):
     onnxruntime = "onnxruntime"
     iree = "iree"
+
+
+class RunExecutor(str, Enum):
+    local = "local"
+    process = "process"
+    ray = "ray"
 
 
 def _parse_drafts(specs: list[str]) -> dict[str, tuple[str, int]]:
@@ -67,7 +74,8 @@ def register(app: typer.Typer) -> None:
         backends: tuple[str, ...] | None = () if no_iree else (tuple(backend) if backend else None)
         arts = build_plan_artifacts(p, out_dir, plan_dir=dest.parent, backends=backends, drafts=_parse_drafts(draft),
                                     model_base=plan.parent)
-        p.model_copy(update={"artifacts": arts}).write(dest)
+        root = Path(os.path.relpath(out_dir.resolve(), dest.parent.resolve())).as_posix()
+        p.model_copy(update={"artifacts": arts, "artifact_root": root}).write(dest)
         kinds: dict[str, int] = {}
         for a in arts:
             key = a["kind"] + (f" ({a['backend']})" if a.get("backend") else "")
@@ -83,13 +91,19 @@ def register(app: typer.Typer) -> None:
         inputs: Annotated[Path | None, typer.Option(help="JSON object: input op name -> token ids")] = None,
         trace: Annotated[Path | None, typer.Option(help="write a Chrome/Perfetto trace of the real run")] = None,
         pace_links: Annotated[float, typer.Option("--pace-links", help="make each transfer last at least this multiple of its predicted time")] = 0.0,
+        executor: Annotated[RunExecutor, typer.Option(help="where device programs run: threads here (local), a worker process each (process), a Ray actor each (ray)")] = RunExecutor.local,
+        address: Annotated[str | None, typer.Option(help="with --executor ray: the Ray cluster to use (HOST:PORT or auto); default: a local one for this run")] = None,
+        retries: Annotated[int, typer.Option(help="with process or ray: how often a lost worker is replaced and the request replayed")] = 1,
     ) -> None:
         """Execute a plan on this machine and check the split model against the unsplit one."""
         from gimletc._io import write_atomic
         from gimletc.runtime.local import load_tools, run_plan
 
         registry = load_tools(tools) if tools else None
-        report = run_plan(plan, backend=backend.value, tools=registry, inputs=_read_inputs(inputs), pace_links=pace_links)
+        if address is not None and executor is not RunExecutor.ray:
+            raise GimletError("--address names a Ray cluster; it needs --executor ray")
+        report = run_plan(plan, backend=backend.value, tools=registry, inputs=_read_inputs(inputs), pace_links=pace_links,
+                          executor=executor.value, address=address, retries=retries)
         trace_text = json.dumps(report.chrome_trace(), sort_keys=True, separators=(",", ":")) + "\n" if trace else None
         if trace is not None and trace_text is not None:
             write_atomic(trace, trace_text)
@@ -107,7 +121,8 @@ def _print_report(report: Any) -> None:
 
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     out.print(f"[bold]{report.plan}[/bold]: measured {report.measured_ms:.3f} ms here, predicted {report.predicted_ms:.3f} ms "
-              f"on the plan's chips ({report.backend})")
+              f"on the plan's chips ({report.backend}, {report.executor} executor"
+              f"{f', {report.attempts} attempts' if report.attempts > 1 else ''})")
     t = Table(title="devices (measured here vs predicted)")
     for col in ("device", "chip", "ran on", "ops", "measured ms", "predicted ms"):
         t.add_column(col, justify="right" if col in ("ops", "measured ms", "predicted ms") else "left")

@@ -152,6 +152,11 @@ class DeploymentPlan(_M):
     )
     ir: str = Field("", description="the compiled exec-level graph in MLIR generic text (gimletc.ir.parse_graph)")
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    artifact_root: str | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="folder `gimletc build` wrote the artifacts to, relative to the plan's folder (default: the plan's "
+                    "folder); `gimletc run` reads no artifact that resolves outside it",
+    )
     sources: dict[str, str] = Field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -30,7 +30,7 @@ from torch import nn
 
 from gimletc.errors import GimletError
 
-__all__ = ["TinyConfig", "TinyLlama", "build", "draft_of", "export_onnx", "input_names", "output_names"]
+__all__ = ["LLAMA_1B_SHAPE", "TinyConfig", "TinyLlama", "build", "draft_of", "export_onnx", "input_names", "output_names"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,13 @@ class TinyConfig:
     eps: float = 1e-5
     seed: int = 0
     deep_scale: float = 1.0
+
+
+LLAMA_1B_SHAPE = TinyConfig(name="llama-3.2-1b-shape", layers=2, hidden=2048, heads=32, kv_heads=8, head_dim=64, ffn=8192,
+                            vocab=16384, rope_theta=500000.0, eps=1e-5, seed=0)
+"""Llama-3.2-1B's layer shapes (hidden 2048, 32 query / 8 KV heads of 64, SwiGLU FFN 8192, rope theta
+5e5) with 2 of its 16 layers and its 128,256-token vocabulary cut to 16,384 (the embedding and head
+would be 1 GB each in fp32); exported with seeded weights (`export_onnx(..., seeded=True)`)."""
 
 
 class RMSNorm(nn.Module):
@@ -202,8 +209,11 @@ def output_names(layers: int) -> list[str]:
     return ["logits"] + [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
 
 
-def export_onnx(model: TinyLlama, path: str | Path, *, exporter: str = "dynamo", opset: int = 18) -> Path:
+def export_onnx(model: TinyLlama, path: str | Path, *, exporter: str = "dynamo", opset: int = 18, seeded: bool = False) -> Path:
     """Export one step of `model` to ONNX at `path` with dynamic batch, new-token and cache axes.
+
+    `seeded`: drop the bytes of every weight of 1 MiB or more and mark it to be generated from the
+    config's seed where the model runs (`gimletc.importers.seeded`), so the file stays small.
 
     `exporter`: "dynamo" (torch.export + onnxscript; nodes carry `pkg.torch.onnx.name_scopes`)
     or "torchscript" (scopes in node names). The architecture is stored in the model's
@@ -239,5 +249,9 @@ def export_onnx(model: TinyLlama, path: str | Path, *, exporter: str = "dynamo",
         n.metadata_props.extend(keep)
     m.metadata_props.add(key="gimletc.arch", value=json.dumps(model.arch(), sort_keys=True))
     m.metadata_props.add(key="gimletc.tiny_config", value=json.dumps(asdict(c), sort_keys=True))
+    if seeded:
+        from gimletc.importers.seeded import seed_weights
+
+        seed_weights(m, c.seed)
     onnx.save(m, str(path))
     return path

@@ -4,7 +4,9 @@ Both take and return tensors by the partition's ONNX input and output names.
 onnxruntime sessions run with one intra-op thread, so each worker uses one core
 and workers run side by side; IREE modules run on the `local-sync` driver (on
 the calling worker thread) for llvm-cpu binaries, or on the GPU driver of
-their backend where this machine has such a GPU.
+their backend where this machine has such a GPU; before any IREE call on a GPU
+driver, the calling thread binds the GPU's primary context (`gpu_context.bind`):
+IREE does not, and a worker thread without it fails with CUDA_ERROR_INVALID_CONTEXT.
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def gpu_drivers() -> tuple[str, ...]:
     return tuple(found)
 
 
+def _seeded_weights(name: str, data: bytes) -> dict[str, np.ndarray]:
+    """The model's seeded initializers, generated (none for an ordinary model)."""
+    import onnx
+
+    from gimletc.importers.seeded import materialize, seeded_tensors
+
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as e:  # noqa: BLE001
+        raise ExecutorError(f"{name}: not an ONNX model: {' '.join(str(e).split())[:300]}") from None
+    return {t.name: materialize(t) for t in seeded_tensors(proto)}
+
+
 @dataclass
 class OrtExecutor:
     """An onnxruntime session over one partition's ONNX bytes."""
@@ -68,6 +83,9 @@ class OrtExecutor:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+        weights = _seeded_weights(name, data)
+        if weights:  # generated here from their seeds (gimletc.importers.seeded); onnxruntime copies them in
+            opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
         try:
             s = ort.InferenceSession(data, sess_options=opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -96,18 +114,22 @@ class IreeExecutor:
     _context: object
 
     @classmethod
-    def load(cls, name: str, vmfb: Path, entry: str, inputs: Sequence[str], outputs: Sequence[str], driver: str) -> IreeExecutor:
+    def load(cls, name: str, vmfb: Path | bytes, entry: str, inputs: Sequence[str], outputs: Sequence[str],
+             driver: str) -> IreeExecutor:
         try:
             import iree.runtime as rt
         except ImportError:
             raise ExecutorError(f"{name}: IREE's runtime is not installed (pip install 'gimletc[iree]')") from None
+        _bind(name, driver)
         try:
             config = rt.Config(driver)
             ctx = rt.SystemContext(config=config)
-            ctx.add_vm_module(rt.VmModule.copy_buffer(config.vm_instance, vmfb.read_bytes()))
+            data = vmfb if isinstance(vmfb, bytes) else vmfb.read_bytes()
+            ctx.add_vm_module(rt.VmModule.copy_buffer(config.vm_instance, data))
             fn = ctx.modules.module[entry]
         except Exception as e:  # noqa: BLE001
-            raise ExecutorError(f"{name}: IREE cannot load {vmfb.name} on driver {driver}: {' '.join(str(e).split())[:300]}") from None
+            what = vmfb.name if isinstance(vmfb, Path) else "its binary"
+            raise ExecutorError(f"{name}: IREE cannot load {what} on driver {driver}: {' '.join(str(e).split())[:300]}") from None
         return cls(name, fn, tuple(inputs), tuple(outputs), driver, ctx)
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -115,6 +137,7 @@ class IreeExecutor:
             args = [np.require(feeds[k], requirements='C') for k in self.inputs]  # keeps 0-d arrays 0-d
         except KeyError as e:
             raise ExecutorError(f"{self.name}: no value for its input {e.args[0]}") from None
+        _bind(self.name, self.driver)
         try:
             res = self.function(*args)  # type: ignore[operator]
         except Exception as e:  # noqa: BLE001
@@ -123,3 +146,13 @@ class IreeExecutor:
             res = [res]
         # Copy out: host views of device buffers do not outlive the buffers.
         return {n: np.array(r.to_host() if hasattr(r, "to_host") else r, copy=True) for n, r in zip(self.outputs, res, strict=True)}
+
+
+def _bind(name: str, driver: str) -> None:
+    """Make the GPU's primary context current on this thread before IREE uses it (no-op for CPU drivers)."""
+    from gimletc.runtime import gpu_context
+
+    try:
+        gpu_context.bind(driver)
+    except gpu_context.GpuContextError as e:
+        raise ExecutorError(f"{name}: {e}") from None

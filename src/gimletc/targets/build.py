@@ -8,7 +8,10 @@ vendor, compiles it with IREE where IREE has a backend for the chip (plus
 `llvm-cpu`, so the plan also runs on this machine's CPU), and marks it for
 the vendor's toolchain on SRAM accelerators. It also copies each model whole
 (the unsplit reference the runtime checks the split against), a draft model
-for each speculative decode, and writes the dataflow as an MLIR module.
+for each speculative decode, and writes the dataflow as an MLIR module. A
+model with seeded weights (`gimletc.importers.seeded`: generated where it
+runs) gets no IREE binary by default, and asking for one is an error: IREE
+compiles a model's weights into its binary.
 
 Layout under `out_dir` (paths in the artifact dicts are relative to `relative_to`,
 the plan's folder):
@@ -42,6 +45,7 @@ from gimletc.hardware import get_chip
 from gimletc.hardware.resources import device_of
 from gimletc.hardware.schema import Chip
 from gimletc.models.onnx import ImportedModel, load_onnx
+from gimletc.importers.seeded import seeded_tensors
 from gimletc.ir import Graph, parse_graph
 from gimletc.ir.names import call_of_decode
 import gimletc.targets.iree as iree_mod
@@ -145,6 +149,11 @@ class _Builder:
             a["toolchain"] = chain
         self.artifacts.append(a)
         wanted = self.backends
+        if seeded_tensors(sub.proto):  # weights generated where the model runs: IREE compiles weights in
+            if wanted:
+                raise ArtifactError(f"op {op.name}: model {im.name} has seeded weights (generated where it runs); "
+                                    "IREE compiles a model's weights into its binary: build it with --no-iree")
+            wanted = ()
         if wanted is None:
             native = iree_backend(chip)
             wanted = tuple(dict.fromkeys([b for b in (native, "llvm-cpu") if b]))
