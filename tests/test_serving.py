@@ -264,7 +264,7 @@ def test_fast_forward_changes_nothing_but_speed(coding_plan, chunked):
     eng = EngineConfig(chunked_prefill=chunked)
     slow = simulate_plan(coding_plan.plan, arr, SimConfig(fast_forward=False, engine=eng), seed=4)
     fast = simulate_plan(coding_plan.plan, arr, SimConfig(engine=eng), seed=4)
-    assert len(fast.engines[0]["models"]) == 2
+    assert len(fast.engines[0]["models"]) >= 2  # several models take turns on one engine
     assert np.allclose(fast.e2e, slow.e2e, rtol=1e-9) and np.allclose(fast.tpot, slow.tpot, rtol=1e-9)
     assert fast.energy_j == pytest.approx(slow.energy_j, rel=1e-9)
     assert fast.events == slow.events and fast.heap_events < slow.heap_events / 5

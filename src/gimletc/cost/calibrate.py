@@ -168,7 +168,8 @@ class ChipFit:
 def _efficiency(base: Efficiency, names: tuple[str, ...], x: np.ndarray, origin: str, ties: dict[str, str]) -> Efficiency:
     values = {n: float(v) for n, v in zip(names, x, strict=True)}
     values.update({k: values[v] for k, v in ties.items() if v in values})
-    return base.model_copy(update={**values, "step_overhead_s": 0.0, "origin": origin})
+    values.setdefault("step_overhead_s", 0.0)
+    return base.model_copy(update={**values, "origin": origin})
 
 
 def _predict_ms(chip: Chip, models: dict[str, Model], step: Step) -> float:
@@ -177,7 +178,23 @@ def _predict_ms(chip: Chip, models: dict[str, Model], step: Step) -> float:
     return estimate(models[step.model], chip, step.phase, step.batch, step.tokens, step.ctx, check_fit=False).latency_s * 1e3
 
 
-def _solve(chip: Chip, models: dict[str, Model], steps: list[Step], space: dict, ties: dict[str, str]) -> np.ndarray:
+def _split_ms(chip: Chip, model: Model, r: LayerSplit) -> float:
+    """One middle layer's attention block plus its FFN block, each launched and timed on its own: a chain
+    of one layer per block (eager prefill: the host's issue time plus the device's, nothing to overlap
+    with; captured decode: device time plus the block's share of the layer's fixed cost)."""
+    from gimletc.cost.roofline import estimate_workload
+    from gimletc.models.workload import restrict, step_workload
+
+    tokens, ctx = (r.ctx, 0) if r.phase == "prefill" else (1, r.ctx)
+    work = step_workload(model, r.phase, r.batch, tokens, ctx)
+    one = min(1, model.layers - 1)
+    step = chip.efficiency.step_overhead_s if r.phase == "prefill" else 0.0  # a block alone skips the model's setup
+    return sum(estimate_workload(model, chip, restrict(work, model, one, one + 1, b), 1, check_fit=False).latency_s - step
+               for b in ("attention", "ffn")) * 1e3
+
+
+def _solve(chip: Chip, models: dict[str, Model], steps: list[Step], space: dict, ties: dict[str, str],
+           splits: tuple[tuple[Model, LayerSplit], ...] = ()) -> np.ndarray:
     names = tuple(space)
     start = np.array([space[n][0] for n in names])
     lo = np.array([space[n][1] for n in names])
@@ -187,7 +204,9 @@ def _solve(chip: Chip, models: dict[str, Model], steps: list[Step], space: dict,
     def residuals(z: np.ndarray) -> np.ndarray:
         eff = _efficiency(chip.efficiency, names, z * scale, "fit", ties)
         c = chip.model_copy(update={"efficiency": eff})
-        return np.array([math.log(_predict_ms(c, models, s) / s.ms) for s in steps])
+        r = [math.log(_predict_ms(c, models, s) / s.ms) for s in steps]
+        r += [math.log(_split_ms(c, m, sp) / (sp.attention_ms + sp.ffn_ms)) for m, sp in splits]
+        return np.array(r)
 
     res = least_squares(residuals, start / scale, bounds=(lo / scale, hi / scale), method="trf", x_scale=1.0)
     return res.x * scale
@@ -205,15 +224,19 @@ def measured_bounds(chip: Chip, data: CalibrationData, dtype: str) -> dict[str, 
     return bounds
 
 
-def fit_chip(chip: Chip, data: CalibrationData, steps: list[Step], dtype: str, origin: str) -> ChipFit:
-    """Fit `chip`'s efficiency to `steps` (models built from `data.architectures` in `dtype`)."""
+def fit_chip(chip: Chip, data: CalibrationData, steps: list[Step], dtype: str, origin: str,
+             splits: list[LayerSplit] | None = None) -> ChipFit:
+    """Fit `chip`'s efficiency to `steps` (models built from `data.architectures` in `dtype`) and to the
+    per-layer `splits` (one layer's blocks timed on their own; they pin the host's launch time per
+    layer, which otherwise only the shortest prefill shows)."""
     space, ties = (CPU_PARAMS, CPU_TIES) if chip.kind == "cpu" else (GPU_PARAMS, {})
     if chip.kind != "cpu":
         caps = measured_bounds(chip, data, dtype)
         space = {n: (min(s, caps.get(n, hi) * 0.99), lo, caps.get(n, hi)) for n, (s, lo, hi) in space.items()}
     names = tuple(space)
     models = {s.model: data.model(s.model, dtype) for s in steps}
-    x = _solve(chip, models, steps, space, ties)
+    sp = tuple((data.model(r.model, dtype), r) for r in (splits or []))
+    x = _solve(chip, models, steps, space, ties, sp)
     eff = _efficiency(chip.efficiency, names, x, origin, ties)
     fitted = chip.model_copy(update={"efficiency": eff})
 
@@ -221,7 +244,7 @@ def fit_chip(chip: Chip, data: CalibrationData, steps: list[Step], dtype: str, o
     for i, s in enumerate(steps):
         rest = steps[:i] + steps[i + 1 :]
         if len(rest) >= len(names):  # leave-one-out needs at least as many rows as parameters
-            xi = _solve(chip, models, rest, space, ties)
+            xi = _solve(chip, models, rest, space, ties, sp)
             loo_chip = chip.model_copy(update={"efficiency": _efficiency(chip.efficiency, names, xi, "loo", ties)})
             loo = _predict_ms(loo_chip, models, s)
         else:
@@ -237,7 +260,8 @@ def calibrate(path: str | Path, gpu: Chip, cpu: Chip | None) -> list[ChipFit]:
     """Fit the GPU (bf16 rows) and, when the file has them, the host CPU (fp32 rows)."""
     data = load_calibration(path)
     src = Path(path).name
-    fits = [fit_chip(gpu, data, data.gpu_steps, "bf16", f"fitted: gimletc calibrate {src} ({len(data.gpu_steps)} rows)")]
+    n = len(data.gpu_steps) + len(data.gpu_layer_split)
+    fits = [fit_chip(gpu, data, data.gpu_steps, "bf16", f"fitted: gimletc calibrate {src} ({n} rows)", data.gpu_layer_split)]
     if cpu is not None and data.cpu is not None and data.cpu.steps:
         n = len(data.cpu.steps)
         fits.append(fit_chip(cpu, data, data.cpu.steps, "fp32", f"fitted: gimletc calibrate {src} ({n} cpu rows)"))
@@ -334,3 +358,28 @@ def update_doc(doc: Path, fits: list[ChipFit], source: str, split: str = "") -> 
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     write_atomic(doc, text)
+
+
+REFERENCE_BANDS = Path(__file__).parent / "data" / "reference_bands.json"
+
+
+def reference_bands(fit: ChipFit) -> dict[str, float]:
+    """Per step kind, the smallest band holding 90% of the leave-one-out |relative errors|;
+    a mixed step (decode batch plus a prompt chunk) takes the larger of prefill and decode."""
+    out = {}
+    for kind in ("prefill", "decode", "verify"):
+        e = sorted(abs(r.loo_error) for r in fit.rows if r.phase == kind and not math.isnan(r.loo_error))
+        if e:  # the smallest band holding 90% of them (the ceil(0.9 n)-th smallest), rounded up
+            v = e[max(0, math.ceil(0.9 * len(e) - 1e-9) - 1)]
+            out[kind] = math.ceil(v * 1e4) / 1e4
+    if "prefill" in out and "decode" in out:
+        out["mixed"] = max(out["prefill"], out["decode"])
+    return out
+
+
+def write_reference_bands(fit: ChipFit, source: str) -> None:
+    import json
+
+    doc = {"chip": fit.chip, "stack": "reference", "source": f"leave-one-out errors of gimletc calibrate {source}",
+           "bands": reference_bands(fit)}
+    write_atomic(REFERENCE_BANDS, json.dumps(doc, indent=2, sort_keys=True) + "\n")
