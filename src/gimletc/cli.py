@@ -435,7 +435,7 @@ def calibrate(
 
 def _calibrate_engine(system: str, framework: str, write: bool, doc: Path) -> None:
     from gimletc.cost.aiconfigurator import calibrate_engine, summary_lines, write_profile
-    from gimletc.cost.engine import engine_docs, measured_profiles, update_engine_doc
+    from gimletc.cost.engine import measured_profiles, write_doc_blocks
 
     stack = framework
     fallback = measured_profiles().get((_system_chip(system), "vllm")) if framework != "vllm" else None
@@ -445,8 +445,8 @@ def _calibrate_engine(system: str, framework: str, write: bool, doc: Path) -> No
     if write:
         path = write_profile(c)
         measured_profiles.cache_clear()
-        update_engine_doc(doc, engine_docs())
-        out.print(f"wrote {path} and the engine table in {doc} ({c.profile.chip} {stack})")
+        docs = write_doc_blocks(doc.resolve().parents[1])
+        out.print(f"wrote {path} and the tables in {', '.join(str(d) for d in docs)} ({c.profile.chip} {stack})")
 
 
 def _system_chip(system: str) -> str:
