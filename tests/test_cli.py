@@ -45,7 +45,7 @@ def test_estimate_output_is_deterministic(capsys):
     [
         (["estimate", "--model", "nope", "--chip", "h200", "--phase", "decode"], "unknown model 'nope'"),
         (["estimate", "--model", "llama-3.1-8b", "--chip", "tpu9", "--phase", "decode"], "unknown chip 'tpu9'"),
-        (["estimate", "--model", "llama-3.1-405b", "--chip", "h200", "--phase", "decode"], "141.0 GB"),
+        (["estimate", "--model", "llama-3.1-405b", "--chip", "h200", "--phase", "decode"], "150.8 GB"),
         (["estimate", "--model", "llama-3.1-8b", "--chip", "h200", "--phase", "prefill"], "--tokens is required"),
         (["estimate", "--model", "llama-3.1-8b", "--chip", "h200", "--phase", "decode", "--batch", "-1"], "batch"),
         (["estimate", "--model", "llama-3.1-8b", "--chip", "h200", "--phase", "decode", "--tokens", "3"], "tokens=3"),

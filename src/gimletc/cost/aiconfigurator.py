@@ -275,7 +275,7 @@ def _moe_pred(p: EngineProfile, chip: Any, c: dict[str, np.ndarray]) -> np.ndarr
     tokens, h, f, k, E, touched = _moe_local(c)
     lo = c["fp8"] > 0
     t = moe_s(p, bf16, bw, tokens, h, f, k, E, touched, 2.0)
-    t8 = moe_s(p, fp8, bw, tokens, h, f, k, E, touched, 1.0)
+    t8 = moe_s(p, fp8, bw, tokens, h, f, k, E, touched, 1.0, low_precision=True)
     return np.where(lo, t8, t)
 
 
@@ -358,6 +358,8 @@ def fit(t: Tables, stack: str, held: tuple[Model, int] | None = None, low_range:
     lo = t.gemm["fp8"] > 0
     masks["gemm_fp8"] = masks["gemm"] & lo
     masks["gemm"] = masks["gemm"] & ~lo
+    if t.moe is not None and masks["moe"] is not None:  # fp8 experts follow the dense GEMMs' fp8 ratio
+        masks["moe"] = masks["moe"] & ~(t.moe["fp8"] > 0)
     for group in ("gemm", "gemm_fp8", "attn", "moe", "ar"):
         rows, mask = data[group], masks[group]
         if group == "gemm_fp8" and (mask is None or mask.sum() < 8):  # no fp8 rows (A100): bf16's fraction

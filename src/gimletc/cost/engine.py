@@ -20,7 +20,8 @@ measured with those engines (`aiconfigurator-core`; see
   combine): the grouped GEMM pads each touched expert's rows by
   `moe_pad_tokens` (its tile), reads the touched experts' weights and moves
   every token-expert pair's activations twice (dispatch and combine):
-  `max(2·(pairs + touched·pad)·3·h·f / (peak·moe_eff), bytes / (BW·mem_eff)) + 6·kernel_s`
+  `max(2·(pairs + touched·pad)·3·h·f / (peak·moe_eff), bytes / (BW·mem_eff)) + 6·kernel_s`;
+  fp8 experts run at `moe_eff · gemm_fp8_eff / gemm_eff` of the fp8 peak
   (six kernels: top-k, permute, two grouped GEMMs, activation, combine).
 - tensor-parallel all-reduce (the engine's own one-shot/two-shot kernel in a
   captured graph): `ar_latency_s + 2·(n−1)/n · bytes / ar_bw`.
@@ -257,12 +258,15 @@ MOE_KERNELS = 6  # per MoE layer: top-k, align/permute, two grouped GEMMs, activ
 
 
 def moe_s(p: EngineProfile, peak: float, bw: float, tokens, hidden, inter, topk, experts, touched,  # noqa: ANN001
-          wbytes: float, abytes: float = 2.0):  # noqa: ANN201
+          wbytes: float, abytes: float = 2.0, low_precision: bool = False):  # noqa: ANN201
     """Seconds of one MoE layer's fused kernels for `tokens` tokens on one chip holding `experts`
-    experts of inner size `inter` (already divided by tensor parallelism); `touched` of them run."""
+    experts of inner size `inter` (already divided by tensor parallelism); `touched` of them run.
+    Low-precision (fp8, fp4) grouped GEMMs keep the fraction of their peak that the chip's dense
+    low-precision GEMMs keep: `moe_eff · gemm_fp8_eff / gemm_eff`."""
     pairs = tokens * topk
     rows = pairs + touched * p.moe_pad_tokens  # each touched expert's rows padded to its tiles
-    comp = 2.0 * rows * 3.0 * hidden * inter / (peak * p.moe_eff)
+    eff = p.moe_eff * (p.gemm_fp8_eff / p.gemm_eff if low_precision else 1.0)
+    comp = 2.0 * rows * 3.0 * hidden * inter / (peak * eff)
     mem = (touched * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes * 2.0) / (bw * p.mem_eff)
     return _max(comp, mem) + MOE_KERNELS * p.kernel_s
 

@@ -346,9 +346,10 @@ def _engine_estimate(model: Model, chip: Chip, work: Workload, chips: int, need:
         if op.name == "moe.experts":
             moe = model.moe
             assert moe is not None
-            peak_e, _ = _gemm_mode(chip, model, model.expert_dtype)
+            peak_e, low_e = _gemm_mode(chip, model, model.expert_dtype)
             touched = op.weight_bytes / (3.0 * op.k * op.n * eb)
-            t1 = moe_s(p, peak_e, bw_w, op.seqs, op.k, op.n / chips, moe.active_experts, moe.experts, touched, eb, ab)
+            t1 = moe_s(p, peak_e, bw_w, op.seqs, op.k, op.n / chips, moe.active_experts, moe.experts, touched, eb, ab,
+                       low_e)
             fixed, comp = MOE_KERNELS * p.kernel_s, op.flops / chips / (peak_e * p.moe_eff)
             mem = op.bytes / chips / (bw_w * p.mem_eff)
         elif op.kind == "gemm":
