@@ -6,7 +6,8 @@ predictions in ten land within it. Where nothing was measured, the band is a
 stated, wider one, and says so.
 
 - engine stacks on a measured chip: the profile's held-out bands
-  (`gimletc.cost.aiconfigurator`), per op kind, dense and MoE apart;
+  (`gimletc.cost.aiconfigurator`), per op kind, dense and MoE apart (a class
+  with no held-out step borrows the other's, plus `DERIVED_BAND_WIDENING`);
 - engine stacks on a GPU derived from a measured one: its reference's band
   plus `DERIVED_BAND_WIDENING`;
 - the reference stack on the calibrated H200: the leave-one-out errors of
@@ -88,11 +89,13 @@ def band(chip: Chip | str, stack: str, op_kind: str, moe: bool = False) -> Band:
     if s in ENGINE_STACKS:
         p = engine_profile(c, s)
         key = ("moe." if moe else "") + op_kind
-        rel = p.bands.get(key, p.bands.get(op_kind))
-        if rel is None:
-            rel = max(p.bands.values(), default=UNMEASURED_BAND)
         how = "held-out p90 |error|" if p.measured else f"derived (+{DERIVED_BAND_WIDENING:.0%} over the reference's held-out p90)"
-        return Band(rel, f"{how}: {c.name} {s} {key}", p.measured)
+        if key in p.bands:
+            return Band(p.bands[key], f"{how}: {c.name} {s} {key}", p.measured)
+        # No held-out step of this class (e.g. no MoE shape in an engine's tables): the other class's band,
+        # widened as for an unmeasured chip.
+        rel = p.bands.get(op_kind, max(p.bands.values(), default=UNMEASURED_BAND)) + DERIVED_BAND_WIDENING
+        return Band(rel, f"{how}: {c.name} {s} {op_kind} (no {key} steps held out) + {DERIVED_BAND_WIDENING:.0%}", False)
     ref = reference_bands()
     rel = ref.get(op_kind, max(ref.values(), default=UNMEASURED_BAND))
     if c.name == REFERENCE_CHIP:
