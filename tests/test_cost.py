@@ -290,6 +290,9 @@ def test_sram_accelerator_pays_its_published_per_step_floor():
     assert 1.0e-3 < big.latency_s < 2.0e-3
     seventy = sram_floor_s(get_chip("dmatrix-corsair"), 80, 16)
     assert 1.6e-3 < seventy < 2.6e-3  # the 70B rack figure (~2 ms), predicted, not fitted
+    # Cerebras: 1,800 tokens/s for Llama3.1-8B at batch 1 on one wafer, 16-bit weights
+    wse = estimate(get_model("llama-3.1-8b"), get_chip("cerebras-wse3"), "decode", 1, 1, 1024, stack="vllm")
+    assert wse.latency_s == pytest.approx(1 / 1800, rel=0.02)
 
 
 def test_h200_memory_is_what_the_driver_reports():

@@ -159,12 +159,17 @@ def _nearest(chip: Chip, stack: str) -> EngineProfile:
 # rack. Weights sit in SRAM in both, so streaming takes microseconds: the time is the floor. With 2 us
 # of issue per layer (assumed), 32 x 2 us + 64 syncs x s = 1 ms gives s = 14.6 us; the 70B rack then
 # predicts 80 x 2 us + 160 x 14.6 us = 2.5 ms against the published 2 ms (+25%).
-# Groq and Cerebras publish no per-step figure gimletc can use: Corsair's values are assumed, and
-# docs/hardware.md tabulates how a plan's numbers move when they are halved or doubled.
+# Cerebras WSE-3, from Cerebras' launch post ("Introducing Cerebras Inference", 27 Aug 2024): 1,800 tokens/s
+# for Llama3.1-8B and 450 tokens/s for Llama3.1-70B, both at batch 1 in 16-bit weights. The 8B model fits
+# one wafer (no cross-wafer sync): 0.556 ms / 32 layers = 17.4 us per layer; the 70B model needs four
+# wafers: 2.22 ms = 80 x 17.4 us + 160 syncs x s gives s = 5.2 us.
+# Groq LPU, from the same post ("2.4x faster than Groq" on Llama3.1-8B, so ~750 tokens/s): 1.33 ms per
+# token over 32 layers; with Corsair's 2 us of issue per layer, 64 syncs take the rest: 19.8 us each.
+# Groq's chip-to-chip bandwidth is not in its chip file, so gimletc cannot split a step over LPUs yet.
 SRAM_FLOOR: dict[str, tuple[float, float]] = {
     "dmatrix-corsair": (2e-6, 14.6e-6),
-    "groq-lpu": (2e-6, 14.6e-6),
-    "cerebras-wse3": (2e-6, 14.6e-6),
+    "groq-lpu": (2e-6, 19.8e-6),
+    "cerebras-wse3": (17.4e-6, 5.2e-6),
 }
 SRAM_FLOOR_DEFAULT = (2e-6, 14.6e-6)
 
