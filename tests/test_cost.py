@@ -176,6 +176,23 @@ def test_calibration_fits_the_h200_rows(fits):
     assert gpu.efficiency.gemm <= 783.7 / 989 + 1e-9
 
 
+def test_leave_one_out_error_of_the_reference_fit(fits):
+    """Issue 10: leave-one-out median <= 8% on the shared H200 rows, and the shortest prefill (the one
+    row bound by host launch time) predicted by a fit that has not seen it within 20%."""
+    gpu = fits["h200"]
+    loo = [abs(r.loo_error) for r in gpu.rows]
+    assert sorted(loo)[len(loo) // 2] <= 0.08
+    shortest = min((r for r in gpu.rows if r.phase == "prefill"), key=lambda r: r.tokens)
+    assert abs(shortest.loo_error) < 0.20 and max(loo) < 0.20
+
+
+def test_reference_bands_are_the_committed_leave_one_out_coverage(fits):
+    from gimletc.cost.calibrate import reference_bands
+    from gimletc.cost.uncertainty import reference_bands as shipped
+
+    assert reference_bands(fits["h200"]) == pytest.approx(shipped(), rel=1e-3)
+
+
 def test_shipped_efficiencies_equal_a_fresh_fit(fits):
     """The catalog holds exactly what `gimletc calibrate --write` produces, not hand-tuned values."""
     for name, fit in fits.items():

@@ -9,7 +9,8 @@ fixed costs of the software stack are added:
 - eager steps (prefill): the host issues each layer's kernels in
   `launch_s_per_layer` while the device computes; a chain of L layers whose
   device time per layer is g and host time c finishes after
-  max(L.c, L.g) + min(c, g), plus step_overhead (the host's own work per
+  max(L.c, L.g) + min(c, g) / K (host and device overlap kernel by kernel,
+  K = KERNELS_PER_LAYER), plus step_overhead (the host's own work per
   eager forward: inputs, masks, rotary tables, the embedding and LM head
   launches, that a graph replay does not redo).
 
@@ -54,7 +55,10 @@ from gimletc.hardware.schema import Chip
 from gimletc.models.arch import Model
 from gimletc.models.workload import ENGINE_STACKS, MASKED_VERIFY, Op, Workload, step_workload, visible_keys
 
-ALLREDUCE_LATENCY_S = 5e-6  # per ring step; NCCL small-message latency on NVLink is a few microseconds
+ALLREDUCE_LATENCY_S = 5e-6
+# Kernels in one reference-stack layer: host issue and device work overlap kernel by kernel, so an eager
+# chain waits on one kernel's issue (or run) beyond the longer of the two, not on a whole layer's.
+KERNELS_PER_LAYER = 40  # per ring step; NCCL small-message latency on NVLink is a few microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +278,7 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
     if work.phase == "prefill":  # eager: host issue overlaps device work layer by layer
         g = (device_s + comm_s) / L + e.layer_overhead_s * share
         c = e.launch_s_per_layer * share
-        latency = max(L * c, L * g) + min(c, g) + e.step_overhead_s
+        latency = max(L * c, L * g) + min(c, g) / KERNELS_PER_LAYER + e.step_overhead_s
     else:  # captured graph: one replay, no per-step host work to wait for
         latency = device_s + comm_s + L * e.layer_overhead_s * share
     if chip.kind == "sram-accelerator":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gimletc.cost.roofline import ALLREDUCE_LATENCY_S, estimate_workload
+from gimletc.cost.roofline import ALLREDUCE_LATENCY_S, KERNELS_PER_LAYER, estimate_workload
 from gimletc.dtypes import nbytes
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
@@ -147,7 +147,7 @@ class StepCost:
                 comm = 2 * L * share * one
                 g = (busy + comm + delta) / L + e.layer_overhead_s * share
                 c = e.launch_s_per_layer * share
-                t = max(L * c, L * g) + min(c, g) + e.step_overhead_s
+                t = max(L * c, L * g) + min(c, g) / KERNELS_PER_LAYER + e.step_overhead_s
             else:
                 t = max(busy, t + delta)
         return t * scale + self.profile.iteration_s, busy * scale
