@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from gimletc.errors import GimletError
+
 DType = Literal[
     "fp32", "tf32", "bf16", "fp16", "fp8", "fp8_block", "int8", "mxint8", "fp6", "fp4", "nvfp4", "mxfp4", "int4", "mxint4"
 ]
@@ -78,8 +80,6 @@ def compute_dtype(weight: str, peaks: dict, requested: str | None = None, chip: 
     `requested` (a model's compute_dtype) must be one the chip has; otherwise the weights' own
     format where the chip computes in it, else the widest of bf16/fp16/fp32 it has (weight-only:
     dequantised on load), else its slowest listed format."""
-    from gimletc.errors import GimletError
-
     if requested is not None:
         if requested not in peaks:
             raise GimletError(f"{chip} cannot compute in {requested}; it computes in {', '.join(peaks)}")

@@ -212,15 +212,18 @@ def sram_tiers(model: Model, chip: Chip, need: MemoryNeed, chips: int) -> _Tiers
     return _Tiers(w, kv)
 
 
-def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _Tiers, masked: bool = True) -> OpCost:
+def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _Tiers, masked: bool = True,
+             peaks: tuple[float, float] | None = None) -> OpCost:
+    """`peaks`: (weights', experts') GEMM peak FLOP/s, when the caller has them."""
     e = chip.efficiency
     n = op.count
     flops, wbytes = op.flops * n / chips, op.weight_bytes * n / chips
     dbytes = (op.act_bytes + op.kv_bytes) * n / chips
     stream = op.act_bytes * n / chips / (chip.stream_bw * e.memory) + _tiered_s(chip, op.kv_bytes * n / chips, tiers.kv)
     if op.kind == "gemm":
-        dtype = model.expert_dtype if op.name == "moe.experts" else model.weight_dtype
-        _, peak = chip.flops_for(compute_dtype(dtype, chip.peak_flops, model.compute_dtype, chip.name))
+        if peaks is None:
+            peaks = _gemm_peaks(model, chip)
+        peak = peaks[1] if op.name == "moe.experts" else peaks[0]
         compute = flops / (peak * e.gemm)
         memory = _tiered_s(chip, wbytes, tiers.weights) + stream
     elif op.kind == "attention":
@@ -238,6 +241,14 @@ def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _T
         compute = 0.0
         memory = _tiered_s(chip, wbytes, tiers.weights) + stream
     return OpCost(op.name, op.kind, max(compute, memory), compute, memory, flops * chips, (wbytes + dbytes) * chips)
+
+
+def _gemm_peaks(model: Model, chip: Chip) -> tuple[float, float]:
+    """Peak FLOP/s of the GEMMs over the model's weights and over its experts, in their compute formats."""
+    w = chip.flops_for(compute_dtype(model.weight_dtype, chip.peak_flops, model.compute_dtype, chip.name))[1]
+    if model.moe is None or model.expert_dtype == model.weight_dtype:
+        return w, w
+    return w, chip.flops_for(compute_dtype(model.expert_dtype, chip.peak_flops, model.compute_dtype, chip.name))[1]
 
 
 def _allreduce_s(model: Model, chip: Chip, work: Workload, chips: int) -> float:
@@ -266,7 +277,8 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
     if work.stack in ENGINE_STACKS and chip.kind != "cpu":
         return _engine_estimate(model, chip, work, chips, need, tiers, profile or engine_profile(chip, work.stack))
     masked = MASKED_VERIFY[work.stack]
-    costs = tuple(_op_cost(op, model, chip, work.phase, chips, tiers, masked) for op in work.ops)
+    peaks = _gemm_peaks(model, chip)
+    costs = tuple(_op_cost(op, model, chip, work.phase, chips, tiers, masked, peaks) for op in work.ops)
     device_s = sum(c.seconds for c in costs)
     compute_s = sum(c.seconds for c in costs if c.bound == "compute")
     memory_s = device_s - compute_s

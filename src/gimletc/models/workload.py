@@ -230,8 +230,8 @@ def _step_ops(model: Model, stack: str, phase: str, parts: tuple[tuple[int, int,
             # on-chip cache), write the new tokens' entries.
             kv = batch * (ctx if window is None else min(ctx, window)) * kv_tok + batch * tokens * kv_tok
             act = batch * tokens * model.heads * (d_qk + d_v) * ab  # read q, write o
-            ops.append(Op(name, "attention", flops, 0.0, act, kv, count, tokens, batch * model.heads,
-                          seqs=batch, ctx=ctx))
+            ops.append(Op(name, "attention", flops, 0.0, act, kv, count, tokens, batch * model.heads, 0.0, 0.0,
+                          batch, ctx))
 
     # FFN: dense layers and MoE layers.
     if model.dense_layers:
@@ -259,7 +259,7 @@ def _step_ops(model: Model, stack: str, phase: str, parts: tuple[tuple[int, int,
                 0.0,
                 h,
                 moe.expert_ffn,
-                seqs=m,
+                m,
             )
         )
         if moe.shared_experts:
