@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@mkdir -p build
-	$(BIN)/gimletc compile examples/coding_agent.py --cluster examples/clusters/mixed_rack.yaml --stack fused -o build/plan.json --trace build/trace.json
+	$(BIN)/gimletc compile examples/coding_agent.py --cluster examples/clusters/mixed_rack.yaml --stack vllm -o build/plan.json --trace build/trace.json
 
 test: $(STAMP)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
@@ -30,8 +30,14 @@ bench: $(STAMP)
 gpu-bundle: $(STAMP)
 	$(BIN)/python benchmarks/gpu_bundle.py build/gpu-bundle
 
+# The reference stack from the shared H200 rows, then every engine stack from aiconfigurator-core's
+# kernel tables (vllm first: a table an engine lacks borrows that chip's vllm fit); each --write
+# rewrites its profile and the tables in docs/cost-model.md.
+ENGINE_SYSTEMS := a100_sxm h100_sxm h200_sxm b200_sxm
 calibrate: $(STAMP)
 	$(BIN)/gimletc calibrate src/gimletc/cost/data/h200_llama_calibration.json --write
+	@for s in $(ENGINE_SYSTEMS); do for f in vllm sglang trtllm; do \
+		$(BIN)/gimletc calibrate --from-aiconfigurator $$s --framework $$f --write || exit 1; done; done
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -31,14 +31,14 @@ GRAPHS = [
 CLUSTERS = ["examples/clusters/gpu_only.yaml", "examples/clusters/mixed_rack.yaml",
             "examples/clusters/h200_mi300x.yaml"]
 SCENARIO_CLUSTERS = sorted(str(p.relative_to(REPO)) for p in (REPO / "examples/scenarios/clusters").glob("*.yaml"))
-STACKS = ["reference", "fused"]
+STACKS = ["reference", "vllm"]  # vllm: the default engine stack (`fused` is its deprecated alias)
 # Flags beyond the stack, on the demo's graph and cluster: every objective, and each forced partitioning.
-FLAGGED = [("examples/coding_agent.py", "examples/clusters/mixed_rack.yaml", "fused", f"objective={o}")
+FLAGGED = [("examples/coding_agent.py", "examples/clusters/mixed_rack.yaml", "vllm", f"objective={o}")
            for o in ("energy", "cost", "throughput")]
-FLAGGED += [("examples/scenarios/moe_attn_ffn.py", "examples/scenarios/clusters/h200_x16.yaml", "fused",
+FLAGGED += [("examples/scenarios/moe_attn_ffn.py", "examples/scenarios/clusters/h200_x16.yaml", "vllm",
              f"pipeline=expand-llm,place{{partitions={k}}},insert-transfers,schedule,overlap")
             for k in ("whole", "phase", "layers", "attn-ffn")]
-FLAGGED += [("examples/scenarios/speculative.py", "examples/scenarios/clusters/gpu_corsair.yaml", "fused",
+FLAGGED += [("examples/scenarios/speculative.py", "examples/scenarios/clusters/gpu_corsair.yaml", "vllm",
              "pipeline=expand-llm,place{partitions=speculative},insert-transfers,schedule,overlap")]
 
 

@@ -45,7 +45,7 @@ def test_does_not_fit_names_model_chip_and_bytes():
     with pytest.raises(DoesNotFitError) as e:
         estimate(get_model("llama-3.1-405b"), get_chip("h200"), "decode", 1, 1, 1024)
     msg = str(e.value)
-    assert "llama-3.1-405b" in msg and "h200" in msg and "GB" in msg and "141.0 GB" in msg
+    assert "llama-3.1-405b" in msg and "h200" in msg and "GB" in msg and "150.8 GB" in msg
     assert e.value.needed_bytes > e.value.capacity_bytes
 
 
@@ -176,6 +176,23 @@ def test_calibration_fits_the_h200_rows(fits):
     assert gpu.efficiency.gemm <= 783.7 / 989 + 1e-9
 
 
+def test_leave_one_out_error_of_the_reference_fit(fits):
+    """Issue 10: leave-one-out median <= 8% on the shared H200 rows, and the shortest prefill (the one
+    row bound by host launch time) predicted by a fit that has not seen it within 20%."""
+    gpu = fits["h200"]
+    loo = [abs(r.loo_error) for r in gpu.rows]
+    assert sorted(loo)[len(loo) // 2] <= 0.08
+    shortest = min((r for r in gpu.rows if r.phase == "prefill"), key=lambda r: r.tokens)
+    assert abs(shortest.loo_error) < 0.20 and max(loo) < 0.20
+
+
+def test_reference_bands_are_the_committed_leave_one_out_coverage(fits):
+    from gimletc.cost.calibrate import reference_bands
+    from gimletc.cost.uncertainty import reference_bands as shipped
+
+    assert reference_bands(fits["h200"]) == pytest.approx(shipped(), rel=1e-3)
+
+
 def test_shipped_efficiencies_equal_a_fresh_fit(fits):
     """The catalog holds exactly what `gimletc calibrate --write` produces, not hand-tuned values."""
     for name, fit in fits.items():
@@ -193,3 +210,221 @@ def test_other_chips_derive_their_efficiency_by_rule():
         assert c.efficiency.origin.startswith("derived"), c.name
         if c.kind != "cpu":
             assert c.efficiency.gemm == h200.gemm and c.efficiency.memory == h200.memory
+
+
+# ---- engine stacks ----------------------------------------------------------------
+
+from gimletc.cost.engine import (  # noqa: E402
+    ENGINE_STACKS,
+    PARAMS,
+    SYSTEM_CHIP,
+    engine_profile,
+    measured_profiles,
+    sram_floor_s,
+)
+from gimletc.cost.uncertainty import Band, band, combine, distinguishable, ratio_interval  # noqa: E402
+from gimletc.errors import GimletError  # noqa: E402
+from gimletc.models.workload import mixed_workload, step_workload  # noqa: E402
+from gimletc.sim.steps import PROFILES, StepCost  # noqa: E402
+
+DOC = Path(__file__).parents[1] / "docs/cost-model.md"
+
+
+def test_engine_profiles_exist_for_vllm_and_sglang_on_four_gpus_with_a_dozen_parameters():
+    profiles = measured_profiles()
+    for chip in SYSTEM_CHIP.values():
+        for stack in ("vllm", "sglang"):
+            p = profiles[(chip, stack)]
+            assert p.origin.startswith("fitted: gimletc calibrate --from-aiconfigurator")
+            assert p.bands["decode"] > 0 and p.bands["prefill"] > 0
+    assert len(PARAMS) <= 12
+
+
+def test_docs_tables_equal_a_fresh_run_from_the_committed_profiles():
+    from gimletc.cost.engine_docs import doc_blocks
+
+    for (doc, name), body in doc_blocks().items():
+        text = (Path(__file__).parents[1] / doc).read_text()
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        assert text[text.index(begin) + len(begin): text.index(end)].strip("\n") == body, (doc, name)
+
+
+def test_qwen3_32b_tp4_decode_at_batch_1_is_about_what_engine_kernels_give():
+    """AIConfigurator's kernel tables give about 7 ms for this step (issue 10); the reference stack's 13 ms was wrong."""
+    est = estimate(get_model("qwen3-32b"), get_chip("h200"), "decode", 1, 1, 1024, chips=4, stack="vllm")
+    assert 6.0e-3 < est.latency_s < 8.5e-3
+
+
+def test_mixed_step_prices_each_sequence_over_its_own_context():
+    """A 32-token chunk beside a batch-32 decode costs about a decode step, not a long eager prefill."""
+    m, c = get_model("qwen3-32b"), get_chip("h200")
+    cost = StepCost(m, c, 4, PROFILES["vllm"])
+    dec, _ = cost.decode(32, 2048)
+    mix, _ = cost.mixed(32, 0, 32, 2048)
+    assert dec < mix < 1.3 * dec
+    # the chunk's attention covers only its own prefix, not the decode sequences' contexts
+    w = mixed_workload(m, 32, 2048, 32, 0, "vllm")
+    attn = [o for o in w.ops if o.kind == "attention"]
+    assert sorted((o.seqs, o.m, o.ctx) for o in attn) == [(1, 32, 0), (32, 1, 2048)]
+
+
+def test_verify_at_batch_1_costs_a_little_more_than_decode_and_moe_verify_touches_more_experts():
+    c = get_chip("h200")
+    dense = get_model("llama-3.1-8b")
+    d = estimate(dense, c, "decode", 1, 1, 4096, stack="vllm").latency_s
+    v = estimate(dense, c, "verify", 1, 5, 4096, stack="vllm").latency_s
+    assert 1.0 < v / d < 1.2
+    moe = get_model("gpt-oss-120b")
+    d = estimate(moe, c, "decode", 1, 1, 4096, stack="vllm").latency_s
+    v1 = estimate(moe, c, "verify", 1, 2, 4096, stack="vllm").latency_s
+    v8 = estimate(moe, c, "verify", 1, 9, 4096, stack="vllm").latency_s
+    assert 1.0 < v1 / d < 1.4 and v8 / d > 1.6
+
+
+def test_fp8_weights_and_kv_make_decode_faster_and_a100_cannot_compute_in_fp8():
+    from gimletc.models.catalog import with_dtypes
+
+    m, c = get_model("llama-3.1-8b"), get_chip("h200")
+    bf16 = estimate(m, c, "decode", 16, 1, 4096, stack="vllm").latency_s
+    fp8 = estimate(with_dtypes(m, "fp8", "fp8"), c, "decode", 16, 1, 4096, stack="vllm").latency_s
+    assert fp8 < 0.8 * bf16
+    nvfp4 = estimate(with_dtypes(m, "nvfp4"), get_chip("b200"), "decode", 1, 1, 1024, stack="vllm").latency_s
+    assert nvfp4 < estimate(m, get_chip("b200"), "decode", 1, 1, 1024, stack="vllm").latency_s
+    with pytest.raises(GimletError, match="a100-sxm-80gb cannot compute in fp8; it computes in"):
+        estimate(with_dtypes(m, compute="fp8"), get_chip("a100-sxm-80gb"), "decode", 1, 1, 0, stack="vllm")
+    assert with_dtypes(m, kv="fp8").kv_cache_bytes(1000) == m.kv_cache_bytes(1000) / 2
+
+
+def test_sram_accelerator_pays_its_published_per_step_floor():
+    """d-Matrix: ~1 ms/token for Llama3-8B on 8 cards at batch 48-64 (EE Times, Jan 2025). At batch 1 the
+    floor is the whole step; at batch 64 the all-reduce bytes over PCIe and the KV cache spilling to
+    LPDDR add to it (docs/hardware.md gives the figure)."""
+    m = get_model("llama-3.1-8b@mxint8")
+    est = estimate(m, get_chip("dmatrix-corsair"), "decode", 1, 1, 1024, chips=8, stack="vllm")
+    assert est.latency_s == pytest.approx(sram_floor_s(get_chip("dmatrix-corsair"), 32, 8))
+    assert 0.9e-3 < est.latency_s < 1.1e-3
+    big = estimate(m, get_chip("dmatrix-corsair"), "decode", 64, 1, 1024, chips=8, stack="vllm")
+    assert 1.0e-3 < big.latency_s < 2.0e-3
+    seventy = sram_floor_s(get_chip("dmatrix-corsair"), 80, 16)
+    assert 1.6e-3 < seventy < 2.6e-3  # the 70B rack figure (~2 ms), predicted, not fitted
+    # Cerebras: 1,800 tokens/s for Llama3.1-8B at batch 1 on one wafer, 16-bit weights
+    wse = estimate(get_model("llama-3.1-8b"), get_chip("cerebras-wse3"), "decode", 1, 1, 1024, stack="vllm")
+    assert wse.latency_s == pytest.approx(1 / 1800, rel=0.02)
+
+
+def test_h200_memory_is_what_the_driver_reports():
+    assert get_chip("h200").memory_bytes == pytest.approx(143_771 * 2**20, rel=1e-4)
+
+
+@pytest.mark.parametrize("chip", ["mi300x", "gaudi3", "mi355x"])
+def test_unmeasured_gpus_derive_an_engine_profile_from_the_nearest_measured_chip(chip):
+    p = engine_profile(get_chip(chip), "vllm")
+    assert not p.measured and p.origin.startswith("derived:")
+    ref = measured_profiles()[(p.origin.split()[1], "vllm")]
+    assert p.gemm_eff == ref.gemm_eff and p.bands["decode"] > ref.bands["decode"]
+
+
+def test_bands_come_from_one_function_and_are_wider_where_nothing_was_measured():
+    measured = band("h200", "vllm", "decode")
+    assert measured.measured and measured.rel == measured_profiles()[("h200", "vllm")].bands["decode"]
+    assert band("h200", "fused", "decode") == measured  # the deprecated alias prices the same
+    assert band("mi300x", "vllm", "decode").rel > measured.rel
+    assert band("dmatrix-corsair", "vllm", "decode").rel == 0.5
+    assert band("h200", "reference", "decode").measured
+    with pytest.raises(GimletError, match="unknown op kind"):
+        band("h200", "vllm", "transfer")
+    with pytest.raises(GimletError, match="unknown stack 'foo'"):
+        band("h200", "foo", "decode")
+
+
+def test_band_arithmetic():
+    a, b = Band(0.1, "a", True), Band(0.2, "b", True)
+    assert combine([(1.0, a), (3.0, b)]).rel == pytest.approx(0.175)
+    lo, hi = ratio_interval(2.0, a, 1.0, b)
+    assert lo == pytest.approx(1.8 / 1.2) and hi == pytest.approx(2.2 / 0.8)
+    assert not distinguishable(1.0, a, 1.15, a) and distinguishable(1.0, a, 1.5, a)
+
+
+def test_unknown_stack_is_a_typed_error_naming_the_known_ones():
+    with pytest.raises(EstimateError, match="known: vllm, sglang, trtllm, reference"):
+        step_workload(get_model("llama-3.2-1b"), "decode", 1, 1, 0, "tensorrt")
+
+
+
+
+
+@pytest.fixture(scope="module")
+def h200_vllm_fit():
+    pytest.importorskip("aiconfigurator_core")
+    pytest.importorskip("pandas")
+    from gimletc.cost.aiconfigurator import calibrate_engine
+
+    return calibrate_engine("h200_sxm", "vllm")
+
+
+def test_engine_fit_reproduces_the_committed_profile_and_meets_the_dense_targets(h200_vllm_fit):
+    c = h200_vllm_fit
+    shipped = measured_profiles()[("h200", "vllm")]
+    for n in PARAMS:
+        assert getattr(c.profile, n) == pytest.approx(getattr(shipped, n), rel=1e-3), n
+    assert c.profile.bands == pytest.approx(shipped.bands, rel=1e-3)
+    dense = c.held_out["dense"]
+    assert dense["median"] <= 0.10 and dense["max"] <= 0.30  # issue 10's target, on held-out steps
+    assert c.held_out["moe"]["median"] <= 0.10
+
+
+def test_held_out_coverage_of_the_bands_is_about_ninety_percent(h200_vllm_fit):
+    c = h200_vllm_fit
+    for moe in (False, True):
+        for kind in ("prefill", "decode"):
+            pts = [x for x in c.checks if x.phase == kind and x.moe == moe]
+            rel = c.profile.bands[("moe." if moe else "") + kind]
+            inside = sum(abs(x.error) <= rel for x in pts) / len(pts)
+            assert inside >= 0.9, (moe, kind, inside)
+            assert inside - 1 / len(pts) < 0.9, (moe, kind, inside)  # not widened past what coverage needs
+
+
+def test_calibrate_cli_bad_inputs_are_one_line_exit_2(capsys):
+    from tests._cli import run_cli
+
+    code, _, err = run_cli(capsys, "calibrate", "--from-aiconfigurator", "h200_sxm", "--framework", "tensorrt")
+    assert code == 2 and "unknown framework 'tensorrt'" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "estimate", "--model", "llama-3.2-1b", "--chip", "h200", "--phase", "decode",
+                           "--stack", "fast")
+    assert code == 2 and "unknown stack 'fast'" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "estimate", "--model", "llama-3.2-1b", "--chip", "a100-sxm-80gb", "--phase",
+                           "decode", "--compute-dtype", "fp8")
+    assert code == 2 and "cannot compute in fp8" in err and err.count("\n") == 1
+
+
+def test_missing_aiconfigurator_extra_is_named(monkeypatch):
+    import builtins
+
+    from gimletc.cost import aiconfigurator as aic
+
+    real = builtins.__import__
+
+    def no_aic(name, *a, **k):
+        if name == "aiconfigurator_core":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_aic)
+    with pytest.raises(GimletError, match=r"aiconfigurator-core is not installed; install the extra"):
+        aic.package_root()
+
+
+def test_estimate_prints_the_band_and_keeps_its_json_keys(capsys):
+    from tests._cli import run_cli
+
+    args = ("estimate", "--model", "llama-3.1-8b", "--chip", "h200", "--phase", "decode", "--ctx", "1024")
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "ms ±" in out
+    code, out, _ = run_cli(capsys, *args, "--json")
+    import json
+
+    d = json.loads(out)
+    for key in ("latency_ms", "flops", "bytes", "bound", "energy_j", "tokens_per_s", "memory_needed_bytes", "stack",
+                "efficiency_origin", "compute_ms", "memory_ms", "overhead_ms"):
+        assert key in d
+    assert d["band"]["rel"] > 0 and d["latency_low_ms"] < d["latency_ms"] < d["latency_high_ms"]

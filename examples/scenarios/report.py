@@ -1,7 +1,7 @@
 """Regenerate every number in docs/scenarios.md: `.venv/bin/python examples/scenarios/report.py`.
 
 Each scenario compiles an agent graph (this folder) onto clusters (clusters/) with the serving-engine
-stack (`--stack fused`) and reads the predictions off the plans. Nothing here is measured.
+stack (`--stack vllm`) and reads the predictions off the plans. Nothing here is measured.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from gimletc.hardware import load_cluster
 
 HERE = Path(__file__).parent
 DOC = HERE.parents[1] / "docs" / "scenarios.md"
-STACK = "fused"
+STACK = "vllm"
 
 
 def pipe(partitions: str) -> str:

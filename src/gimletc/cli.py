@@ -66,6 +66,18 @@ class PhaseName(str, Enum):
 
 
 
+STACK_HELP = ("software stack: vllm, sglang, trtllm (engine stacks fitted to measured kernels), "
+              "reference (PyTorch-level, calibrated on the H200 rows); fused: deprecated alias of vllm")
+DTYPE_HELP = "format of {} (e.g. bf16, fp8, fp8_block, nvfp4, mxfp4, int4, int8; default: the model's)"
+
+
+def _model_with_dtypes(model: str, weight: str | None, kv: str | None, compute: str | None) -> Any:
+    from gimletc.models import get_model
+    from gimletc.models.catalog import with_dtypes
+
+    return with_dtypes(get_model(model), weight, kv, compute)
+
+
 @app.command()
 def estimate(
     model: Annotated[str, typer.Option(help="catalog model name, or a path to a Hugging Face config.json")],
@@ -78,24 +90,39 @@ def estimate(
     ] = None,
     ctx: Annotated[int, typer.Option(help="tokens already in the KV cache before the step")] = 0,
     chips: Annotated[int, typer.Option(help="chips of this kind the step is split over (tensor parallel)")] = 1,
-    stack: Annotated[str, typer.Option(help="software stack: reference (calibrated) | fused")] = "reference",
+    # estimate keeps its old default (one step as the calibration rows measured it); compile, search and
+    # simulate default to the vllm engine stack
+    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: reference]")] = "reference",
+    weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("the weights"))] = None,
+    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("the KV cache"))] = None,
+    compute_dtype: Annotated[str | None, typer.Option(
+        "--compute-dtype", help="format GEMMs compute in (default: the weights' where the chip has it, else bf16)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Predict the latency, FLOPs, bytes, bound and energy of one step of a model on a chip."""
     from gimletc.cost.roofline import estimate_workload
+    from gimletc.cost.uncertainty import band
     from gimletc.hardware import get_chip
-    from gimletc.models import get_model, step_workload
+    from gimletc.models import step_workload
+    from gimletc.models.workload import resolve_stack
 
     phase = phase.value
     if tokens is None:
         if phase != "decode":
             _fail(f"--tokens is required for phase {phase!r} (prompt length for prefill, draft tokens for verify)")
         tokens = 1
-    m, c = get_model(model), get_chip(chip)
-    est = estimate_workload(m, c, step_workload(m, phase, batch, tokens, ctx, stack), chips)
+    canonical = resolve_stack(stack)
+    m, c = _model_with_dtypes(model, weight_dtype, kv_dtype, compute_dtype), get_chip(chip)
+    est = estimate_workload(m, c, step_workload(m, phase, batch, tokens, ctx, canonical), chips)
+    b = band(c, canonical, phase, moe=m.moe is not None)
     d = est.to_dict()
     d["stack"] = stack
-    d["efficiency_origin"] = c.efficiency.origin
+    d["stack_resolved"] = canonical
+    d["efficiency_origin"] = _origin(c, canonical)
+    d["dtypes"] = {"weight": m.weight_dtype, "experts": m.expert_dtype, "kv": m.kv_dtype, "act": m.act_dtype,
+                   "compute": m.compute_dtype}
+    d["band"] = b.to_dict()
+    d["latency_low_ms"], d["latency_high_ms"] = b.low(est.latency_ms), b.high(est.latency_ms)
     if as_json:
         _print_json(d)
         return
@@ -104,7 +131,8 @@ def estimate(
     t.add_column("value", justify="right")
     rows = [
         ("batch x tokens, ctx", f"{batch} x {tokens}, {ctx}"),
-        ("latency", f"{est.latency_ms:.3f} ms"),
+        ("stack", canonical if canonical == stack else f"{canonical} ({stack} is a deprecated alias)"),
+        ("latency", f"{est.latency_ms:.3f} ms {b}"),
         ("bound", est.bound),
         ("compute / memory / overhead", f"{est.compute_s * 1e3:.3f} / {est.memory_s * 1e3:.3f} / {est.overhead_s * 1e3:.3f} ms"),
         ("FLOPs", _fmt_rate(est.flops, "FLOP")),
@@ -112,11 +140,22 @@ def estimate(
         ("tokens/s", f"{est.tokens_per_s:,.1f}"),
         ("energy", f"{est.energy_j:.4g} J"),
         ("memory needed", f"{_fmt_bytes(est.memory.total)} of {_fmt_bytes(c.capacity_bytes * chips)}"),
+        ("dtypes (weights / KV / compute)", f"{m.weight_dtype} / {m.kv_dtype} / {m.compute_dtype or 'by chip'}"),
     ]
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)
-    out.print(f"[dim]cost model; {c.name} efficiency {c.efficiency.origin}[/dim]")
+    out.print(f"[dim]cost model; {_origin(c, canonical)}; band {b} ({b.source})[/dim]")
+
+
+def _origin(chip: Any, stack: str) -> str:
+    """Where the factors that priced `stack` on `chip` come from."""
+    from gimletc.cost.engine import engine_profile
+    from gimletc.models.workload import ENGINE_STACKS
+
+    if stack in ENGINE_STACKS and chip.kind != "cpu":
+        return engine_profile(chip, stack).origin
+    return chip.efficiency.origin
 
 
 # ---- models -------------------------------------------------------------------
@@ -231,7 +270,11 @@ def compile_cmd(
     objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
     power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
     pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
-    stack: Annotated[str, typer.Option(help="software stack to price: reference (calibrated) | fused (serving engine)")] = "reference",
+    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: vllm]")] = "vllm",
+    weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("every LLM call's weights"))] = None,
+    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("every LLM call's KV cache"))] = None,
+    compute_dtype: Annotated[str | None, typer.Option(
+        "--compute-dtype", help="format every LLM call's GEMMs compute in (default: by chip)")] = None,
     pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op on a device, node, chip or 'cpu'")] = [],  # noqa: B006
     trace: Annotated[Path | None, typer.Option(help="write a Chrome/Perfetto trace of the replay")] = None,
     dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass")] = [],  # noqa: B006
@@ -257,6 +300,9 @@ def compile_cmd(
         dump_after=frozenset(dump_ir_after),
         progress=progress,
         stack=stack,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+        compute_dtype=compute_dtype,
     )
     # Everything is computed before anything is written; each file is written atomically.
     plan_text = result.plan.to_json()
@@ -349,15 +395,25 @@ def graph_cmd(
 
 @app.command()
 def calibrate(
-    data: Annotated[Path, typer.Argument(help="measurement file, e.g. ../shared/data/h200_llama_calibration.json")],
+    data: Annotated[Path | None, typer.Argument(
+        help="measurement file, e.g. ../shared/data/h200_llama_calibration.json (the reference stack)")] = None,
     gpu: Annotated[str, typer.Option(help="catalog chip the GPU rows were measured on")] = "h200",
     cpu: Annotated[str, typer.Option(help="catalog chip the CPU rows were measured on")] = "xeon-host-16c",
-    write: Annotated[bool, typer.Option("--write", help="store the fitted values in the catalog and the docs table")] = False,
+    from_aiconfigurator: Annotated[str | None, typer.Option(
+        "--from-aiconfigurator", help="fit an engine stack to aiconfigurator-core's kernel tables of this system "
+        "(a100_sxm, h100_sxm, h200_sxm, b200_sxm)")] = None,
+    framework: Annotated[str, typer.Option(help="engine whose tables to fit: vllm | sglang | trtllm")] = "vllm",
+    write: Annotated[bool, typer.Option("--write", help="store the fitted values in the package and the docs table")] = False,
     doc: Annotated[Path, typer.Option(help="markdown file whose calibration table --write regenerates")] = Path(
         "docs/cost-model.md"
     ),
 ) -> None:
-    """Fit the GPU's and host CPU's efficiency factors to measured step times."""
+    """Fit efficiency factors: the reference stack to measured step times, or an engine stack to kernel tables."""
+    if from_aiconfigurator is not None:
+        _calibrate_engine(from_aiconfigurator, framework, write, doc)
+        return
+    if data is None:
+        _fail("give a measurement file (reference stack) or --from-aiconfigurator SYSTEM --framework NAME")
     from gimletc.cost.calibrate import calibrate as fit
     from gimletc.cost.calibrate import layer_split_table, load_calibration, markdown_table, update_doc, write_efficiency
     from gimletc.hardware.catalog import chip_file, get_chip
@@ -370,10 +426,39 @@ def calibrate(
     split = layer_split_table(load_calibration(data), fitted_gpu)
     out.print(split, markup=False)
     if write:
+        from gimletc.cost.calibrate import write_reference_bands
+
         for f in fits:
             write_efficiency(chip_file(f.chip), f.efficiency)
+        write_reference_bands(fits[0], Path(data).name)
         update_doc(doc, fits, str(data), split)
         out.print(f"wrote fitted efficiency of {', '.join(f.chip for f in fits)} and the table in {doc}")
+
+
+def _calibrate_engine(system: str, framework: str, write: bool, doc: Path) -> None:
+    from gimletc.cost.aiconfigurator import calibrate_engine, summary_lines, write_profile
+    from gimletc.cost.engine import measured_profiles
+    from gimletc.cost.engine_docs import write_doc_blocks
+
+    stack = framework
+    fallback = measured_profiles().get((_system_chip(system), "vllm")) if framework != "vllm" else None
+    c = calibrate_engine(system, framework, fallback)
+    for line in summary_lines(c):
+        out.print(line, markup=False)
+    if write:
+        path = write_profile(c)
+        measured_profiles.cache_clear()
+        docs = write_doc_blocks(doc.resolve().parents[1])
+        out.print(f"wrote {path} and the tables in {', '.join(str(d) for d in docs)} ({c.profile.chip} {stack})")
+
+
+def _system_chip(system: str) -> str:
+    from gimletc.cost.engine import SYSTEM_CHIP
+    from gimletc.errors import UnknownNameError
+
+    if system not in SYSTEM_CHIP:
+        raise UnknownNameError("system", system, list(SYSTEM_CHIP))
+    return SYSTEM_CHIP[system]
 
 
 # ---- demo -----------------------------------------------------------------------

@@ -33,9 +33,12 @@ class ArrivalKind(str, Enum):
 
 
 class ProfileName(str, Enum):
-    calibrated = "calibrated"
-    fused = "fused"
-    fused_engine = "fused-engine"
+    vllm = "vllm"
+    sglang = "sglang"
+    trtllm = "trtllm"
+    calibrated = "calibrated"  # the reference stack
+    fused = "fused"  # deprecated: vllm
+    fused_engine = "fused-engine"  # deprecated: vllm
 
 
 class LoopMode(str, Enum):
@@ -207,7 +210,7 @@ def register(app: typer.Typer) -> None:
         tp: Annotated[str | None, typer.Option(help="tensor-parallel sizes to try, e.g. 1,2,4")] = None,
         modes: Annotated[str, typer.Option(help="agg, disagg or both (comma-separated)")] = "agg,disagg",
         chips: Annotated[str | None, typer.Option(help="chip types to use (default: all accelerators)")] = None,
-        profile: Annotated[ProfileName, typer.Option(help="software stack the step times model")] = ProfileName.calibrated,
+        profile: Annotated[ProfileName, typer.Option(help="software stack the step times model")] = ProfileName.vllm,
         weight_dtype: Annotated[str | None, typer.Option(help="serve every model's weights in this format, e.g. fp8")] = None,
         kv_dtype: Annotated[str | None, typer.Option(help="keep KV caches in this format, e.g. fp8")] = None,
         max_batch: Annotated[int, typer.Option(help="sequences per decode batch")] = 256,

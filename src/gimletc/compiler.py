@@ -27,7 +27,7 @@ from gimletc.graph_io import load_graph
 from gimletc.hardware import Cluster, get_chip, load_cluster
 from gimletc.ir import Graph, Op
 from gimletc.ir.text import print_graph
-from gimletc.models.workload import MASKED_VERIFY
+from gimletc.models.workload import resolve_stack
 from gimletc.passes.manager import Pass, PartitionScorer, PassContext, PassManager
 from gimletc.passes.place import OBJECTIVES, Place, PlacementError
 from gimletc.passes.results import PartitionReport
@@ -65,6 +65,18 @@ def _as_graph(graph: Any) -> Graph:
     return load_graph(graph)
 
 
+def _with_dtypes(g: Graph, weight: str | None, kv: str | None, compute: str | None) -> Graph:
+    """`g` with every LLM call's model named in the given formats."""
+    from gimletc.models.catalog import name_with_dtypes
+
+    def rename(op: Any) -> Any:
+        if op.kind == "agent.llm" and op.attr("model") is not None:
+            return op.with_attrs(model=name_with_dtypes(str(op.attr("model")), weight, kv, compute))
+        return op
+
+    return g.map_ops(rename)
+
+
 def _as_cluster(cluster: Any) -> Cluster:
     return cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
 
@@ -80,17 +92,25 @@ def compile(  # noqa: A001 - the product's verb
     baseline: bool = True,
     dump_after: frozenset[str] = frozenset(),
     progress: Callable[[str], None] | None = None,
-    stack: str = "reference",
+    stack: str = "vllm",
+    weight_dtype: str | None = None,
+    kv_dtype: str | None = None,
+    compute_dtype: str | None = None,
 ) -> CompileResult:
     """Compile `graph` (an ir.Graph, an AgentGraph or a file path) for `cluster` (a Cluster, preset or file).
 
-    `stack` is the software stack the cost model prices: "reference" (what the calibration measured) or
-    "fused" (a serving engine; see gimletc.models.workload)."""
+    `stack` is the software stack the cost model prices: an engine stack ("vllm", the default, "sglang",
+    "trtllm"; see gimletc.cost.engine) or "reference" (the PyTorch-level stack the H200 rows calibrate);
+    "fused" is a deprecated name of "vllm". The dtypes, when given, apply to every LLM call's model
+    (not to drafts, which name their own): the plan's ops then name e.g. `qwen3-32b@weight=fp8,kv=fp8`."""
     # A compile allocates many short-lived, acyclic objects: the cycle collector only costs time here.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _compile(graph, cluster, objective, power_budget_w, pins, pipeline, baseline, dump_after, progress, stack)
+        g = _as_graph(graph)
+        if weight_dtype or kv_dtype or compute_dtype:
+            g = _with_dtypes(g, weight_dtype, kv_dtype, compute_dtype)
+        return _compile(g, cluster, objective, power_budget_w, pins, pipeline, baseline, dump_after, progress, stack)
     finally:
         if was_enabled:
             gc.enable()
@@ -108,8 +128,7 @@ def _compile(
     progress: Callable[[str], None] | None,
     stack: str,
 ) -> CompileResult:
-    if stack not in MASKED_VERIFY:
-        raise GimletError(f"unknown stack {stack!r}; choose one of {', '.join(MASKED_VERIFY)}")
+    stack = resolve_stack(stack)
     if objective not in OBJECTIVES:
         raise GimletError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if power_budget_w is not None and not power_budget_w > 0:

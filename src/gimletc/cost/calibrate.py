@@ -7,7 +7,9 @@ fixed values, so the result is deterministic.
 
 With measurements of one model size, per-layer and per-step fixed costs cannot
 be told apart; all fixed cost is attributed to layers (kernels live in layers)
-and `step_overhead_s` stays 0. Leave-one-out refits estimate how well the
+and `step_overhead_s` stays 0. The per-layer rows (one layer's attention and
+FFN blocks, each launched alone) are fitted beside the steps: they pin the
+host's issue time per layer. Leave-one-out refits estimate how well the
 fitted model predicts a row it has not seen.
 """
 
@@ -168,7 +170,8 @@ class ChipFit:
 def _efficiency(base: Efficiency, names: tuple[str, ...], x: np.ndarray, origin: str, ties: dict[str, str]) -> Efficiency:
     values = {n: float(v) for n, v in zip(names, x, strict=True)}
     values.update({k: values[v] for k, v in ties.items() if v in values})
-    return base.model_copy(update={**values, "step_overhead_s": 0.0, "origin": origin})
+    values.setdefault("step_overhead_s", 0.0)
+    return base.model_copy(update={**values, "origin": origin})
 
 
 def _predict_ms(chip: Chip, models: dict[str, Model], step: Step) -> float:
@@ -177,7 +180,32 @@ def _predict_ms(chip: Chip, models: dict[str, Model], step: Step) -> float:
     return estimate(models[step.model], chip, step.phase, step.batch, step.tokens, step.ctx, check_fit=False).latency_s * 1e3
 
 
-def _solve(chip: Chip, models: dict[str, Model], steps: list[Step], space: dict, ties: dict[str, str]) -> np.ndarray:
+# Share of a reference-stack layer's kernels (so of its host issue time and per-kernel device cost) in
+# each block: attention (two RMSNorm upcasts of 7 kernels, rotary 5 x 2, QKV and output GEMMs, SDPA,
+# the output copy, a residual add: ~27 kernels) and FFN (gate/up and down GEMMs, SiLU and multiply,
+# a residual add: ~5 kernels, plus the next layer's norm it is timed with: ~12).
+BLOCK_SHARE = {"attention": 27 / 39, "ffn": 12 / 39}
+
+
+def _split_ms(chip: Chip, model: Model, r: LayerSplit, block: str) -> float:
+    """One middle layer's `block` launched and timed on its own: a chain of one layer (eager prefill:
+    the host's issue time plus the device's, nothing to overlap with; captured decode: device time
+    plus the block's share of the layer's fixed cost)."""
+    from dataclasses import replace
+
+    from gimletc.cost.roofline import estimate_workload
+    from gimletc.models.workload import restrict, step_workload
+
+    tokens, ctx = (r.ctx, 0) if r.phase == "prefill" else (1, r.ctx)
+    work = step_workload(model, r.phase, r.batch, tokens, ctx)
+    one = min(1, model.layers - 1)
+    part = replace(restrict(work, model, one, one + 1, block), overhead_share=BLOCK_SHARE[block])
+    step = chip.efficiency.step_overhead_s if r.phase == "prefill" else 0.0  # a block alone skips the model's setup
+    return (estimate_workload(model, chip, part, 1, check_fit=False).latency_s - step) * 1e3
+
+
+def _solve(chip: Chip, models: dict[str, Model], steps: list[Step], space: dict, ties: dict[str, str],
+           splits: tuple[tuple[Model, LayerSplit], ...] = ()) -> np.ndarray:
     names = tuple(space)
     start = np.array([space[n][0] for n in names])
     lo = np.array([space[n][1] for n in names])
@@ -187,7 +215,9 @@ def _solve(chip: Chip, models: dict[str, Model], steps: list[Step], space: dict,
     def residuals(z: np.ndarray) -> np.ndarray:
         eff = _efficiency(chip.efficiency, names, z * scale, "fit", ties)
         c = chip.model_copy(update={"efficiency": eff})
-        return np.array([math.log(_predict_ms(c, models, s) / s.ms) for s in steps])
+        r = [math.log(_predict_ms(c, models, s) / s.ms) for s in steps]
+        r += [math.log(_split_ms(c, m, sp, b) / getattr(sp, f"{b}_ms")) for m, sp in splits for b in BLOCK_SHARE]
+        return np.array(r)
 
     res = least_squares(residuals, start / scale, bounds=(lo / scale, hi / scale), method="trf", x_scale=1.0)
     return res.x * scale
@@ -205,15 +235,19 @@ def measured_bounds(chip: Chip, data: CalibrationData, dtype: str) -> dict[str, 
     return bounds
 
 
-def fit_chip(chip: Chip, data: CalibrationData, steps: list[Step], dtype: str, origin: str) -> ChipFit:
-    """Fit `chip`'s efficiency to `steps` (models built from `data.architectures` in `dtype`)."""
+def fit_chip(chip: Chip, data: CalibrationData, steps: list[Step], dtype: str, origin: str,
+             splits: list[LayerSplit] | None = None) -> ChipFit:
+    """Fit `chip`'s efficiency to `steps` (models built from `data.architectures` in `dtype`) and to the
+    per-layer `splits` (one layer's blocks timed on their own; they pin the host's launch time per
+    layer, which otherwise only the shortest prefill shows)."""
     space, ties = (CPU_PARAMS, CPU_TIES) if chip.kind == "cpu" else (GPU_PARAMS, {})
     if chip.kind != "cpu":
         caps = measured_bounds(chip, data, dtype)
         space = {n: (min(s, caps.get(n, hi) * 0.99), lo, caps.get(n, hi)) for n, (s, lo, hi) in space.items()}
     names = tuple(space)
     models = {s.model: data.model(s.model, dtype) for s in steps}
-    x = _solve(chip, models, steps, space, ties)
+    sp = tuple((data.model(r.model, dtype), r) for r in (splits or []))
+    x = _solve(chip, models, steps, space, ties, sp)
     eff = _efficiency(chip.efficiency, names, x, origin, ties)
     fitted = chip.model_copy(update={"efficiency": eff})
 
@@ -221,7 +255,7 @@ def fit_chip(chip: Chip, data: CalibrationData, steps: list[Step], dtype: str, o
     for i, s in enumerate(steps):
         rest = steps[:i] + steps[i + 1 :]
         if len(rest) >= len(names):  # leave-one-out needs at least as many rows as parameters
-            xi = _solve(chip, models, rest, space, ties)
+            xi = _solve(chip, models, rest, space, ties, sp)
             loo_chip = chip.model_copy(update={"efficiency": _efficiency(chip.efficiency, names, xi, "loo", ties)})
             loo = _predict_ms(loo_chip, models, s)
         else:
@@ -237,7 +271,8 @@ def calibrate(path: str | Path, gpu: Chip, cpu: Chip | None) -> list[ChipFit]:
     """Fit the GPU (bf16 rows) and, when the file has them, the host CPU (fp32 rows)."""
     data = load_calibration(path)
     src = Path(path).name
-    fits = [fit_chip(gpu, data, data.gpu_steps, "bf16", f"fitted: gimletc calibrate {src} ({len(data.gpu_steps)} rows)")]
+    n = len(data.gpu_steps) + len(data.gpu_layer_split)
+    fits = [fit_chip(gpu, data, data.gpu_steps, "bf16", f"fitted: gimletc calibrate {src} ({n} rows)", data.gpu_layer_split)]
     if cpu is not None and data.cpu is not None and data.cpu.steps:
         n = len(data.cpu.steps)
         fits.append(fit_chip(cpu, data, data.cpu.steps, "fp32", f"fitted: gimletc calibrate {src} ({n} cpu rows)"))
@@ -245,28 +280,19 @@ def calibrate(path: str | Path, gpu: Chip, cpu: Chip | None) -> list[ChipFit]:
 
 
 def layer_split_table(data: CalibrationData, chip: Chip) -> str:
-    """Predicted vs measured per-layer attention and FFN time (a check: these rows are not fitted).
-
-    A prefill row's `ctx` is its prompt length. The cost model's per-layer
-    fixed overhead is shown on its own: the measurement spreads it over both
-    blocks in a way the model does not split."""
-    from gimletc.cost.roofline import estimate
-
+    """Predicted vs measured time of one layer's attention and FFN blocks, each launched alone (the rows
+    the GPU fit uses beside the steps; a prefill row's `ctx` is its prompt length)."""
     out = [
         "| model | phase | batch | ctx | attention ms (measured / predicted) | FFN ms (measured / predicted) "
-        "| attention : FFN (measured / predicted) | fixed per layer (predicted) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| attention : FFN (measured / predicted) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in data.gpu_layer_split:
         m = data.model(r.model, "bf16")
-        tokens, ctx = (r.ctx, 0) if r.phase == "prefill" else (1, r.ctx)
-        est = estimate(m, chip, r.phase, r.batch, tokens, ctx, check_fit=False)
-        attn = sum(o.seconds for o in est.ops if o.name.startswith("attn.")) / m.layers * 1e3
-        ffn = sum(o.seconds for o in est.ops if o.name.startswith(("ffn.", "moe."))) / m.layers * 1e3
+        attn, ffn = _split_ms(chip, m, r, "attention"), _split_ms(chip, m, r, "ffn")
         out.append(
             f"| {r.model} | {r.phase} | {r.batch} | {r.ctx} | {r.attention_ms:.4f} / {attn:.4f} | "
-            f"{r.ffn_ms:.4f} / {ffn:.4f} | {r.attention_ms / r.ffn_ms:.2f} / {attn / ffn:.2f} | "
-            f"{chip.efficiency.layer_overhead_s * 1e3:.4f} |"
+            f"{r.ffn_ms:.4f} / {ffn:.4f} | {r.attention_ms / r.ffn_ms:.2f} / {attn / ffn:.2f} |"
         )
     return "\n".join(out)
 
@@ -326,7 +352,7 @@ def update_doc(doc: Path, fits: list[ChipFit], source: str, split: str = "") -> 
     begin, end = "<!-- calibration:begin -->", "<!-- calibration:end -->"
     body = "\n\n".join(markdown_table(f) for f in fits)
     if split:
-        body += "\n\nCheck, not fitted: one layer's attention and FFN blocks on the fitted H200.\n\n" + split
+        body += "\n\nPer-layer rows (fitted with the steps): one layer's attention and FFN blocks, each launched alone, on the fitted H200.\n\n" + split
     block = f"{begin}\n_Generated by `gimletc calibrate {source} --write`; do not edit by hand._\n\n{body}\n{end}"
     text = doc.read_text() if doc.exists() else ""
     if begin in text and end in text:
@@ -334,3 +360,28 @@ def update_doc(doc: Path, fits: list[ChipFit], source: str, split: str = "") -> 
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     write_atomic(doc, text)
+
+
+REFERENCE_BANDS = Path(__file__).parent / "data" / "reference_bands.json"
+
+
+def reference_bands(fit: ChipFit) -> dict[str, float]:
+    """Per step kind, the smallest band holding 90% of the leave-one-out |relative errors|;
+    a mixed step (decode batch plus a prompt chunk) takes the larger of prefill and decode."""
+    out = {}
+    for kind in ("prefill", "decode", "verify"):
+        e = sorted(abs(r.loo_error) for r in fit.rows if r.phase == kind and not math.isnan(r.loo_error))
+        if e:  # the smallest band holding 90% of them (the ceil(0.9 n)-th smallest), rounded up
+            v = e[max(0, math.ceil(0.9 * len(e) - 1e-9) - 1)]
+            out[kind] = math.ceil(v * 1e4) / 1e4
+    if "prefill" in out and "decode" in out:
+        out["mixed"] = max(out["prefill"], out["decode"])
+    return out
+
+
+def write_reference_bands(fit: ChipFit, source: str) -> None:
+    import json
+
+    doc = {"chip": fit.chip, "stack": "reference", "source": f"leave-one-out errors of gimletc calibrate {source}",
+           "bands": reference_bands(fit)}
+    write_atomic(REFERENCE_BANDS, json.dumps(doc, indent=2, sort_keys=True) + "\n")

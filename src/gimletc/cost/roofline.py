@@ -5,11 +5,14 @@ roofline: time = max(FLOPs / (peak x eff_compute), bytes / (bandwidth x
 eff_memory)). Operators run one after another, so their times add; then the
 fixed costs of the software stack are added:
 
-- graph-captured steps (decode, verify): + layers x layer_overhead + step_overhead
+- graph-captured steps (decode, verify, mixed): + layers x layer_overhead
 - eager steps (prefill): the host issues each layer's kernels in
   `launch_s_per_layer` while the device computes; a chain of L layers whose
   device time per layer is g and host time c finishes after
-  max(L.c, L.g) + min(c, g), plus step_overhead.
+  max(L.c, L.g) + min(c, g) / K (host and device overlap kernel by kernel,
+  K = KERNELS_PER_LAYER), plus step_overhead (the host's own work per
+  eager forward: inputs, masks, rotary tables, the embedding and LM head
+  launches, that a graph replay does not redo).
 
 Multi-token verification (speculative decoding) attends with a mask, which the
 decode kernel cannot do: it runs a masked attention path that reads the KV
@@ -21,6 +24,13 @@ On chips with on-chip SRAM, weights resident in SRAM stream at SRAM bandwidth;
 the rest stream from off-chip memory. A step may be split over `chips` chips
 (tensor parallel): work and bytes divide evenly, and every layer adds two
 ring all-reduces of the activations over the chip's scale-up link.
+
+That is the `reference` stack. Engine stacks (vllm, sglang, trtllm) price each
+kernel with the fitted physics of `gimletc.cost.engine` instead: one graph
+launch per step, per-kernel fixed costs, the engine's all-reduce. CPUs have no
+engine: under an engine stack they run the fused operator counts with their
+own fitted efficiency. SRAM accelerators under any stack pay their per-step
+floor (`gimletc.cost.engine.sram_floor_s`).
 """
 
 from __future__ import annotations
@@ -28,13 +38,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gimletc.cost.accounting import energy_j
-from gimletc.dtypes import nbytes
+from gimletc.cost.engine import (
+    MOE_KERNELS,
+    STEP_OVERHEAD_S,
+    EngineProfile,
+    allreduce_s,
+    attention_s,
+    engine_profile,
+    gemm_s,
+    moe_s,
+    sram_floor_s,
+)
+from gimletc.dtypes import compute_dtype, nbytes
 from gimletc.errors import DoesNotFitError, EstimateError
 from gimletc.hardware.schema import Chip
 from gimletc.models.arch import Model
-from gimletc.models.workload import MASKED_VERIFY, Op, Workload, step_workload
+from gimletc.models.workload import ENGINE_STACKS, MASKED_VERIFY, Op, Workload, step_workload, visible_keys
 
-ALLREDUCE_LATENCY_S = 5e-6  # per ring step; NCCL small-message latency on NVLink is a few microseconds
+ALLREDUCE_LATENCY_S = 5e-6
+# Kernels in one reference-stack layer: host issue and device work overlap kernel by kernel, so an eager
+# chain waits on one kernel's issue (or run) beyond the longer of the two, not on a whole layer's.
+KERNELS_PER_LAYER = 40  # per ring step; NCCL small-message latency on NVLink is a few microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,15 +212,18 @@ def sram_tiers(model: Model, chip: Chip, need: MemoryNeed, chips: int) -> _Tiers
     return _Tiers(w, kv)
 
 
-def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _Tiers, masked: bool = True) -> OpCost:
+def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _Tiers, masked: bool = True,
+             peaks: tuple[float, float] | None = None) -> OpCost:
+    """`peaks`: (weights', experts') GEMM peak FLOP/s, when the caller has them."""
     e = chip.efficiency
     n = op.count
     flops, wbytes = op.flops * n / chips, op.weight_bytes * n / chips
     dbytes = (op.act_bytes + op.kv_bytes) * n / chips
     stream = op.act_bytes * n / chips / (chip.stream_bw * e.memory) + _tiered_s(chip, op.kv_bytes * n / chips, tiers.kv)
     if op.kind == "gemm":
-        dtype = model.expert_dtype if op.name == "moe.experts" else model.weight_dtype
-        _, peak = chip.flops_for(dtype)
+        if peaks is None:
+            peaks = _gemm_peaks(model, chip)
+        peak = peaks[1] if op.name == "moe.experts" else peaks[0]
         compute = flops / (peak * e.gemm)
         memory = _tiered_s(chip, wbytes, tiers.weights) + stream
     elif op.kind == "attention":
@@ -216,28 +243,42 @@ def _op_cost(op: Op, model: Model, chip: Chip, phase: str, chips: int, tiers: _T
     return OpCost(op.name, op.kind, max(compute, memory), compute, memory, flops * chips, (wbytes + dbytes) * chips)
 
 
+def _gemm_peaks(model: Model, chip: Chip) -> tuple[float, float]:
+    """Peak FLOP/s of the GEMMs over the model's weights and over its experts, in their compute formats."""
+    w = chip.flops_for(compute_dtype(model.weight_dtype, chip.peak_flops, model.compute_dtype, chip.name))[1]
+    if model.moe is None or model.expert_dtype == model.weight_dtype:
+        return w, w
+    return w, chip.flops_for(compute_dtype(model.expert_dtype, chip.peak_flops, model.compute_dtype, chip.name))[1]
+
+
 def _allreduce_s(model: Model, chip: Chip, work: Workload, chips: int) -> float:
     """Two ring all-reduces of the layer's activations per layer when split over `chips` chips."""
     if chips == 1:
         return 0.0
     if chip.scale_up_bw is None:
         raise EstimateError(f"chip {chip.name} has no scale_up_bw, so a step cannot be split over {chips} chips")
-    m = work.batch * work.tokens
+    m = sum(b * t for b, t in _token_parts(work))
     payload = m * model.hidden * nbytes(model.act_dtype)
     one = 2 * (chips - 1) / chips * payload / chip.scale_up_bw + 2 * (chips - 1) * ALLREDUCE_LATENCY_S
     return 2 * work.layers * one * work.overhead_share  # one all-reduce per block and layer
 
 
-def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, check_fit: bool = True) -> PhaseEstimate:
-    """Price an already-built workload on `chips` chips of one kind."""
+def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, check_fit: bool = True,
+                      profile: EngineProfile | None = None) -> PhaseEstimate:
+    """Price an already-built workload on `chips` chips of one kind.
+
+    Engine stacks use `profile` (default: the chip's committed or derived profile of the stack)."""
     if chips < 1:
         raise EstimateError(f"chips must be >= 1; got {chips}")
     need = memory_need(model, work.batch, work.tokens, work.ctx)
     if check_fit:
         check_fits(model, chip, need, chips)
     tiers = sram_tiers(model, chip, need, chips)
+    if work.stack in ENGINE_STACKS and chip.kind != "cpu":
+        return _engine_estimate(model, chip, work, chips, need, tiers, profile or engine_profile(chip, work.stack))
     masked = MASKED_VERIFY[work.stack]
-    costs = tuple(_op_cost(op, model, chip, work.phase, chips, tiers, masked) for op in work.ops)
+    peaks = _gemm_peaks(model, chip)
+    costs = tuple(_op_cost(op, model, chip, work.phase, chips, tiers, masked, peaks) for op in work.ops)
     device_s = sum(c.seconds for c in costs)
     compute_s = sum(c.seconds for c in costs if c.bound == "compute")
     memory_s = device_s - compute_s
@@ -249,12 +290,18 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
     if work.phase == "prefill":  # eager: host issue overlaps device work layer by layer
         g = (device_s + comm_s) / L + e.layer_overhead_s * share
         c = e.launch_s_per_layer * share
-        latency = max(L * c, L * g) + min(c, g) + e.step_overhead_s
-    else:  # captured graph
-        latency = device_s + comm_s + L * e.layer_overhead_s * share + e.step_overhead_s
-    overhead_s = latency - device_s
+        latency = max(L * c, L * g) + min(c, g) / KERNELS_PER_LAYER + e.step_overhead_s
+    else:  # captured graph: one replay, no per-step host work to wait for
+        latency = device_s + comm_s + L * e.layer_overhead_s * share
+    if chip.kind == "sram-accelerator":
+        latency = max(latency, sram_floor_s(chip, L * share, chips))
+    return _result(model, chip, work, chips, need, tiers, costs, latency, compute_s, memory_s)
 
+
+def _result(model: Model, chip: Chip, work: Workload, chips: int, need: MemoryNeed, tiers: _Tiers,
+            costs: tuple[OpCost, ...], latency: float, compute_s: float, memory_s: float) -> PhaseEstimate:
     # The units work during operator time; fixed overheads leave them near idle.
+    device_s = compute_s + memory_s
     energy = energy_j(chip, device_s, latency, chips)
     return PhaseEstimate(
         model=model.name,
@@ -269,12 +316,113 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
         bytes=work.bytes,
         compute_s=compute_s,
         memory_s=memory_s,
-        overhead_s=overhead_s,
+        overhead_s=latency - device_s,
         energy_j=energy,
         memory=need,
         weights_in_sram=tiers.weights,
         ops=costs,
     )
+
+
+# ---- engine stacks -------------------------------------------------------------------------
+
+ROW_PARALLEL = frozenset({"attn.o", "ffn.down", "moe.shared.down"})  # split along K under tensor parallelism
+REPLICATED = frozenset({"moe.router"})  # every chip computes the whole router
+LOW_PRECISION = frozenset({"fp8", "fp4", "fp6", "int8", "int4", "mxint8", "mxint4"})
+ELEMENTWISE_KERNELS = {"norm_residual_rope": 3, "ffn.act": 1, "moe.act": 1}  # fused kernels per layer (assumed)
+
+
+def _tier_bw(chip: Chip, sram_fraction: float) -> float:
+    """Effective bandwidth of bytes of which `sram_fraction` stream from SRAM and the rest off-chip."""
+    if not sram_fraction or not chip.sram_bw:
+        return chip.stream_bw
+    if sram_fraction >= 1.0 or not chip.memory_bw:
+        return chip.sram_bw
+    return 1.0 / (sram_fraction / chip.sram_bw + (1.0 - sram_fraction) / chip.memory_bw)
+
+
+def _gemm_mode(chip: Chip, model: Model, dtype: str) -> tuple[float, bool]:
+    """(peak FLOP/s, low precision?) of GEMMs over weights stored in `dtype`."""
+    c = compute_dtype(dtype, chip.peak_flops, model.compute_dtype, chip.name)
+    return chip.flops_for(c)[1], c in LOW_PRECISION
+
+
+def _engine_estimate(model: Model, chip: Chip, work: Workload, chips: int, need: MemoryNeed, tiers: _Tiers,
+                     p: EngineProfile) -> PhaseEstimate:
+    ab = nbytes(model.act_dtype)
+    wb, eb = nbytes(model.weight_dtype), nbytes(model.expert_dtype)
+    bw, bw_w, bw_kv = chip.stream_bw, _tier_bw(chip, tiers.weights), _tier_bw(chip, tiers.kv)
+    peak_w, low_w = _gemm_mode(chip, model, model.weight_dtype)
+    peak_a = chip.flops_for(model.act_dtype)[1]
+    costs: list[OpCost] = []
+    compute_s = memory_s = 0.0
+    for op in work.ops:
+        n = op.count
+        flops, nb = op.flops * n, op.bytes * n
+        if op.name == "moe.experts":
+            moe = model.moe
+            assert moe is not None
+            peak_e, low_e = _gemm_mode(chip, model, model.expert_dtype)
+            touched = op.weight_bytes / (3.0 * op.k * op.n * eb)
+            t1 = moe_s(p, peak_e, bw_w, op.seqs, op.k, op.n / chips, moe.active_experts, moe.experts, touched, eb, ab,
+                       low_e)
+            fixed, comp = MOE_KERNELS * p.kernel_s, op.flops / chips / (peak_e * p.moe_eff)
+            mem = op.bytes / chips / (bw_w * p.mem_eff)
+        elif op.kind == "gemm":
+            k, cols = op.k, op.n
+            if op.name in ROW_PARALLEL:
+                k /= chips
+            elif op.name not in REPLICATED:
+                cols /= chips
+            t1 = gemm_s(p, peak_w, bw_w, op.m, cols, k, wb, ab, low_w)
+            fixed = p.kernel_s
+            comp = 2.0 * op.m * cols * k / (peak_w * (p.gemm_fp8_eff if low_w else p.gemm_eff))
+            mem = (cols * k * wb + op.m * (k + cols) * ab) / (bw_w * p.mem_eff)
+        elif op.kind == "attention":
+            kv_heads = max(1.0, model.kv_heads / chips)
+            rows = op.seqs * op.m * model.heads / chips
+            d = op.flops / max(1.0, 4.0 * op.seqs * model.heads * visible_keys(int(op.m), int(op.ctx), None)) \
+                if model.mla is not None else model.head_dim
+            fixed = p.attn_kernel_s + op.seqs * kv_heads * p.attn_seq_s
+            t1 = attention_s(p, peak_a, bw_kv, op.flops / chips, op.kv_bytes / chips, op.act_bytes / chips, rows, d,
+                             op.seqs * kv_heads)
+            comp = op.flops / chips / (peak_a * p.attn_eff)
+            mem = op.kv_bytes / chips / (bw_kv * p.mem_eff)
+        else:  # fused elementwise kernels and the embedding gather: one pass over their bytes
+            fixed = ELEMENTWISE_KERNELS.get(op.name, 1) * p.kernel_s
+            comp, mem = 0.0, op.bytes / chips / (bw * p.mem_eff)
+            t1 = mem + fixed
+        c = OpCost(op.name, op.kind, t1 * n, comp * n, mem * n, flops, nb)
+        costs.append(c)
+        busy = (t1 - fixed) * n
+        if c.bound == "compute":
+            compute_s += busy
+        else:
+            memory_s += busy
+    L, share = work.layers, work.overhead_share
+    if chips > 1:
+        payload = sum(b * t for b, t in _token_parts(work)) * model.hidden * ab
+        if chip.kind == "gpu":
+            one = allreduce_s(p, payload, chips)
+        else:  # cross-card latency is in the chip's step floor; the bytes cross its scale-up link
+            if chip.scale_up_bw is None:
+                raise EstimateError(f"chip {chip.name} has no scale_up_bw, so a step cannot be split over {chips} chips")
+            one = 2 * (chips - 1) / chips * payload / chip.scale_up_bw
+        ar = 2 * L * share * one
+        costs.append(OpCost("allreduce", "comm", ar, 0.0, 0.0, 0.0, 2 * L * share * payload))
+    latency = sum(c.seconds for c in costs)
+    if chip.kind == "sram-accelerator":
+        latency = max(latency, sram_floor_s(chip, L * share, chips))
+    else:
+        latency += STEP_OVERHEAD_S
+    return _result(model, chip, work, chips, need, tiers, tuple(costs), latency, compute_s, memory_s)
+
+
+def _token_parts(work: Workload) -> list[tuple[int, int]]:
+    """(sequences, new tokens each) of a workload: the attention ops' parts (a mixed step has two)."""
+    seen = [(int(o.seqs), int(o.m)) for o in work.ops if o.kind == "attention"]
+    parts = list(dict.fromkeys(seen)) if seen else [(work.batch, work.tokens)]
+    return parts
 
 
 def estimate(
@@ -286,9 +434,10 @@ def estimate(
     ctx: int = 0,
     chips: int = 1,
     check_fit: bool = True,
+    stack: str = "reference",
 ) -> PhaseEstimate:
-    """Predicted latency, FLOPs, bytes, bound and energy of one step of `phase`.
+    """Predicted latency, FLOPs, bytes, bound and energy of one step of `phase` under `stack`.
 
     Raises DoesNotFitError (naming the model, the chip and both byte counts)
     when weights + KV + activations exceed the chips' memory."""
-    return estimate_workload(model, chip, step_workload(model, phase, batch, tokens, ctx), chips, check_fit)
+    return estimate_workload(model, chip, step_workload(model, phase, batch, tokens, ctx, stack), chips, check_fit)

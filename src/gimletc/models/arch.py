@@ -76,6 +76,9 @@ class Model(_Strict):
     weight_dtype: DType = "bf16"
     kv_dtype: DType = "bf16"
     act_dtype: DType = "bf16"
+    compute_dtype: DType | None = Field(
+        None, description="format GEMMs compute in (default: the weights' own where the chip has it, else bf16)"
+    )
     max_context: int | None = Field(None, gt=0)
     published_params: float | None = Field(None, description="total parameters as published by the model's authors")
     published_active_params: float | None = None

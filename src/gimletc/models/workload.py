@@ -19,13 +19,13 @@ Counting conventions (each unit-tested against hand-computed values):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from gimletc.dtypes import nbytes
 from gimletc.errors import EstimateError
 from gimletc.models.arch import Model
 
-Phase = Literal["prefill", "decode", "verify"]
+Phase = Literal["prefill", "decode", "verify", "mixed"]
 PHASES: tuple[str, ...] = ("prefill", "decode", "verify")
 OpKind = Literal["gemm", "attention", "elementwise", "embed"]
 
@@ -43,6 +43,10 @@ class Op:
     count: int = 1
     m: float = 0.0  # GEMM rows (tokens) per weight matrix; attention: query tokens per sequence
     parallel: float = 0.0  # attention: independent (sequence, query-head) pairs
+    k: float = 0.0  # GEMM: inner size
+    n: float = 0.0  # GEMM: output columns
+    seqs: float = 0.0  # attention: sequences
+    ctx: float = 0.0  # attention: tokens each sequence has cached before the step
 
     @property
     def bytes(self) -> float:
@@ -94,12 +98,32 @@ class ElementwiseBytes:
     attn_out_copy: float  # making the attention output contiguous
 
 
-# Software stacks. "reference" is what the calibration measured: PyTorch without fusion (the Hugging Face
+# Software stacks. The engine stacks (vLLM, SGLang, TensorRT-LLM) are priced by kernels fitted to measured
+# engine tables (gimletc.cost.engine); their elementwise work is fused and verification runs through
+# the engine's paged attention (no masked path). "reference" is what the calibration measured: PyTorch without fusion (the Hugging Face
 # Llama code path), decode and verify captured as CUDA graphs, verification through a masked attention
 # path. "fused" is a serving engine (vLLM, TensorRT-LLM, SGLang): fused elementwise kernels, and
 # multi-token verification through the same paged decode kernels as decode (no masked path). Its fixed
 # overheads are still the reference stack's fitted ones (no measurement of a serving engine yet).
-MASKED_VERIFY: dict[str, bool] = {"reference": True, "fused": False}
+ENGINE_STACKS: tuple[str, ...] = ("vllm", "sglang", "trtllm")
+STACKS: tuple[str, ...] = (*ENGINE_STACKS, "reference")
+DEFAULT_STACK = "vllm"
+# Deprecated names kept so old command lines work: `fused` was the cost model's idea of a serving
+# engine before any engine was measured; vLLM is the closest measured engine stack.
+STACK_ALIASES: dict[str, str] = {"fused": "vllm"}
+MASKED_VERIFY: dict[str, bool] = {"reference": True, "fused": False, **{s: False for s in ENGINE_STACKS}}
+# Every name a `--stack` option or `place{stack=...}` accepts (canonical names and deprecated aliases).
+StackName = Literal["reference", "fused", "vllm", "sglang", "trtllm"]
+assert get_args(StackName) == tuple(MASKED_VERIFY)
+
+
+def resolve_stack(stack: str) -> str:
+    """The canonical name of `stack` (deprecated aliases mapped); EstimateError naming the known ones."""
+    s = STACK_ALIASES.get(stack, stack)
+    if s not in STACKS:
+        aliases = ", ".join(f"{a} (= {b}, deprecated)" for a, b in STACK_ALIASES.items())
+        raise EstimateError(f"unknown stack {stack!r}; known: {', '.join(STACKS)}, {aliases}")
+    return s
 
 # "reference": PyTorch without fusion, as in the calibration measurements (the Hugging Face
 # Llama code path): RMSNorm upcasts to fp32 and runs as seven kernels (to-fp32 r2 w4, pow r4 w4,
@@ -110,6 +134,7 @@ ELEMENTWISE: dict[str, ElementwiseBytes] = {
     "reference": ElementwiseBytes(norm=36, residual=6, rope=20, act=10, attn_out_copy=4),
     "fused": ElementwiseBytes(norm=4, residual=6, rope=4, act=6, attn_out_copy=0),
 }
+ELEMENTWISE.update({s: ELEMENTWISE["fused"] for s in ENGINE_STACKS})
 
 
 def visible_keys(tokens: int, ctx: int, window: int | None) -> float:
@@ -128,15 +153,15 @@ def distinct_experts(experts: int, active: int, tokens: float) -> float:
 
 
 def _gemm(name: str, m: float, k: int, n: int, wbytes: float, abytes: float, count: int) -> Op:
-    return Op(name, "gemm", 2.0 * m * k * n, k * n * wbytes, (m * k + m * n) * abytes, 0.0, count, m)
+    return Op(name, "gemm", 2.0 * m * k * n, k * n * wbytes, (m * k + m * n) * abytes, 0.0, count, m, 0.0, k, n)
 
 
 def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, stack: str = "reference") -> Workload:
     """Operators of one step: `batch` sequences each adding `tokens` tokens after `ctx` cached ones.
 
-    `stack` picks how elementwise work is counted (see ELEMENTWISE)."""
-    if stack not in ELEMENTWISE:
-        raise EstimateError(f"stack must be one of {', '.join(ELEMENTWISE)}; got {stack!r}")
+    `stack` picks how elementwise work is counted (see ELEMENTWISE) and how the cost model prices the
+    step; deprecated aliases are resolved ("fused" is "vllm")."""
+    stack = resolve_stack(stack)
     if phase not in PHASES:
         raise EstimateError(f"phase must be one of {', '.join(PHASES)}; got {phase!r}")
     for arg, val, lo in (("batch", batch, 1), ("tokens", tokens, 1), ("ctx", ctx, 0)):
@@ -148,9 +173,35 @@ def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, s
         raise EstimateError(
             f"{model.name}: ctx + tokens = {ctx + tokens} exceeds its max context of {model.max_context}"
         )
+    m_head = batch * (tokens if phase == "verify" else 1)
+    ops = _step_ops(model, stack, phase, ((batch, tokens, ctx),), m_head)
+    return Workload(model.name, phase, batch, tokens, ctx, model.layers, ops, stack=stack)
 
+
+def mixed_workload(model: Model, decode_batch: int, decode_ctx: int, chunk: int, chunk_ctx: int,
+                   stack: str = "reference") -> Workload:
+    """One chunked-prefill iteration as an engine runs it: one forward pass whose GEMMs see the
+    `decode_batch` decode tokens and the `chunk` prompt tokens together, while attention serves each
+    sequence over its own context (the decode sequences over `decode_ctx`, the chunk causally after
+    its `chunk_ctx` cached tokens). Logits for every decode sequence and the chunk's last token."""
+    stack = resolve_stack(stack)
+    for arg, val, lo in (("decode_batch", decode_batch, 0), ("chunk", chunk, 0), ("decode_ctx", decode_ctx, 0),
+                         ("chunk_ctx", chunk_ctx, 0)):
+        if val < lo:
+            raise EstimateError(f"{arg} must be >= {lo}; got {val}")
+    if decode_batch + chunk == 0:
+        raise EstimateError("a mixed step needs decode sequences or prompt tokens")
+    parts = tuple(p for p in ((decode_batch, 1, decode_ctx), (1, chunk, chunk_ctx)) if p[0] and p[1])
+    m_head = decode_batch + (1 if chunk else 0)
+    ops = _step_ops(model, stack, "mixed", parts, m_head)
+    return Workload(model.name, "mixed", decode_batch + (1 if chunk else 0), 1, decode_ctx, model.layers, ops,
+                    stack=stack)
+
+
+def _step_ops(model: Model, stack: str, phase: str, parts: tuple[tuple[int, int, int], ...], m_head: int) -> tuple[Op, ...]:
+    """Operators of a step whose sequences come in `parts` of (sequences, new tokens each, cached tokens)."""
     wb, ab = nbytes(model.weight_dtype), nbytes(model.act_dtype)
-    m = batch * tokens
+    m = sum(b * t for b, t, _ in parts)
     h = model.hidden
     ew = ELEMENTWISE[stack]
     ops: list[Op] = [Op("embed", "embed", 0.0, m * h * wb, m * h * ab, 0.0, 1, m)]
@@ -159,7 +210,7 @@ def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, s
     for name, k, n in model.attention_gemms():
         ops.append(_gemm(f"attn.{name}", m, k, n, wb, ab, model.layers))
 
-    # Attention core, per kind of layer (full or windowed).
+    # Attention core, per kind of layer (full or windowed), per part of the step.
     kv_tok = model.kv_bytes_per_token_layer()
     if model.mla is not None:
         mla = model.mla
@@ -174,14 +225,16 @@ def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, s
         if count == 0:
             continue
         window = model.window_for(sliding)
-        keys = visible_keys(tokens, ctx, window)
-        flops = 2.0 * batch * model.heads * (d_qk + d_v) * keys
-        # Read the cached keys and values once (flash kernels re-read them per query tile from
-        # on-chip cache), write the new tokens' entries.
-        kv = batch * (ctx if window is None else min(ctx, window)) * kv_tok + m * kv_tok
-        act = m * model.heads * (d_qk + d_v) * ab  # read q, write o
         name = "attn.core.window" if sliding else "attn.core"
-        ops.append(Op(name, "attention", flops, 0.0, act, kv, count, tokens, batch * model.heads))
+        for batch, tokens, ctx in parts:
+            keys = visible_keys(tokens, ctx, window)
+            flops = 2.0 * batch * model.heads * (d_qk + d_v) * keys
+            # Read the cached keys and values once (flash kernels re-read them per query tile from
+            # on-chip cache), write the new tokens' entries.
+            kv = batch * (ctx if window is None else min(ctx, window)) * kv_tok + batch * tokens * kv_tok
+            act = batch * tokens * model.heads * (d_qk + d_v) * ab  # read q, write o
+            ops.append(Op(name, "attention", flops, 0.0, act, kv, count, tokens, batch * model.heads, 0.0, 0.0,
+                          batch, ctx))
 
     # FFN: dense layers and MoE layers.
     if model.dense_layers:
@@ -206,6 +259,10 @@ def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, s
                 0.0,
                 L,
                 pairs / touched,
+                0.0,
+                h,
+                moe.expert_ffn,
+                m,
             )
         )
         if moe.shared_experts:
@@ -216,17 +273,15 @@ def step_workload(model: Model, phase: str, batch: int, tokens: int, ctx: int, s
         ops.append(Op("moe.act", "elementwise", 0.0, 0.0, m * act_width * ew.act * ab / 2, 0.0, L, m))
 
     # Norms, residual adds, rotary and the attention-output copy, at the stack's bytes per element.
-    ew = ELEMENTWISE[stack]
     scale = ab / 2  # the tables count 2-byte activations
     rope_width = model.q_dim + (model.mla.qk_rope_head_dim if model.mla else model.kv_heads * model.head_dim)
     per_token = 2 * ew.norm * h + 2 * ew.residual * h + ew.rope * rope_width + ew.attn_out_copy * model.attn_out_dim
     ops.append(Op("norm_residual_rope", "elementwise", 0.0, 0.0, m * per_token * scale, 0.0, model.layers, m))
 
     # Final norm and LM head on the positions whose logits are needed.
-    m_head = batch * (tokens if phase == "verify" else 1)
     ops.append(Op("final_norm", "elementwise", 0.0, 0.0, m_head * h * ew.norm * ab / 2, 0.0, 1, m_head))
     ops.append(_gemm("lm_head", m_head, h, model.vocab, wb, ab, 1))
-    return Workload(model.name, phase, batch, tokens, ctx, model.layers, tuple(ops), stack=stack)
+    return tuple(ops)
 
 
 HEAD_OPS = ("embed", "final_norm", "lm_head")

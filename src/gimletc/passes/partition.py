@@ -177,9 +177,10 @@ def _step(model: str | Model, chip: Chip, phase: str, batch: int, tokens: int, c
 # ---- layer pipelines -------------------------------------------------------------------
 
 
-def layer_costs(model: Model, chip: Chip, phase: str, batch: int, tokens: int, ctx: int) -> list[float]:
-    """Predicted device seconds of each layer (embedding and head not included)."""
-    work = step_workload(model, phase, batch, tokens, ctx)
+def layer_costs(model: Model, chip: Chip, phase: str, batch: int, tokens: int, ctx: int,
+                stack: str = "reference") -> list[float]:
+    """Predicted device seconds of each layer (embedding and head not included) under `stack`."""
+    work = step_workload(model, phase, batch, tokens, ctx, stack)
     out = []
     for i in range(model.layers):
         part = restrict(work, model, i, i + 1)
@@ -242,11 +243,12 @@ def best_cuts(costs: Sequence[float], mems: Sequence[float], stages: int, capaci
     return tuple(reversed(ranges))
 
 
-def pipeline_variant(call: LLMCall, chip: Chip, min_stages: int = 2, max_stages: int = 16) -> Variant | None:
+def pipeline_variant(call: LLMCall, chip: Chip, min_stages: int = 2, max_stages: int = 16,
+                     stack: str = "reference") -> Variant | None:
     """The fewest stages (at least `min_stages`) whose memory fits one `chip` each, balanced by `best_cuts`."""
     m = call.model
     tokens = call.prompt + call.out_tokens
-    costs = layer_costs(m, chip, "decode", call.batch, 1, call.mid_ctx)
+    costs = layer_costs(m, chip, "decode", call.batch, 1, call.mid_ctx, stack)
     mems = layer_memory(m, tokens, call.batch)
     table = m.vocab * m.hidden * nbytes(m.weight_dtype)
     head = (table, table)  # tied or not: the last stage holds its own copy of the table (see _head_bytes)
@@ -421,7 +423,7 @@ def variant_for(kind: str, call: LLMCall, cluster: Any, stack: str = "reference"
         need = call.model.weight_bytes + call.model.kv_cache_bytes(call.prompt + call.out_tokens, call.batch)
         if need <= chip.capacity_bytes:
             return None
-        return pipeline_variant(call, chip)
+        return pipeline_variant(call, chip, stack=stack)
     if kind == "attn-ffn":
         if call.batch < 2:  # micro-batches need at least two sequences to ping-pong
             return None
@@ -454,7 +456,7 @@ def force(graph: Graph, ctx: PassContext, kind: str, phases: str = "both", stage
         if kind == "layers" and ctx.cluster is not None and _accelerators(ctx.cluster):
             # Forced: a pipeline even where one chip would hold the model.
             chip = max(_accelerators(ctx.cluster), key=lambda c: (c.capacity_bytes, c.name))
-            v = pipeline_variant(call, chip, min_stages=max(2, stages), max_stages=stages or 16)
+            v = pipeline_variant(call, chip, min_stages=max(2, stages), max_stages=stages or 16, stack=ctx.stack)
             v = replace(v, phases=phases) if v is not None else None
         else:
             v = (variant_for(kind, call, ctx.cluster, ctx.stack)

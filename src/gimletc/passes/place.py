@@ -45,6 +45,7 @@ from typing import Annotated, ClassVar, Literal
 from annotated_types import Ge
 
 from gimletc.ir import Graph, Level, Op
+from gimletc.models.workload import StackName
 from gimletc.passes.joint import choose_partitions
 from gimletc.passes.manager import Pass, PassContext
 from gimletc.passes.partition import KINDS, Kind, find_calls
@@ -71,7 +72,7 @@ class Place(Pass):
     objective: Objective | None = None  # none: the compile's objective (PassContext.objective)
     exact_limit: Annotated[int, Ge(0)] = 20000  # search every placement when there are at most this many
     max_evaluations: Annotated[int, Ge(0)] = 2000  # local search budget beyond that
-    stack: Literal["reference", "fused"] | None = None  # none: the compile's stack (PassContext.stack)
+    stack: StackName | None = None  # none: the compile's stack (PassContext.stack)
     partitions: Literal["auto", "none"] | Kind = "auto"
     joint_units: Annotated[int, Ge(0)] = 60  # up to this many units, variants are compared by the driver's scorer
 

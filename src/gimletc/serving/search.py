@@ -43,7 +43,7 @@ from gimletc.ir import Graph
 from gimletc.sim.arrivals import generate
 from gimletc.sim.load import LoadResult, SimConfig, SimulationError, simulate
 from gimletc.sim.metrics import SLO, GoodputPoint, GoodputResult, goodput, point
-from gimletc.sim.steps import PROFILES, StepCost
+from gimletc.sim.steps import StepCost, profile_for_stack
 from gimletc.serving.deploy import EngineKind, ModelServing, ServingConfig, lower_to_model_level, serving_workload
 
 __all__ = [
@@ -153,7 +153,7 @@ class _KindPrediction:
 
 def _predict_kind(model: str, kind: EngineKind, calls: list[_Call], slo: SLO, sim: SimConfig) -> _KindPrediction:
     chip = get_chip(kind.chip)
-    cost = StepCost(sim.model(model), chip, kind.tp, sim.profile or PROFILES["calibrated"])
+    cost = StepCost(sim.model(model), chip, kind.tp, sim.profile or profile_for_stack(None))
     m = cost.model
     kv_cap = chip.capacity_bytes * kind.tp * sim.engine.mem_fraction - m.weight_bytes
     if kv_cap <= 0:

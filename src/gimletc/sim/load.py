@@ -76,7 +76,7 @@ from gimletc.ir import Graph, Op
 from gimletc.ir.core import _uses_including_regions
 from gimletc.models import Model, get_model
 from gimletc.sim.arrivals import Arrivals
-from gimletc.sim.steps import PROFILES, SoftwareProfile, StepCost
+from gimletc.sim.steps import PROFILES, SoftwareProfile, StepCost, profile_for_stack
 
 __all__ = [
     "EngineConfig",
@@ -1554,7 +1554,7 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
     channels: list[str] = []
     chan_idx: dict[str, int] = {}
     engine_models: list[list[tuple[str, int, tuple]]] = [[] for _ in engines]
-    prof = PROFILES["fused" if stack == "fused" else "calibrated"]
+    prof = profile_for_stack(stack)
     whole: dict[tuple[str, str, int], StepCost] = {}
 
     def scaled_part(op: Op, ko: str, chip: Chip, n: int) -> tuple:
@@ -1652,7 +1652,7 @@ def plan_workload(graph: Graph, devices: Mapping[str, tuple[str, Chip, str]], na
     power = sum(accounting.power_w(devices[d][1]) for d in used)
     price = sum(accounting.hourly_usd(devices[d][1]) for d in used)
     return Workload(graph, cached, engines, pools, [e.id for e in engines], hosts, engine_models, channels,
-                    None, name, "fused" if stack == "fused" else "calibrated", len(used), power, price)
+                    None, name, prof.name, len(used), power, price)
 
 
 def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None, seed: int = 0,

@@ -10,19 +10,18 @@ cost a few thousand cost-model calls:
   linear interpolation in C between grid points `CTX_STEP` tokens apart
   (a decode step's time is linear in context: its attention reads B·C cache
   entries), memoised per grid point;
-- a mixed iteration (chunked prefill): one forward pass over the c prefill
-  tokens plus the B decode tokens (GEMMs see c + B rows and read the weights
-  once; priced as a prefill of c + B tokens after the chunk's own context),
-  plus the decode sequences' attention reading their caches at the chip's
-  achieved memory bandwidth.
+- a mixed iteration (chunked prefill): one graph-launched forward pass whose
+  GEMMs see the c prompt tokens and the B decode tokens together (reading the
+  weights once), while attention serves each sequence over its own context:
+  the decode sequences over theirs, the chunk causally after its prefix
+  (`gimletc.models.workload.mixed_workload`); exact in B, c and the chunk's
+  context, linear in the decode context between grid points.
 
-A `SoftwareProfile` says which serving stack is modelled. "calibrated" is
-the cost model as fitted (PyTorch without fusion, ~40 kernels per layer, ring
-all-reduce). "fused-engine" models a serving engine with fused elementwise
-kernels, ~10 kernels per decoder layer in a captured graph (so a quarter of
-the calibrated fixed cost per layer and per launch) and a one-shot all-reduce
-for small messages on NVLink (8 us each instead of the ring's 2·(n−1)·5 us).
-Those two factors are assumptions stated here, not measurements.
+A `SoftwareProfile` says which serving stack is modelled. The engine stacks
+"vllm", "sglang" and "trtllm" price kernels fitted to measured engine tables
+(`gimletc.cost.engine`); "calibrated" (the `reference` stack) is the cost
+model as fitted to the PyTorch-level H200 rows (~40 kernels per layer, ring
+all-reduce). "fused" and "fused-engine" are deprecated names of "vllm".
 """
 
 from __future__ import annotations
@@ -30,14 +29,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gimletc.cost.roofline import ALLREDUCE_LATENCY_S, estimate_workload
+from gimletc.cost.roofline import ALLREDUCE_LATENCY_S, KERNELS_PER_LAYER, estimate_workload
 from gimletc.dtypes import nbytes
 from gimletc.errors import GimletError
 from gimletc.hardware.schema import Chip
 from gimletc.models import Model, step_workload
-from gimletc.models.workload import restrict
+from gimletc.models.workload import DEFAULT_STACK, Workload, mixed_workload, resolve_stack, restrict
 
-__all__ = ["CTX_STEP", "PROFILES", "SoftwareProfile", "StepCost", "profile"]
+__all__ = ["CTX_STEP", "PROFILES", "SoftwareProfile", "StepCost", "profile", "profile_for_stack"]
 
 CTX_STEP = 256  # decode interpolation grid, tokens
 
@@ -66,8 +65,12 @@ class SoftwareProfile:
 
 PROFILES: dict[str, SoftwareProfile] = {
     "calibrated": SoftwareProfile(),
-    "fused": SoftwareProfile("fused", "fused"),  # the cost model's fused stack, calibrated fixed costs
-    "fused-engine": SoftwareProfile("fused-engine", "fused", 0.25, 8e-6),
+    "vllm": SoftwareProfile("vllm", "vllm"),
+    "sglang": SoftwareProfile("sglang", "sglang"),
+    "trtllm": SoftwareProfile("trtllm", "trtllm"),
+    # Deprecated names: both meant "a serving engine" before one was measured; vLLM is the closest.
+    "fused": SoftwareProfile("fused", "vllm"),
+    "fused-engine": SoftwareProfile("fused-engine", "vllm"),
 }
 
 
@@ -76,6 +79,12 @@ def profile(name: str) -> SoftwareProfile:
         return PROFILES[name]
     except KeyError:
         raise GimletError(f"unknown software profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+def profile_for_stack(stack: str | None) -> SoftwareProfile:
+    """The profile that prices `stack` (a plan's; None: the default engine stack)."""
+    s = resolve_stack(stack or DEFAULT_STACK)
+    return PROFILES["calibrated"] if s == "reference" else PROFILES[s]
 
 
 class StepCost:
@@ -103,6 +112,7 @@ class StepCost:
         self._max_ctx = (model.max_context or 1 << 30) - 1
         self._dec: dict[tuple[int, int], tuple[float, float]] = {}
         self._pre: dict[tuple[int, int, int], tuple[float, float]] = {}
+        self._mix: dict[tuple[int, int, int, int], tuple[float, float]] = {}
         # Seconds to read one cached token of one sequence (all layers) at the achieved bandwidth.
         bw = chip.stream_bw * chip.efficiency.memory * chips
         self._kv_read_s_per_token = self.kv_bytes(1, 1) / bw
@@ -110,9 +120,12 @@ class StepCost:
 
     # ---- the cost model, with the profile's all-reduce correction --------------------------
     def _price(self, phase: str, batch: int, tokens: int, ctx: int) -> tuple[float, float]:
+        return self._price_work(step_workload(self.model, phase, batch, tokens, ctx, self.profile.stack))
+
+    def _price_work(self, work: Workload) -> tuple[float, float]:
         self.calls += 1
         m, n = self.model, self.chips
-        work = step_workload(m, phase, batch, tokens, ctx, self.profile.stack)
+        phase, batch, tokens = work.phase, work.batch, work.tokens
         scale = 1.0
         if self.part and self.part[0] == "scaled":
             scale = self.part[1]
@@ -134,7 +147,7 @@ class StepCost:
                 comm = 2 * L * share * one
                 g = (busy + comm + delta) / L + e.layer_overhead_s * share
                 c = e.launch_s_per_layer * share
-                t = max(L * c, L * g) + min(c, g) + e.step_overhead_s
+                t = max(L * c, L * g) + min(c, g) / KERNELS_PER_LAYER + e.step_overhead_s
             else:
                 t = max(busy, t + delta)
         return t * scale + self.profile.iteration_s, busy * scale
@@ -188,15 +201,31 @@ class StepCost:
             i = end
         return total_t, total_b
 
+    def _mixed_point(self, chunk: int, chunk_ctx: int, batch: int, k: int) -> tuple[float, float]:
+        key = (chunk, chunk_ctx, batch, k)
+        v = self._mix.get(key)
+        if v is None:
+            ctx = min(k * CTX_STEP, self._max_ctx)
+            chunk = max(1, min(chunk, self._max_ctx + 1 - chunk_ctx))
+            v = self._mix[key] = self._price_work(
+                mixed_workload(self.model, batch, ctx, chunk, chunk_ctx, self.profile.stack))
+        return v
+
     def mixed(self, chunk: int, chunk_ctx: int, batch: int, ctx: float) -> tuple[float, float]:
-        """A chunked-prefill iteration: `chunk` prompt tokens (after `chunk_ctx`) and `batch` decode tokens."""
+        """A chunked-prefill iteration: `chunk` prompt tokens (after `chunk_ctx`) and `batch` decode tokens
+        at mean context `ctx`, as one step (linear in `ctx` between grid points, like decode)."""
         if batch == 0:
             return self.prefill(1, chunk, chunk_ctx)
         if chunk == 0:
             return self.decode(batch, ctx)
-        t, b = self.prefill(1, chunk + batch, chunk_ctx)  # iteration_s included once
-        read = self._kv_read_s_per_token * batch * ctx
-        return t + read, b + read
+        x = ctx / CTX_STEP
+        k = int(x)
+        t0, b0 = self._mixed_point(chunk, chunk_ctx, batch, k)
+        f = x - k
+        if f <= 0.0:
+            return t0, b0
+        t1, b1 = self._mixed_point(chunk, chunk_ctx, batch, k + 1)
+        return t0 + (t1 - t0) * f, b0 + (b1 - b0) * f
 
     def kv_bytes(self, tokens: int, seqs: int = 1) -> float:
         """KV-cache bytes of `seqs` sequences of `tokens` tokens in the layers this cost covers."""
