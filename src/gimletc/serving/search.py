@@ -41,7 +41,9 @@ from gimletc.errors import ConfigError, GimletError
 from gimletc.hardware import Cluster, get_chip
 from gimletc.ir import Graph
 from gimletc.sim.arrivals import generate
-from gimletc.sim.load import LoadResult, SimConfig, SimulationError, simulate
+from gimletc.sim.config import SimConfig, SimulationError
+from gimletc.sim.load import simulate
+from gimletc.sim.results import LoadResult
 from gimletc.sim.metrics import SLO, GoodputPoint, GoodputResult, goodput, point
 from gimletc.sim.steps import PROFILES, StepCost
 from gimletc.serving.deploy import EngineKind, ModelServing, ServingConfig, lower_to_model_level, serving_workload

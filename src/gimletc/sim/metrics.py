@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gimletc.errors import GimletError
-from gimletc.sim.load import LoadResult
+from gimletc.sim.results import LoadResult
 
 __all__ = ["SLO", "GoodputPoint", "GoodputResult", "goodput", "percentiles", "summary", "timeline_trace"]
 

@@ -1,0 +1,110 @@
+"""Run-time state of a load simulation: requests in flight, jobs on engines, each engine's model
+queues and running batches, and FIFO pools of CPU lanes and link channels."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+
+from gimletc.sim.steps import StepCost
+from gimletc.sim.template import Template
+from gimletc.sim.workload import EngineSpec
+
+__all__ = ["EV_CPU", "EV_DONE", "EV_ITER", "EV_MARK", "EV_XFER", "Engine", "Job", "ModelQueue", "Pool", "Req"]
+
+# Event codes: the third field of every (time, sequence number, code, a, b) tuple on the event heap.
+EV_DONE, EV_CPU, EV_XFER, EV_ITER, EV_MARK = range(5)
+
+
+class Req:
+    """A request in flight: its task graph's progress, KV caches held, and its outcomes so far."""
+
+    __slots__ = ("id", "t0", "tpl", "pending", "left", "d_in", "r_out", "engine", "pf_end", "kv_hold",
+                 "kv_left", "ready", "first", "tpot", "out_tokens", "llm_ttft", "llm_tpot")
+
+    def __init__(self, rid: int, t0: float, tpl: Template, d_in: int, r_out: float):
+        self.id, self.t0, self.tpl = rid, t0, tpl
+        self.pending = list(tpl.npred)
+        self.left = tpl.n
+        self.d_in, self.r_out = d_in, r_out
+        self.engine: dict[int, int] = {}  # prefill task -> engine that ran it
+        self.pf_end: dict[int, float] = {}  # prefill task -> end time
+        self.kv_hold: dict[int, tuple[int, float]] = {}  # prefill task -> (engine, bytes reserved)
+        self.kv_left: dict[int, int] = {}
+        self.ready: dict[int, float] = {}  # decode task -> time it became ready
+        self.first = math.inf  # first token of the request (end of its first prefill)
+        self.tpot = 0.0
+        self.out_tokens = 0
+        self.llm_ttft: dict[str, float] = {}
+        self.llm_tpot: dict[str, float] = {}
+
+
+class Job:
+    """A prefill or decode of one request on an engine."""
+
+    __slots__ = ("req", "task", "tokens", "ctx", "seqs", "kv", "seq", "done", "next_mark")
+
+    def __init__(self, req: Req, task: int, tokens: int, ctx: int, seqs: int, kv: float, seq: int):
+        self.req, self.task, self.tokens, self.ctx, self.seqs, self.kv, self.seq = req, task, tokens, ctx, seqs, kv, seq
+        self.done = 0
+        self.next_mark = 0
+
+
+class ModelQueue:
+    """One model's queues and running batch on one engine."""
+
+    __slots__ = ("name", "cost", "pq", "wait", "run", "iters", "B", "ctx_sum")
+
+    def __init__(self, name: str, cost: StepCost):
+        self.name, self.cost = name, cost
+        self.pq: deque[Job] = deque()  # prefills waiting (the head may be part-done when chunked)
+        self.wait: deque[Job] = deque()  # decodes waiting for admission
+        self.run: list[tuple[int, int, Job]] = []  # (finishing iteration, seq, job)
+        self.iters = 0
+        self.B = 0  # sequences in the running batch
+        self.ctx_sum = 0.0  # their context lengths, summed
+
+    def join(self, job: Job, seq: int) -> None:
+        """`job`'s sequences join the running batch, to leave once it has produced its tokens."""
+        self.B += job.seqs
+        self.ctx_sum += job.ctx * job.seqs
+        heapq.heappush(self.run, (self.iters + job.tokens, seq, job))
+
+
+class Engine:
+    """One engine's run-time state: its devices, models, the jobs it owes, and what it has done."""
+
+    __slots__ = ("idx", "spec", "n", "devs", "near", "mqs", "mq_by_model", "busy", "blocked", "rr", "accel",
+                 "outstanding", "busy_s", "iters", "batch_sum", "max_batch_seen", "prefill_iters", "epoch", "ff")
+
+    def __init__(self, idx: int, spec: EngineSpec, devs: tuple[int, ...]):
+        self.idx, self.spec, self.n = idx, spec, len(spec.devices)
+        self.devs = devs  # device indices
+        self.near: tuple[Engine, ...] = ()  # engines sharing a device with this one (itself included)
+        self.mqs: list[ModelQueue] = []
+        self.mq_by_model: dict[tuple[str, int, tuple], ModelQueue] = {}
+        self.busy = False  # running an iteration (holding its devices)
+        self.blocked = False  # waiting for devices another engine holds
+        self.rr = 0
+        self.accel: deque[tuple[Req, int, float]] = deque()
+        self.outstanding = 0
+        self.busy_s = 0.0  # wall seconds with an iteration running
+        self.iters = 0
+        self.prefill_iters = 0
+        self.batch_sum = 0
+        self.max_batch_seen = 0
+        self.epoch = 0  # iteration events of an older epoch were cut short and are ignored
+        self.ff: list | None = None  # a fast-forwarded decode run in progress: [run, contexts, start, timeline row]
+
+
+class Pool:
+    """A FIFO resource of `lanes` servers: a host's CPU lanes, or one link channel."""
+
+    __slots__ = ("lanes", "free", "q", "busy_s")
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+        self.free = lanes
+        self.q: deque = deque()
+        self.busy_s = 0.0
