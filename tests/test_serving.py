@@ -423,6 +423,16 @@ def test_cli_simulate_bad_plans_are_one_line(capsys, tmp_path):
     assert code == 2 and "bad.json" in err and err.count("\n") == 1
 
 
+def test_cli_simulate_model_step_on_a_host_is_one_line(capsys, tmp_path):
+    """mixed_rack places a small prefill on the host CPU; the load simulator batches on accelerators only."""
+    plan = tmp_path / "multi.json"
+    compile_graph(str(EXAMPLES / "multi_agent.py"), str(EXAMPLES / "clusters" / "mixed_rack.yaml"),
+                  baseline=False).plan.write(plan)
+    code, _, err = run(capsys, "simulate", str(plan), "--rate", "0.1", "-n", "5")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "op @worker_2.prefill: the model.prefill runs on host gpu0.host" in err
+
+
 def test_cli_search_prints_rankings_and_writes_the_plot(capsys, tmp_path):
     png = tmp_path / "front.png"
     code, out, err = run(capsys, "search", str(EXAMPLES / "rag.py"), "--cluster", GPU_ONLY, "--slo-ttft-ms", "500",

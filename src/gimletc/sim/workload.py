@@ -180,6 +180,9 @@ class _PlanLayout:
 
     def model_step(self, op: Op, ko: str, ds: tuple[str, ...], label: str) -> TaskSpec:
         """A prefill or decode: batched by the engine of its accelerators, priced for its layers."""
+        if not self.accelerators(ds):
+            raise SimulationError(f"op @{op.name}: the {ko} runs on host {', '.join(ds) or '(none)'}; the load "
+                                  "simulator batches model steps on accelerators only")
         e = self.engine_for(ds)
         n = len([d for d in ds if not self.is_host(d)])
         layers = op.attr("layers")
