@@ -65,11 +65,29 @@ def plan_digest(case: tuple[str, ...]) -> str:
     g, c, s, *flags = case
     kwargs = dict(f.split("=", 1) for f in flags)
     try:
-        text = compile(str(REPO / g), str(REPO / c), stack=s, **kwargs).plan.to_json()
+        plan = compile(str(REPO / g), str(REPO / c), stack=s, **kwargs).plan
+        text = _path_neutral_inputs(plan, REPO / g)
     except GimletError as e:
         text = f"error: {e}"
     text = text.replace(str(REPO), "<repo>")
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _path_neutral_inputs(plan, graph_path: Path, root: str | None = None) -> str:
+    """The plan's JSON with its graph digest (and so its inputs digest) taken over the graph text with the
+    checkout's path replaced: a graph that names files (the tiny ONNX models) by absolute path otherwise
+    hashes differently in every checkout. Mirrors gimletc.compiler.inputs_digest."""
+    from gimletc.graph_io import load_graph
+    from gimletc.ir.text import print_graph
+
+    text = plan.to_json()
+    gtext = print_graph(load_graph(str(graph_path)))
+    if str(REPO) not in gtext:
+        return text
+    neutral = hashlib.sha256(gtext.replace(str(REPO), root or "<repo>").encode()).hexdigest()
+    inputs = {**plan.inputs, "graph_sha256": neutral}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return text.replace(plan.inputs["graph_sha256"], neutral).replace(plan.digest, digest)
 
 
 def main(argv: list[str]) -> int:
