@@ -12,7 +12,8 @@ its `--json` object. Cases cover arrival rates from light load to overload, chun
 prefill, geometric and mean loops, exponential tool times, a trace of arrivals with
 token counts, bursty arrivals, contended host lanes and links, KV admission under
 tight memory, pipeline stages, speculative and attention/FFN jobs, a disaggregated
-serving configuration and the serving search on a small case.
+serving configuration, the serving search on a small case, and each batching policy by name
+(overload, KV pressure with preemption).
 """
 
 from __future__ import annotations
@@ -241,6 +242,22 @@ CASES: dict[str, Callable[[], str]] = {
     "one call decode cap 4": simulate_graph(500, 300, 60.0, 300, max_batch=4, max_prefill_tokens=1000),
     "serving disaggregated rag": serving_disagg,
     "search rag 2 chips": search_small,
+    # Batching policies by name (the default above is the stack's: vLLM for these plans).
+    "rag cli overload prefill-first": simulate_cli("rag", "--rate", "40", "-n", "400", "--max-batch", "16",
+                                                   "--max-prefill-tokens", "4096", "--policy", "prefill-first"),
+    "rag cli overload sglang no chunked": simulate_cli("rag", "--rate", "40", "-n", "400", "--max-batch", "16",
+                                                       "--policy", "sglang", "--no-chunked-prefill"),
+    "rag cli overload trtllm chunked": simulate_cli("rag", "--rate", "40", "-n", "400", "--max-batch", "16",
+                                                    "--policy", "trtllm", "--chunked-prefill", "--chunk-tokens", "64"),
+    "one call tight KV vllm preempts": simulate_graph(1000, 200, 40.0, 200, kv_requests=3.5, policy="vllm",
+                                                      max_batch=16),
+    "one call tight KV sglang retracts": simulate_graph(1000, 200, 40.0, 200, kv_requests=3.5, policy="sglang",
+                                                        max_batch=16),
+    "one call tight KV trtllm no evict": simulate_graph(1000, 200, 40.0, 200, kv_requests=3.5, policy="trtllm",
+                                                        max_batch=16),
+    "search rag 2 chips trtllm": lambda: _cli(
+        "search", str(EX / "rag.py"), "--cluster", GPU_ONLY, "--slo-ttft-ms", "500", "--slo-tpot-ms", "20",
+        "--requests", "100", "--configs", "2", "--max-chips", "2", "--policy", "trtllm", "--json"),
 }
 
 

@@ -1,17 +1,17 @@
-"""Batching policies: what an engine's next iteration runs.
+"""The batching-policy interface: what an engine's next iteration runs.
 
 The engine (`gimletc.sim.engines`) asks its policy for the next batch whenever it is free
 and holds its devices; the policy admits waiting work under its caps and the KV memory
 (`gimletc.sim.kv`) and names the batch; the engine prices it with the cost model, runs it
-and, when it ends, moves its jobs on. A new policy is a new `BatchPolicy` subclass.
+and, when it ends, moves its jobs on. A new policy is a new `BatchPolicy` subclass in
+`gimletc.sim.policies` (the engines' policies and today's prefill-first one live there).
 
-- `PrefillFirst`: a prefill step of the queued prompts (FIFO across the engine's models, up
-  to `max_prefill_tokens` per step; a longer prompt runs alone) takes priority; otherwise
-  one decode step of the running batch (continuous batching: sequences join when admitted,
-  up to `max_batch`, and leave when they have produced their tokens). Several models on one
-  engine take turns (round robin).
-- `ChunkedPrefill`: every iteration carries the running decode batch plus up to
-  `chunk_tokens` minus the batch of prompt tokens, taken from the queued prompts in order.
+A batch is one of three steps:
+- `PrefillStep`: whole prompts only, priced as one prefill of that many sequences at
+  their mean length (layer-streamed prompts finish piece by piece within it);
+- `DecodeStep`: one decode iteration of a model's running batch, or, with nothing that
+  could change it, the run of them up to the next finishing sequence (`decode_runs`);
+- `MixedStep`: prompt chunks, with the running decodes unless `decode` is off.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
+from gimletc.hardware.schema import Chip
+from gimletc.models import Model
 from gimletc.sim.config import EngineConfig
 from gimletc.sim.kv import KVMemory
 from gimletc.sim.state import Engine, Job, ModelQueue
 
-__all__ = ["BatchPolicy", "ChunkedPrefill", "DecodeStep", "MixedStep", "PrefillFirst", "PrefillStep", "policy_for"]
+__all__ = ["BatchParams", "BatchPolicy", "DecodeStep", "MixedStep", "PrefillStep", "Step"]
 
 
 @dataclass(slots=True)
@@ -47,125 +50,86 @@ class DecodeStep:
 
 @dataclass(slots=True)
 class MixedStep:
-    """One model's running decode batch plus prompt chunks: (job, its tokens this iteration) in
-    `parts`, `tokens` of them in all, the first chunk after `chunk_ctx` cached tokens."""
+    """Prompt chunks of one model, (job, its tokens this iteration) in `parts`, `tokens` of them
+    in all, after `chunk_ctx` cached tokens; with the model's running decodes (one token each)
+    unless `decode` is False. `seqs`: the prompt sequences the chunks belong to, when the
+    policy prices them as that many sequences (0: as one sequence of `tokens`, as prefill-first does)."""
 
     mq: ModelQueue
     parts: list[tuple[Job, int]]
     tokens: int
     chunk_ctx: int
+    decode: bool = True
+    seqs: int = 0
 
 
 Step = PrefillStep | DecodeStep | MixedStep
 
 
+@dataclass(frozen=True)
+class BatchParams:
+    """A policy's knobs for one model on one engine, defaults resolved as its engine resolves them.
+
+    `max_batch`: the running-set cap in sequences (prefill-first: the decode batch);
+    `max_tokens`: the per-iteration token budget (prefill-first and SGLang: prompt tokens
+    per prefill batch); `chunked`: whether prompts are split across iterations;
+    `chunk_tokens`: the chunk size (vLLM: the most prompt tokens one request takes per
+    iteration, 0 for no limit but the budget; SGLang: the prompt tokens of one prefill
+    batch; TensorRT-LLM: the chunk unit; prefill-first: the tokens of a mixed iteration)."""
+
+    max_batch: int
+    max_tokens: int
+    chunked: bool
+    chunk_tokens: int
+
+    def to_dict(self) -> dict:
+        return {"max_batch": self.max_batch, "max_prefill_tokens": self.max_tokens,
+                "chunked_prefill": self.chunked, "chunk_tokens": self.chunk_tokens}
+
+
 class BatchPolicy(ABC):
     """Decides each iteration of an engine; the engine runs it (mechanism apart from policy)."""
+
+    name: ClassVar[str]
+    # Whether KV caches grow as tokens are made (reserved per decoded token, so a policy may have
+    # to preempt), or are reserved whole, output included, when a request is admitted.
+    grows_kv: ClassVar[bool] = False
 
     def __init__(self, config: EngineConfig, kv: KVMemory):
         self.ec = config
         self.kv = kv
         self._seq = itertools.count(1)  # orders sequences that finish in the same iteration
+        self._adm = itertools.count(1)  # orders admissions (whom to preempt)
+
+    @classmethod
+    @abstractmethod
+    def resolve(cls, config: EngineConfig, model: Model, chip: Chip, kv_tokens: float) -> BatchParams:
+        """The knobs `config` leaves unset, as the engine would set them for `model` on `chip`
+        with room for `kv_tokens` tokens of KV cache."""
+
+    def setup(self, eng: Engine, mq: ModelQueue) -> None:
+        """Resolve the policy's knobs for one model on one engine (before any request arrives)."""
+        cost = mq.cost
+        kv_tokens = self.kv.room(eng) / max(cost.kv_bytes(1, 1), 1e-30)
+        mq.params = self.resolve(self.ec, cost.model, eng.spec.chip, kv_tokens)
+        if self.grows_kv:
+            # Bytes a sequence adds per token once past any sliding window (windowed layers stop growing).
+            w = cost.model.sliding_window.window if cost.model.sliding_window else 0
+            mq.g = cost.kv_bytes(w + 2, 1) - cost.kv_bytes(w + 1, 1)
 
     @abstractmethod
     def next_batch(self, eng: Engine) -> Step | None:
         """The engine's next iteration, with its jobs admitted (KV reserved); None when it has none."""
 
+    @abstractmethod
     def waiting(self, eng: Engine) -> bool:
         """Whether work waits that could change the engine's next iterations; while none does and
         nobody waits for its devices, the engine runs its decode batch to the next finish as one event."""
-        for mq in eng.mqs:
-            if mq.pq or mq.wait:
-                return True
-        return False
 
-    def admit(self, eng: Engine, mq: ModelQueue) -> None:
-        """Waiting decodes join the running batch in FIFO order, up to `max_batch` sequences and while
-        their KV caches fit (a decode that adopted its prefill's cache needs none)."""
-        wait = mq.wait
-        cap = self.ec.max_batch
-        while wait and mq.B + wait[0].seqs <= max(cap, wait[0].seqs if mq.B == 0 else cap):
-            job = wait[0]
-            if job.kv > 0 and not self.kv.reserve(eng, job.kv, f"{mq.name} decode at context {job.ctx}"):
-                break
-            wait.popleft()
-            req = job.req
-            u = req.tpl.kv_user_of[job.task]
-            if u >= 0 and not req.tpl.spec[job.task].kv_xfer:
-                self.kv.user_done(req, u, 0.0, kick=False)  # it has its own cache now
-            mq.join(job, next(self._seq))
-
-
-class PrefillFirst(BatchPolicy):
-    """Prefill steps first (FIFO across models by arrival at the engine), else a decode step."""
-
-    def next_batch(self, eng: Engine) -> Step | None:
-        best = None
-        for mq in eng.mqs:
-            if mq.pq and (best is None or mq.pq[0].seq < best.pq[0].seq):
-                best = mq
-        if best is not None:
-            batch: list[Job] = []
-            total = 0
-            seqs = 0
-            pq = best.pq
-            while pq:
-                job = pq[0]
-                if batch and total + job.tokens * job.seqs > self.ec.max_prefill_tokens:
-                    break
-                if not self.kv.admit_prefill(eng, job, f"{best.name} prefill of {job.tokens} tokens"):
-                    break
-                pq.popleft()
-                batch.append(job)
-                total += job.tokens * job.seqs
-                seqs += job.seqs
-            if batch:
-                return PrefillStep(best, batch, total, seqs)
-        # Decode: models take turns.
-        k = len(eng.mqs)
-        for j in range(k):
-            mq = eng.mqs[(eng.rr + j) % k]
-            self.admit(eng, mq)
-            if mq.B > 0:
-                return DecodeStep(j)
+    def decode_limit(self, eng: Engine, mqs: list[ModelQueue]) -> int | None:
+        """The most decode cycles (each model of `mqs` one iteration) the policy lets run before it
+        must look again (KV growth); None for no limit."""
         return None
 
-
-class ChunkedPrefill(BatchPolicy):
-    """Each iteration: one model's decode batch plus prompt chunks up to `chunk_tokens` in all."""
-
-    def next_batch(self, eng: Engine) -> Step | None:
-        k = len(eng.mqs)
-        budget_total = self.ec.chunk_tokens
-        for j in range(k):
-            mq = eng.mqs[(eng.rr + j) % k]
-            self.admit(eng, mq)
-            budget = max(0, budget_total - mq.B)
-            parts: list[tuple[Job, int]] = []
-            chunk_ctx = 0
-            idx = 0
-            while budget > 0 and idx < len(mq.pq):
-                job = mq.pq[idx]
-                if job.done == 0 and job.next_mark == 0 and job.task not in job.req.kv_hold:
-                    if not self.kv.admit_prefill(eng, job, f"{mq.name} prefill of {job.tokens} tokens"):
-                        break
-                total = job.tokens * job.seqs
-                take = min(budget, total - job.done)
-                if not parts:
-                    chunk_ctx = job.ctx + job.done // max(1, job.seqs)
-                parts.append((job, take))
-                budget -= take
-                idx += 1
-            c = sum(p[1] for p in parts)
-            if c == 0 and mq.B == 0:
-                continue
-            if c == 0:
-                return DecodeStep(j)
-            eng.rr = (eng.rr + j + 1) % k
-            return MixedStep(mq, parts, c, chunk_ctx)
-        return None
-
-
-def policy_for(config: EngineConfig, kv: KVMemory) -> BatchPolicy:
-    """The policy an engine configuration asks for."""
-    return ChunkedPrefill(config, kv) if config.chunked_prefill else PrefillFirst(config, kv)
+    def decoded(self, eng: Engine, mq: ModelQueue, k: int) -> None:
+        """`k` decode iterations of `mq` are over (a policy that adapts per step hears it here)."""

@@ -11,35 +11,46 @@ from gimletc.models import Model, get_model
 from gimletc.passes.place import HOST_LANES  # the compiler's CPU lanes per host
 from gimletc.sim.steps import SoftwareProfile
 
-__all__ = ["EngineConfig", "SimConfig", "SimulationError"]
+__all__ = ["POLICIES", "EngineConfig", "SimConfig", "SimulationError"]
 
 
 class SimulationError(GimletError):
     """The load simulation cannot run as asked (names the engine, model and the number)."""
 
 
+POLICIES = ("vllm", "sglang", "trtllm", "prefill-first")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    """How each engine batches. Defaults follow vLLM's (max_num_seqs 256, 90% of memory)."""
+    """How each engine batches: its policy (None: the software stack's, `gimletc.sim.policies.default_policy`)
+    and the policy's knobs, None for the policy's own default (docs/serving.md lists them, and the
+    engine version they come from)."""
 
-    max_batch: int = 256  # sequences in a decode batch
-    max_prefill_tokens: int = 8192  # prompt tokens per prefill step (a longer prompt still runs alone)
-    chunked_prefill: bool = False
-    chunk_tokens: int = 2048  # tokens per mixed iteration (decode tokens first, the rest prompt)
+    max_batch: int | None = None  # the running-set cap, in sequences
+    max_prefill_tokens: int | None = None  # the per-iteration token budget
+    chunked_prefill: bool | None = None
+    chunk_tokens: int | None = None  # the chunk size
     mem_fraction: float = 0.9  # of each chip's memory for weights + KV cache
+    policy: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_prefill_tokens", "chunk_tokens"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise SimulationError(f"engine {name} must be a positive integer; got {v!r}")
+        if self.chunked_prefill is not None and not isinstance(self.chunked_prefill, bool):
+            raise SimulationError(f"engine chunked_prefill must be true or false; got {self.chunked_prefill!r}")
         if not 0 < self.mem_fraction <= 1:
             raise SimulationError(f"engine mem_fraction must be in (0, 1]; got {self.mem_fraction!r}")
+        if self.policy is not None and self.policy not in POLICIES:
+            raise SimulationError(f"unknown batching policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
 
     def to_dict(self) -> dict:
+        """As asked: None where the policy's default applies (each engine's summary has the values it ran with)."""
         return {"max_batch": self.max_batch, "max_prefill_tokens": self.max_prefill_tokens,
                 "chunked_prefill": self.chunked_prefill, "chunk_tokens": self.chunk_tokens,
-                "mem_fraction": self.mem_fraction}
+                "mem_fraction": self.mem_fraction, "policy": self.policy}
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class SimConfig:
     record_timeline: bool = False
     timeline_limit: int = 200_000  # iterations/tasks kept in the timeline
     fast_forward: bool = True  # run unchanging decode batches to their next finish in one event
+    record_schedule: bool = False  # keep every iteration's batch (who ran, how many tokens) in the result
 
     def __post_init__(self) -> None:
         if not isinstance(self.host_lanes, int) or self.host_lanes < 1:

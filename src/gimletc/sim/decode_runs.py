@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gimletc.sim.results import note_iteration
 from gimletc.sim.state import EV_ITER, Engine
 
 if TYPE_CHECKING:
@@ -43,9 +44,17 @@ class DecodeRuns:
         else:
             act = [(i, eng.mqs[i]) for i in ((eng.rr + x) % k for x in range(j, k)) if eng.mqs[i].B > 0]
             F, star = min((mq.run[0][0] - mq.iters, slot) for slot, (_, mq) in enumerate(act))
-            run = [(i, mq, F if slot <= star else F - 1) for slot, (i, mq) in enumerate(act)]
-            run = [r for r in run if r[2] > 0]
-            eng.rr = (act[star][0] + 1) % k
+            cap = es.policy.decode_limit(eng, [mq for _, mq in act])  # cycles the KV memory allows
+            if cap is not None and cap < F:
+                F, star = cap, len(act) - 1
+            if F <= 0:  # not one whole cycle: the first model's iteration alone (its policy made room for it)
+                idx = (eng.rr + j) % k
+                eng.rr = (idx + 1) % k
+                run = [(idx, eng.mqs[idx], 1)]
+            else:
+                run = [(i, mq, F if slot <= star else F - 1) for slot, (i, mq) in enumerate(act)]
+                run = [r for r in run if r[2] > 0]
+                eng.rr = (act[star][0] + 1) % k
         ctx = [mq.ctx_sum / mq.B for _, mq, _ in run]
         secs = busy = 0.0
         for (_, mq, n), c in zip(run, ctx, strict=True):
@@ -55,6 +64,9 @@ class DecodeRuns:
         iters = sum(n for _, _, n in run)
         B = sum(mq.B for _, mq, _ in run)
         what = ("decode", [(mq, n) for _, mq, n in run])
+        if es.sim.schedule is not None:
+            for _, mq, n in run:
+                note_iteration(es.sim.schedule, es.kv, eng, t, "decode", mq, mq.B, [], n)
         row = es.begin(eng, t, secs, busy, 0, what, "decode", None, B, iters)
         eng.batch_sum += sum(mq.B * n for _, mq, n in run)
         eng.max_batch_seen = max(eng.max_batch_seen, max(mq.B for _, mq, _ in run))

@@ -20,18 +20,20 @@ import math
 from typing import TYPE_CHECKING
 
 from gimletc.hardware.schema import Chip
-from gimletc.sim.batching import DecodeStep, MixedStep, PrefillStep, policy_for
+from gimletc.sim.batching import DecodeStep, MixedStep, PrefillStep
 from gimletc.sim.config import SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
 from gimletc.sim.kv import KVMemory
-from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req
+from gimletc.sim.policies import default_policy, make_policy
+from gimletc.sim.results import note_iteration
+from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
 from gimletc.sim.steps import SoftwareProfile, StepCost
-from gimletc.sim.workload import PREFILL, TaskSpec, Workload
+from gimletc.sim.workload import TaskSpec, Workload
 
 if TYPE_CHECKING:
     from gimletc.sim.loop import Simulator
 
-__all__ = ["Engines"]
+__all__ = ["Engines", "price_mixed"]
 
 
 class Engines:
@@ -65,7 +67,12 @@ class Engines:
         self.costs: dict[tuple[str, str, int], StepCost] = {}
         self.kv = self._setup()
         self.kv.wake = self.kick
-        self.policy = policy_for(self.ec, self.kv)
+        self.policy_name = self.ec.policy or default_policy(profile.name)
+        self.policy = make_policy(self.policy_name, self.ec, self.kv)
+        self.grows_kv = self.policy.grows_kv
+        for e in self.engines:
+            for mq in e.mqs:
+                self.policy.setup(e, mq)
         self.runs = DecodeRuns(self)
         self._seq = itertools.count(1)  # orders jobs by arrival at their engine
 
@@ -110,28 +117,24 @@ class Engines:
         return best
 
     # -- jobs arriving --
-    @staticmethod
-    def tokens(req: Req, s: TaskSpec) -> tuple[int, int]:
-        """(prompt tokens, context) of a prefill, or (output tokens, context) of a decode, for this request."""
-        if s.kind == PREFILL:
-            return max(1, s.tokens + req.d_in), s.ctx
-        tokens = s.tokens if req.r_out == 1.0 else max(1, round(s.tokens * req.r_out))
-        return tokens, max(0, s.ctx + req.d_in)
-
     def enqueue_prefill(self, req: Req, task: int, s: TaskSpec, t: float) -> None:
         e = self.pick(s.resource)
         eng = self.engines[e]
         mq = eng.mq_by_model[(s.model, s.chips, s.part)]
-        tokens, ctx = self.tokens(req, s)
+        tokens, ctx = request_tokens(req, s)
         tpl = req.tpl
         kv_tokens = ctx + tokens
         d = tpl.adopt[task]
+        out = 0
         if d >= 0:
-            out, _ = self.tokens(req, tpl.spec[d])
-            kv_tokens += out
+            out, _ = request_tokens(req, tpl.spec[d])
+            if not self.grows_kv:  # reserved whole now, else grown token by token
+                kv_tokens += out
         kv = mq.cost.kv_bytes(kv_tokens, s.seqs)
         req.engine[task] = e
-        mq.pq.append(Job(req, task, tokens, ctx, s.seqs, kv, next(self._seq)))
+        job = Job(req, task, tokens, ctx, s.seqs, kv, next(self._seq))
+        job.out = out
+        mq.pq.append(job)
         eng.outstanding += 1
         self.kick(eng, t)
 
@@ -148,9 +151,9 @@ class Engines:
             e = self.pick(s.resource)
         eng = self.engines[e]
         mq = eng.mq_by_model[(s.model, s.chips, s.part)]
-        tokens, ctx = self.tokens(req, s)
-        adopted = h >= 0 and tpl.adopt[h] == task
-        kv = 0.0 if adopted else mq.cost.kv_bytes(ctx + tokens, s.seqs)
+        tokens, ctx = request_tokens(req, s)
+        adopted = tpl.adopts[task] >= 0
+        kv = 0.0 if adopted else mq.cost.kv_bytes(ctx + (0 if self.grows_kv else tokens), s.seqs)
         job = Job(req, task, tokens, ctx, s.seqs, kv, next(self._seq))
         eng.outstanding += 1
         if s.kv_xfer and src >= 0 and src != e and self.wl.route is not None:
@@ -246,14 +249,20 @@ class Engines:
             mean_tokens = max(1, round(step.tokens / step.seqs))
             ctx = max(j.ctx for j in batch)
             secs, busy = mq.cost.prefill(step.seqs, mean_tokens, ctx)
+            if self.sim.schedule is not None:
+                note_iteration(self.sim.schedule, self.kv, eng, t, "prefill", mq, 0,
+                               [(j, j.tokens * j.seqs) for j in batch], 1)
             self.begin(eng, t, secs, busy, 0, ("prefill", mq, batch), "prefill", mq.cost.chips, step.seqs)
         else:
             assert isinstance(step, MixedStep)
             mq, parts = step.mq, step.parts
-            ctx_mean = mq.ctx_sum / mq.B if mq.B else 0.0
-            secs, busy = mq.cost.mixed(step.tokens, step.chunk_ctx, mq.B, ctx_mean)
-            kind = "mixed" if step.tokens and mq.B else ("prefill" if step.tokens else "decode")
-            self.begin(eng, t, secs, busy, mq.B, ("chunked", mq, parts), kind, mq.cost.chips, mq.B + len(parts))
+            B = mq.B if step.decode else 0
+            ctx_mean = mq.ctx_sum / B if B else 0.0
+            secs, busy = price_mixed(mq.cost, step, B, ctx_mean)
+            kind = "mixed" if step.tokens and B else ("prefill" if step.tokens else "decode")
+            if self.sim.schedule is not None:
+                note_iteration(self.sim.schedule, self.kv, eng, t, kind, mq, B, parts, 1)
+            self.begin(eng, t, secs, busy, B, ("chunked", mq, parts, step.decode), kind, mq.cost.chips, B + len(parts))
 
     def begin(self, eng: Engine, t: float, secs: float, busy: float, batch: int, what: tuple, label: str,
               chips: int | None = None, shown: int = 0, iters: int = 1) -> int | None:
@@ -294,8 +303,9 @@ class Engines:
             eng.outstanding -= 1
             self.sim.complete(req, task, t)
         elif kind == "prefill":
-            for _job in what[2]:
-                eng.outstanding -= 1
+            mq = what[1]
+            for job in what[2]:
+                self._prefilled(eng, mq, job)
         elif kind == "decode":
             eng.ff = None
             self.sim.events += sum(n for _, n in what[1]) - 1  # the fast-forwarded iterations
@@ -303,7 +313,8 @@ class Engines:
                 self.decode_step(eng, mq, t, n)
         else:  # chunked
             mq, parts = what[1], what[2]
-            had_decode = mq.B > 0
+            had_decode = what[3] and mq.B > 0
+            resumed = []
             for job, take in parts:
                 job.done += take
                 total = job.tokens * job.seqs
@@ -315,9 +326,14 @@ class Engines:
                     self.mark_done(job, m, t)
                 if job.done >= total:
                     mq.pq.remove(job)
-                    eng.outstanding -= 1
+                    if job.resume is not None:
+                        resumed.append(job)
+                    else:
+                        self._prefilled(eng, mq, job)
             if had_decode:
                 self.decode_step(eng, mq, t)
+            for job in resumed:  # after this iteration's decode step, which they were not part of
+                self._prefilled(eng, mq, job)
         eng.busy = False
         for d in eng.devs:
             self.dev_holder[d] = -1
@@ -328,16 +344,37 @@ class Engines:
                 self.kick(o, t)
         self.kick(eng, t)
 
+    def _prefilled(self, eng: Engine, mq: ModelQueue, job: Job) -> None:
+        """A prefill job's last tokens are computed: a recompute's decode rejoins the running batch;
+        a prompt whose decode is elsewhere (or none) leaves the running set."""
+        redo = job.resume
+        if redo is not None:
+            redo.kv = job.kv
+            redo.adm = job.adm
+            redo.counted = job.counted
+            mq.join(redo, next(self._seq))
+            return
+        eng.outstanding -= 1
+        if job.counted and job.req.tpl.adopt[job.task] < 0:
+            mq.active -= job.seqs
+
     def decode_step(self, eng: Engine, mq: ModelQueue, t: float, k: int = 1) -> None:
         """`k` decode iterations of `mq`'s running batch are over: sequences that are done leave."""
+        kv = self.kv
+        g = mq.g
+        if g:
+            kv.grow(eng, mq.B * k * g)
         mq.iters += k
         mq.ctx_sum += mq.B * k
         run = mq.run
-        kv = self.kv
         while run and run[0][0] <= mq.iters:
             _, _, job = heapq.heappop(run)
             mq.B -= job.seqs
             mq.ctx_sum -= (job.ctx + job.tokens) * job.seqs
+            mq.out_sum -= (job.ctx + job.tokens) * job.seqs
+            mq.base_sum -= job.ctx * job.seqs
+            if job.counted:
+                mq.active -= job.seqs
             eng.outstanding -= 1
             req, task = job.req, job.task
             tpl = req.tpl
@@ -350,15 +387,18 @@ class Engines:
             llm = tpl.spec[task].llm
             if llm and llm not in req.llm_tpot:
                 req.llm_tpot[llm] = tpot
-            if job.kv > 0:
-                kv.free(eng, job.kv)
-            if h >= 0 and tpl.adopt[h] == task:
-                hold = req.kv_hold.pop(h, None)
+            held = job.kv + (job.tokens - job.done) * job.seqs * g if g else job.kv
+            if held > 0:
+                kv.free(eng, held)
+            p = tpl.adopts[task]
+            if p >= 0 and tpl.adopt[p] == task:
+                hold = req.kv_hold.pop(p, None)
                 if hold is not None:
                     kv.free(self.engines[hold[0]], hold[1])
             self.sim.complete(req, task, t)
         if mq.B == 0:
-            mq.ctx_sum = 0.0
+            mq.ctx_sum = mq.out_sum = mq.base_sum = 0.0
+        self.policy.decoded(eng, mq, k)
 
     def mark_done(self, job: Job, m: int, t: float) -> None:
         """Piece `m` of a prefill is computed; the last piece ends the prefill (its first token exists)."""
@@ -378,3 +418,19 @@ class Engines:
                 if hold is not None:
                     self.kv.release(self.engines[hold[0]], hold[1], t)
         self.sim.complete(req, m, t)
+
+
+def price_mixed(cost: StepCost, step: MixedStep, B: int, ctx_mean: float) -> tuple[float, float]:
+    """A mixed iteration: one forward pass over the prompt chunks and the B decode tokens (the
+    GEMMs see every row and read the weights once), plus the decodes' attention over their caches.
+    Chunks of several sequences are priced as a prefill of that many sequences sharing the rows."""
+    if step.seqs <= 1:
+        return cost.mixed(step.tokens, step.chunk_ctx, B, ctx_mean)
+    secs, busy = cost.prefill(step.seqs, max(1, round((step.tokens + B) / step.seqs)), step.chunk_ctx)
+    if B:
+        # The decodes' cache reads: what `mixed` adds to a prefill of its rows (its own split).
+        t1, b1 = cost.mixed(1, 0, B, ctx_mean)
+        t0, b0 = cost.prefill(1, 1 + B, 0)
+        secs += t1 - t0
+        busy += b1 - b0
+    return secs, busy

@@ -6,6 +6,11 @@ output's too, so an admitted request always completes); a decode on another engi
 its own. The KV of a prefill whose decode is elsewhere is freed once it has been sent. Which
 request is admitted when is the batching policy's call (`gimletc.sim.batching`); this module
 keeps the bytes and says whether a reservation fits.
+
+Policies that grow caches as tokens are made (vLLM, SGLang) reserve a prompt's cache when it is
+admitted and one token per running sequence per decode iteration (`grow`); when the next
+iteration's tokens do not fit, the policy preempts (`gimletc.sim.policies`). Memory is counted
+in bytes, token by token: the engines' 16- or 32-token pages are not modelled.
 """
 
 from __future__ import annotations
@@ -52,6 +57,21 @@ class KVMemory:
                 f"{what} needs {need / 1e9:.2f} GB of KV cache on engine {eng.spec.id}, which has "
                 f"{room * eng.n / 1e9:.2f} GB left after weights; it can never be admitted")
         return False
+
+    def room(self, eng: Engine) -> float:
+        """Bytes the engine could still reserve (its fullest device's room, times its devices)."""
+        return min(self.cap[d] - self.used[d] for d in eng.devs) * eng.n
+
+    def fits(self, eng: Engine, need: float) -> bool:
+        per = need / eng.n
+        used, cap = self.used, self.cap
+        return all(used[d] + per <= cap[d] + 1e-6 for d in eng.devs)
+
+    def grow(self, eng: Engine, amount: float) -> None:
+        """Caches grew by `amount` bytes as tokens were made (checked by the policy beforehand)."""
+        per = amount / eng.n
+        for d in eng.devs:
+            self.used[d] += per
 
     def free(self, eng: Engine, amount: float) -> None:
         per = amount / eng.n

@@ -9,7 +9,9 @@ along policy and mechanism, as Vidur's is:
 - `gimletc.sim.engines`: the engine mechanism (devices, iterations priced by the cost model,
   jobs moving on), with `gimletc.sim.decode_runs` running unchanging decode batches to their
   next finish as one event;
-- `gimletc.sim.batching`: the batching policies, which decide what each iteration runs;
+- `gimletc.sim.batching`: the batching-policy interface (`BatchPolicy.next_batch`), and
+  `gimletc.sim.policies` the policies: vLLM's, SGLang's and TensorRT-LLM's schedulers, and the
+  simulator's own prefill-first one; `default_policy` picks one per software stack;
 - `gimletc.sim.kv`: KV-cache memory per device and admission;
 - `gimletc.sim.workload` and `gimletc.sim.template`: what runs (engines, pools, links and
   how ops become tasks; each request's unrolled task graph);

@@ -55,6 +55,7 @@ class Simulator:
         self.channels = [Pool(1) for _ in self.channel_names]
         self.timeline: list[tuple[str, float, float, str, int, int]] = []
         self.record = cfg.record_timeline
+        self.schedule: list[dict] | None = [] if cfg.record_schedule else None
         self.engines = Engines(self, wl, cfg, cfg.profile or PROFILES[wl.stack_profile])
         self.kv = self.engines.kv
         self.outcomes = Outcomes(len(arrivals))

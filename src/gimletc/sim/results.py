@@ -16,12 +16,13 @@ import numpy as np
 
 from gimletc.sim.arrivals import Arrivals
 from gimletc.sim.config import SimConfig, SimulationError
-from gimletc.sim.state import Req
+from gimletc.sim.kv import KVMemory
+from gimletc.sim.state import Engine, Job, ModelQueue, Req
 
 if TYPE_CHECKING:
     from gimletc.sim.loop import Simulator
 
-__all__ = ["LoadResult", "Outcomes", "load_result"]
+__all__ = ["LoadResult", "Outcomes", "load_result", "note_iteration"]
 
 
 @dataclass
@@ -50,6 +51,11 @@ class LoadResult:
     timeline: list[tuple[str, float, float, str, int, int]] = field(default_factory=list)
     cost_model_calls: int = 0
     heap_events: int = 0  # events taken off the heap (fast-forwarded iterations count once)
+    policy: str = ""  # the batching policy the engines ran
+    preemptions: int = 0  # running requests sent back to wait under KV pressure, all engines
+    recomputed_tokens: int = 0  # tokens prefilled again to rebuild preempted requests' KV caches
+    # Every iteration's batch when SimConfig(record_schedule=True) (a fast-forwarded run is one row).
+    schedule: list[dict[str, Any]] | None = None
 
     @property
     def completed(self) -> int:
@@ -72,6 +78,19 @@ class LoadResult:
             ok &= ~(self.tpot > tpot_s)
         return float(ok.mean()) if len(ok) else 0.0
 
+
+
+def note_iteration(schedule: list[dict[str, Any]], kv: KVMemory, eng: Engine, t: float, kind: str, mq: ModelQueue,
+                   decodes: int, parts: list[tuple[Job, int]], iters: int) -> None:
+    """Keep an iteration's batch (SimConfig(record_schedule=True)): who decodes, which prompt tokens
+    run (request, tokens, whether recomputed), the running set and the KV memory held as it starts."""
+    schedule.append({
+        "engine": eng.spec.id, "start": t, "kind": kind, "model": mq.name, "iterations": iters,
+        "decodes": decodes, "decoding": sorted(e[2].req.id for e in mq.run) if decodes else [],
+        "prefills": [(job.req.id, take, job.resume is not None) for job, take in parts],
+        "tokens": decodes + sum(take for _, take in parts), "running": mq.active,
+        "kv_used_gb": sum(kv.used[d] for d in eng.devs) / 1e9,
+    })
 
 
 class Outcomes:
@@ -139,6 +158,10 @@ def load_result(sim: Simulator, t_end: float) -> LoadResult:
             "busy_s": e.busy_s,
             "utilisation": u,
             "kv_capacity_gb": es.kv.capacity_bytes(e) / 1e9,
+            "policy": es.policy_name,
+            "batching": {m.name: m.params.to_dict() for m in e.mqs},
+            "preemptions": e.preemptions,
+            "recomputed_tokens": e.recomputed,
         })
     for h, pool in zip(sim.wl.hosts, sim.hosts, strict=True):
         frac = pool.busy_s / (pool.lanes * span) if span > 0 else 0.0
@@ -169,4 +192,8 @@ def load_result(sim: Simulator, t_end: float) -> LoadResult:
         timeline=sim.timeline,
         cost_model_calls=sum(c.calls for c in es.costs.values()),
         heap_events=sim.heap_events,
+        policy=es.policy_name,
+        preemptions=sum(e.preemptions for e in es.engines),
+        recomputed_tokens=sum(e.recomputed for e in es.engines),
+        schedule=sim.schedule,
     )

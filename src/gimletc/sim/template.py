@@ -93,7 +93,8 @@ class Template:
     roots: tuple[int, ...]
     marks: list[tuple[int, ...]]  # PREFILL: its pieces in order (itself first); the last one ends the prefill
     head: list[int]  # MARK: its prefill; DECODE: its prefill (for TPOT), or -1
-    adopt: list[int]  # PREFILL: index of a decode on the same engine that adopts its KV cache, or -1
+    adopt: list[int]  # PREFILL: the last decode on the same engine that continues its KV cache (frees it), or -1
+    adopts: list[int]  # DECODE: the prefill whose KV cache it continues on the same engine, or -1
     kv_users: list[int]  # PREFILL: tasks that free its KV cache when done
     kv_user_of: list[int]  # XFER / DECODE(kv_xfer): the prefill whose KV cache it frees, or -1
     scale_head: list[int]  # XFER: the prefill whose prompt scales its bytes, or -1
@@ -228,6 +229,7 @@ class Builder:
             return -1
 
         adopt = [-1] * n
+        adopts = [-1] * n
         kv_users = [0] * n
         kv_user_of = [-1] * n
         scale_head = [-1] * n
@@ -245,6 +247,7 @@ class Builder:
                     continue
                 if s.kind == DECODE and not s.kv_xfer and (s.resource == -1 or s.resource == engine_pool[h]):
                     adopt[h] = i  # the decode continues on the prefill's engine with its cache
+                    adopts[i] = h  # (a per-token decode loop: every iteration does; the last frees it)
                 else:
                     kv_user_of[i] = h
                     kv_users[h] += 1
@@ -287,6 +290,7 @@ class Builder:
             marks=[tuple(new[j] for j in marks[i]) for i in keep],
             head=[m(head[i]) for i in keep],
             adopt=[m(adopt[i]) for i in keep],
+            adopts=[m(adopts[i]) for i in keep],
             kv_users=[kv_users[i] for i in keep],
             kv_user_of=[m(kv_user_of[i]) for i in keep],
             scale_head=[m(scale_head[i]) for i in keep],

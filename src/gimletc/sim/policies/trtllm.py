@@ -1,0 +1,92 @@
+"""TensorRT-LLM's in-flight batching (TensorRT-LLM 1.0, PyTorch backend:
+`tensorrt_llm/_torch/pyexecutor/scheduler.py`, the C++ `CapacityScheduler` and
+`MicroBatchScheduler` it binds).
+
+- Capacity, `GUARANTEED_NO_EVICT` (the default policy): a new request starts only if the KV
+  cache can hold it to completion, prompt and output, next to what the started requests will
+  still need; a started request is never paused (so nothing is preempted). Started requests
+  are at most `max_batch_size`.
+- Micro-batch: generation requests first, one token each, then context (prompt) requests in
+  order, all in one forward pass, while the batch stays within `max_batch_size` requests and
+  `max_num_tokens` tokens. Without chunked context a prompt goes whole or waits; with it
+  (`FIRST_COME_FIRST_SERVED`), prompts are cut to the room left in multiples of the chunk
+  unit (the KV block, `tokens_per_block`), the last chunk of a prompt any size.
+
+Defaults (`tensorrt_llm/llmapi/llm_args.py`): `max_batch_size` 2048, `max_num_tokens` 8192,
+chunked prefill off, `tokens_per_block` 32. `MAX_UTILIZATION` (admit greedily, pause under KV
+pressure) is not modelled.
+"""
+
+from __future__ import annotations
+
+from gimletc.hardware.schema import Chip
+from gimletc.models import Model
+from gimletc.sim.batching import BatchParams, DecodeStep, Step
+from gimletc.sim.config import EngineConfig, SimulationError
+from gimletc.sim.policies.continuous import ContinuousPolicy
+from gimletc.sim.state import Engine, Job, ModelQueue
+
+__all__ = ["TRTLLMPolicy"]
+
+
+class TRTLLMPolicy(ContinuousPolicy):
+    name = "trtllm"
+    grows_kv = False  # guaranteed no evict: a request's whole cache is reserved when it starts
+
+    @classmethod
+    def resolve(cls, config: EngineConfig, model: Model, chip: Chip, kv_tokens: float) -> BatchParams:
+        budget = config.max_prefill_tokens or 8192
+        cap = config.max_batch if config.max_batch is not None else 2048
+        if cap > budget:
+            raise SimulationError(f"trtllm: max_batch {cap} is above max_prefill_tokens {budget}; every running "
+                                  "sequence's token must fit an iteration")
+        return BatchParams(cap, budget, bool(config.chunked_prefill), config.chunk_tokens or 32)
+
+    def take(self, mq: ModelQueue, job: Job, budget: int) -> int:
+        return self.portion(mq, job, budget)
+
+    def chunk(self, mq: ModelQueue, room: int) -> int:
+        """Chunks are whole multiples of the chunk unit (the KV block); the last chunk of a prompt any size."""
+        return room // mq.params.chunk_tokens * mq.params.chunk_tokens
+
+    def next_batch(self, eng: Engine) -> Step | None:
+        k = len(eng.mqs)
+        for j in range(k):
+            mq = eng.mqs[(eng.rr + j) % k]
+            self.join_decodes(eng, mq)
+            budget = mq.params.max_tokens - mq.B
+            parts: list[tuple[Job, int]] = []
+            for job in self.partials(mq):
+                n = self.take(mq, job, budget)
+                if n <= 0:
+                    break
+                parts.append((job, n))
+                budget -= n
+            for job in mq.pq:
+                if budget <= 0:
+                    break
+                if job.adm:
+                    continue
+                n = self.take(mq, job, budget)
+                if n <= 0 or not self.room_for(mq, job) or not self.admit_prompt(eng, mq, job):
+                    break
+                parts.append((job, n))
+                budget -= n
+                if n < job.tokens * job.seqs:
+                    mq.state.partial.append(job)
+            if parts:
+                return self.batch(eng, j, mq, parts, decode=True)
+            if mq.B:
+                return DecodeStep(j)
+        return None
+
+    def waiting(self, eng: Engine) -> bool:
+        for mq in eng.mqs:
+            if self.decode_ready(eng, mq) or self.partials(mq):
+                return True
+            job = self.fresh(mq) if mq.pq else None
+            if job is None or not self.room_for(mq, job) or not self.kv.fits(eng, job.kv):
+                continue
+            if mq.params.chunked or job.tokens * job.seqs <= mq.params.max_tokens - mq.B:
+                return True
+        return False
