@@ -88,13 +88,14 @@ def test_vllm_chunked_prefill_mixes_decodes_and_chunks_under_the_budget():
         (M, [(1, 9)], [0]),
         (D, [], [1]), (D, [], [1]),
     ]
-    # long_prefill_token_threshold (--chunk-tokens) 50: no request takes more than 50 tokens an
-    # iteration (r1 arrives while r0's first chunk runs).
+    # A chunk size of 50 (--chunk-tokens) caps the budget at 50 tokens an iteration: r0's prompt
+    # takes two iterations alone, r1 starts beside r0's decode token (49), then 50, then its last 1.
     assert schedule("vllm", 2, 100, 1, max_batch=3, max_prefill_tokens=64, chunk_tokens=50) == [
         (P, [(0, 50)], []),
-        (P, [(0, 50), (1, 14)], []),
-        (M, [(1, 50)], [0]),
-        (P, [(1, 36)], []),
+        (P, [(0, 50)], []),
+        (M, [(1, 49)], [0]),
+        (P, [(1, 50)], []),
+        (P, [(1, 1)], []),
         (D, [], [1]),
     ]
 
@@ -246,7 +247,7 @@ def test_a_sequence_that_can_never_fit_is_an_error():
 def test_option_errors_name_the_knob():
     with pytest.raises(SimulationError, match="unknown batching policy 'tgi'"):
         EngineConfig(policy="tgi")
-    with pytest.raises(SimulationError, match="max_batch 512 is above max_prefill_tokens 256"):
+    with pytest.raises(SimulationError, match="max_batch 512 is above the token budget 256"):
         simulate(plan_workload(one_call(100, 2), H200), at_zero(1),
                  SimConfig(engine=EngineConfig(policy="vllm", max_batch=512, max_prefill_tokens=256)))
     with pytest.raises(SimulationError, match="a 300-token prompt .* does not fit the 256-token budget"):
@@ -268,7 +269,11 @@ def test_defaults_come_from_the_stack_and_the_engine_version():
         "max_batch": 256, "max_prefill_tokens": 2048, "chunked_prefill": True, "chunk_tokens": 0}
     trt = simulate(a100, at_zero(1), SimConfig(engine=EngineConfig(policy="trtllm")))
     assert trt.engines[0]["batching"][SMALL] == {"max_batch": 2048, "max_prefill_tokens": 8192,
-                                                 "chunked_prefill": False, "chunk_tokens": 32}
+                                                 "chunked_prefill": False, "chunk_tokens": 0}
+    # A chunk size caps vLLM's token budget (and its default running-set cap with it).
+    small = simulate(a100, at_zero(1), SimConfig(engine=EngineConfig(chunk_tokens=512)))
+    assert small.engines[0]["batching"][SMALL] == {"max_batch": 256, "max_prefill_tokens": 512,
+                                                   "chunked_prefill": True, "chunk_tokens": 0}
     sg = simulate(a100, at_zero(1), SimConfig(engine=EngineConfig(policy="sglang")))
     assert sg.engines[0]["batching"][SMALL]["chunk_tokens"] == 8192
     assert 2048 <= sg.engines[0]["batching"][SMALL]["max_batch"] <= 4096
@@ -287,7 +292,7 @@ def runs(draw):
     cap = draw(st.integers(1, 6))
     budget = draw(st.integers(max(cap, 300) if policy == "trtllm" else cap, 600))
     chunked = draw(st.booleans())
-    chunk = draw(st.integers(1, budget)) if policy != "trtllm" else draw(st.integers(1, 64))
+    chunk = draw(st.integers({"vllm": cap, "trtllm": max(cap, 32)}.get(policy, 1), budget))
     room = draw(st.integers(320, 3000))  # KV tokens: always room for the longest request alone
     return policy, np.cumsum(gaps), prompts, outs, cap, budget, chunked, chunk, room
 
@@ -327,9 +332,7 @@ def test_no_policy_exceeds_its_cap_or_its_budget_in_any_iteration(case):
                 if chunked:
                     assert prompt_tokens <= chunk
         else:
-            assert r["tokens"] <= budget
-            if policy == "vllm" and chunked:
-                assert all(p[1] <= chunk for p in r["prefills"])
+            assert r["tokens"] <= (min(budget, chunk) if chunked else budget)
 
 
 @pytest.mark.parametrize("policy", ["vllm", "sglang", "trtllm"])

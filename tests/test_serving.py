@@ -444,7 +444,7 @@ def test_cli_simulate_policy_and_its_knobs(capsys, rag_plan):
     code, _, err = run(capsys, "simulate", str(path), "--rate", "6", "--policy", "tgi")
     assert code == 2 and "tgi" in err and "Traceback" not in err
     code, _, err = run(capsys, "simulate", str(path), "--rate", "6", "--max-batch", "9000")
-    assert code == 2 and err.count("\n") == 1 and "max_batch 9000 is above max_prefill_tokens 8192" in err
+    assert code == 2 and err.count("\n") == 1 and "max_batch 9000 is above the token budget 8192" in err
 
 
 def test_cli_simulate_model_step_on_a_host_is_one_line(capsys, tmp_path):

@@ -73,9 +73,10 @@ class BatchParams:
     `max_batch`: the running-set cap in sequences (prefill-first: the decode batch);
     `max_tokens`: the per-iteration token budget (prefill-first and SGLang: prompt tokens
     per prefill batch); `chunked`: whether prompts are split across iterations;
-    `chunk_tokens`: the chunk size (vLLM: the most prompt tokens one request takes per
-    iteration, 0 for no limit but the budget; SGLang: the prompt tokens of one prefill
-    batch; TensorRT-LLM: the chunk unit; prefill-first: the tokens of a mixed iteration)."""
+    `chunk_tokens`: the chunk size where the engine has one (SGLang: the prompt tokens of one
+    prefill batch; prefill-first: the tokens of a mixed iteration); 0 for vLLM and
+    TensorRT-LLM, whose chunks are what the token budget leaves (a chunk size asked for caps
+    `max_tokens` instead)."""
 
     max_batch: int
     max_tokens: int

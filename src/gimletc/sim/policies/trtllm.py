@@ -13,8 +13,9 @@
   unit (the KV block, `tokens_per_block`), the last chunk of a prompt any size.
 
 Defaults (`tensorrt_llm/llmapi/llm_args.py`): `max_batch_size` 2048, `max_num_tokens` 8192,
-chunked prefill off, `tokens_per_block` 32. `MAX_UTILIZATION` (admit greedily, pause under KV
-pressure) is not modelled.
+chunked prefill off, `tokens_per_block` 32. TensorRT-LLM has no chunk size apart from the token
+budget: a chunk size given (`--chunk-tokens`) caps `max_num_tokens` when chunking.
+`MAX_UTILIZATION` (admit greedily, pause under KV pressure) is not modelled.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from gimletc.sim.state import Engine, Job, ModelQueue
 
 __all__ = ["TRTLLMPolicy"]
 
+CHUNK_UNIT = 32  # tokens_per_block, the default KV block: context chunks are multiples of it
+
 
 class TRTLLMPolicy(ContinuousPolicy):
     name = "trtllm"
@@ -35,19 +38,26 @@ class TRTLLMPolicy(ContinuousPolicy):
 
     @classmethod
     def resolve(cls, config: EngineConfig, model: Model, chip: Chip, kv_tokens: float) -> BatchParams:
+        chunked = bool(config.chunked_prefill)
         budget = config.max_prefill_tokens or 8192
+        if chunked and config.chunk_tokens:  # the chunk size: what one iteration's context tokens may be
+            budget = min(budget, config.chunk_tokens)
         cap = config.max_batch if config.max_batch is not None else 2048
         if cap > budget:
-            raise SimulationError(f"trtllm: max_batch {cap} is above max_prefill_tokens {budget}; every running "
-                                  "sequence's token must fit an iteration")
-        return BatchParams(cap, budget, bool(config.chunked_prefill), config.chunk_tokens or 32)
+            raise SimulationError(f"trtllm: max_batch {cap} is above the token budget {budget} (max_prefill_tokens, "
+                                  "or chunk_tokens with chunked prefill); every running sequence's token must fit "
+                                  "an iteration")
+        if chunked and budget < CHUNK_UNIT:
+            raise SimulationError(f"trtllm: a chunked iteration of {budget} tokens is below the {CHUNK_UNIT}-token "
+                                  "KV block its context chunks are made of")
+        return BatchParams(cap, budget, chunked, 0)
 
     def take(self, mq: ModelQueue, job: Job, budget: int) -> int:
         return self.portion(mq, job, budget)
 
     def chunk(self, mq: ModelQueue, room: int) -> int:
         """Chunks are whole multiples of the chunk unit (the KV block); the last chunk of a prompt any size."""
-        return room // mq.params.chunk_tokens * mq.params.chunk_tokens
+        return room // CHUNK_UNIT * CHUNK_UNIT
 
     def next_batch(self, eng: Engine) -> Step | None:
         k = len(eng.mqs)

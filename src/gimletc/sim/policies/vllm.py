@@ -3,9 +3,9 @@
 Each iteration has no prefill or decode phase: it gives tokens to requests until the token
 budget (`max_num_batched_tokens`) is spent:
 1. running requests first, in admission order: a decoding request one token, a prompt
-   part-way through chunked prefill its next chunk (at most `long_prefill_token_threshold`
-   tokens when set). When the next tokens' KV cache does not fit, the last admitted running
-   request is preempted (its cache freed; it waits at the head of the queue and recomputes);
+   part-way through chunked prefill its next chunk. When the next tokens' KV cache does not
+   fit, the last admitted running request is preempted (its cache freed; it waits at the head
+   of the queue and recomputes);
 2. then, only if nobody was preempted, waiting requests in arrival order while the running set
    is under `max_num_seqs` and the budget lasts: a prompt whole, or, with chunked prefill, as
    much as the budget (and the threshold) allows; it stops at the first that does not fit (the
@@ -15,8 +15,11 @@ Decode and prompt tokens share one forward pass (a mixed iteration).
 Defaults (`vllm/engine/arg_utils.py`, `EngineArgs._set_default_args`, OpenAI server):
 chunked prefill on; `max_num_batched_tokens` 8192 on GPUs with at least 70 GiB that are not
 A100s, else 2048, and `max_model_len` without chunked prefill; `max_num_seqs` 1024 on those
-GPUs, else 256, and never above the token budget; no per-request chunk threshold. A running
-set wider than the budget is an error, as vLLM's config check makes it.
+GPUs, else 256, and never above the token budget. vLLM has no chunk size apart from the
+budget (a prompt's chunk is what the budget leaves; `long_prefill_token_threshold` is left
+unset, its default): a chunk size given (`--chunk-tokens`) caps the budget, as setting
+`max_num_batched_tokens` to it would. A running set wider than the budget is an error, as
+vLLM's config check makes it.
 """
 
 from __future__ import annotations
@@ -44,16 +47,18 @@ class VLLMPolicy(ContinuousPolicy):
         budget = config.max_prefill_tokens
         if budget is None:
             budget = (8192 if big else 2048) if chunked else (model.max_context or 8192)
+        if chunked and config.chunk_tokens:  # the chunk size: a prompt's chunk is what the budget leaves
+            budget = min(budget, config.chunk_tokens)
         cap = config.max_batch if config.max_batch is not None else min(1024 if big else 256, budget)
         if cap > budget:
-            raise SimulationError(f"vllm: max_batch {cap} is above max_prefill_tokens {budget}; every running "
-                                  "sequence's token must fit an iteration (vLLM requires max_num_batched_tokens "
-                                  ">= max_num_seqs)")
-        return BatchParams(cap, budget, chunked, config.chunk_tokens or 0)
+            raise SimulationError(f"vllm: max_batch {cap} is above the token budget {budget} (max_prefill_tokens, "
+                                  "or chunk_tokens with chunked prefill); every running sequence's token must fit "
+                                  "an iteration (vLLM requires max_num_batched_tokens >= max_num_seqs)")
+        return BatchParams(cap, budget, chunked, 0)
 
     def take(self, mq: ModelQueue, job: Job, budget: int) -> int:
-        """Prompt tokens `job` gets this iteration (0: it waits): at most the threshold when one is set."""
-        return self.portion(mq, job, budget, mq.params.chunk_tokens if mq.params.chunked else 0)
+        """Prompt tokens `job` gets this iteration (0: it waits)."""
+        return self.portion(mq, job, budget)
 
     def next_batch(self, eng: Engine) -> Step | None:
         k = len(eng.mqs)
