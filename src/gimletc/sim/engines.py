@@ -20,7 +20,7 @@ import math
 from typing import TYPE_CHECKING
 
 from gimletc.hardware.schema import Chip
-from gimletc.sim.batching import DecodeStep, MixedStep, PrefillStep
+from gimletc.sim.batching import BatchPolicy, DecodeStep, MixedStep, PrefillStep
 from gimletc.sim.config import SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
 from gimletc.sim.kv import KVMemory
@@ -70,6 +70,8 @@ class Engines:
         self.policy_name = self.ec.policy or default_policy(profile.name)
         self.policy = make_policy(self.policy_name, self.ec, self.kv)
         self.grows_kv = self.policy.grows_kv
+        # The per-step hook, only where the policy listens (SGLang's new-token ratio).
+        self.decoded = self.policy.decoded if type(self.policy).decoded is not BatchPolicy.decoded else None
         for e in self.engines:
             for mq in e.mqs:
                 self.policy.setup(e, mq)
@@ -188,13 +190,20 @@ class Engines:
         return bool(eng.accel) or self.policy.waiting(eng)
 
     def contended(self, eng: Engine) -> bool:
-        return any(self.dev_nblocked[d] for d in eng.devs)
+        nblocked = self.dev_nblocked
+        for d in eng.devs:
+            if nblocked[d]:
+                return True
+        return False
 
     @staticmethod
     def has_work(eng: Engine) -> bool:
         if eng.accel:
             return True
-        return any(mq.pq or mq.wait or mq.B for mq in eng.mqs)
+        for mq in eng.mqs:
+            if mq.pq or mq.wait or mq.B:
+                return True
+        return False
 
     def kick(self, eng: Engine, t: float) -> None:
         """Start the engine's next iteration if it has work and its devices are free (else queue for them)."""
@@ -398,7 +407,8 @@ class Engines:
             self.sim.complete(req, task, t)
         if mq.B == 0:
             mq.ctx_sum = mq.out_sum = mq.base_sum = 0.0
-        self.policy.decoded(eng, mq, k)
+        if self.decoded is not None:
+            self.decoded(eng, mq, k)
 
     def mark_done(self, job: Job, m: int, t: float) -> None:
         """Piece `m` of a prefill is computed; the last piece ends the prefill (its first token exists)."""

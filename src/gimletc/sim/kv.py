@@ -47,7 +47,7 @@ class KVMemory:
         """Reserve `need` bytes of KV cache, split evenly over the engine's devices."""
         per = need / eng.n
         used, cap = self.used, self.cap
-        if all(used[d] + per <= cap[d] + 1e-6 for d in eng.devs):
+        if self.fits(eng, need):
             for d in eng.devs:
                 used[d] += per
             return True
@@ -60,18 +60,29 @@ class KVMemory:
 
     def room(self, eng: Engine) -> float:
         """Bytes the engine could still reserve (its fullest device's room, times its devices)."""
-        return min(self.cap[d] - self.used[d] for d in eng.devs) * eng.n
+        cap, used = self.cap, self.used
+        devs = eng.devs
+        room = cap[devs[0]] - used[devs[0]]
+        for d in devs:
+            r = cap[d] - used[d]
+            if r < room:
+                room = r
+        return room * eng.n
 
     def fits(self, eng: Engine, need: float) -> bool:
-        per = need / eng.n
         used, cap = self.used, self.cap
-        return all(used[d] + per <= cap[d] + 1e-6 for d in eng.devs)
+        per = need / eng.n
+        for d in eng.devs:
+            if used[d] + per > cap[d] + 1e-6:
+                return False
+        return True
 
     def grow(self, eng: Engine, amount: float) -> None:
         """Caches grew by `amount` bytes as tokens were made (checked by the policy beforehand)."""
         per = amount / eng.n
+        used = self.used
         for d in eng.devs:
-            self.used[d] += per
+            used[d] += per
 
     def free(self, eng: Engine, amount: float) -> None:
         per = amount / eng.n

@@ -83,9 +83,12 @@ class SGLangPolicy(ContinuousPolicy):
         return job.kv + mq.g * min(job.out, CLIP) * job.seqs
 
     def next_batch(self, eng: Engine) -> Step | None:
-        k = len(eng.mqs)
+        mqs = eng.mqs
+        k = len(mqs)
         for j in range(k):
-            mq = eng.mqs[(eng.rr + j) % k]
+            mq = mqs[(eng.rr + j) % k]
+            if not (mq.B or mq.wait or mq.pq):
+                continue
             p = mq.params
             self.join_decodes(eng, mq)
             parts: list[tuple[Job, int]] = []
@@ -141,9 +144,11 @@ class SGLangPolicy(ContinuousPolicy):
 
     def waiting(self, eng: Engine) -> bool:
         for mq in eng.mqs:
-            if self.decode_ready(eng, mq) or self.partials(mq):
+            if (mq.wait and self.decode_ready(eng, mq)) or (mq.state.partial and self.partials(mq)):
                 return True
-            job = self.fresh(mq) if mq.pq else None
+            if not mq.pq or (mq.active >= mq.params.max_batch and mq.active):
+                continue
+            job = self.fresh(mq)
             # Admissible at the lowest ratio the run could reach (the room only shrinks as tokens are made).
             if job is not None and self.room_for(mq, job) and \
                     self.need(mq, job) < self.kv.room(eng) - self.expected(mq, MIN_RATIO):

@@ -60,9 +60,12 @@ class TRTLLMPolicy(ContinuousPolicy):
         return room // CHUNK_UNIT * CHUNK_UNIT
 
     def next_batch(self, eng: Engine) -> Step | None:
-        k = len(eng.mqs)
+        mqs = eng.mqs
+        k = len(mqs)
         for j in range(k):
-            mq = eng.mqs[(eng.rr + j) % k]
+            mq = mqs[(eng.rr + j) % k]
+            if not (mq.B or mq.wait or mq.pq):
+                continue
             self.join_decodes(eng, mq)
             budget = mq.params.max_tokens - mq.B
             parts: list[tuple[Job, int]] = []
@@ -92,9 +95,11 @@ class TRTLLMPolicy(ContinuousPolicy):
 
     def waiting(self, eng: Engine) -> bool:
         for mq in eng.mqs:
-            if self.decode_ready(eng, mq) or self.partials(mq):
+            if (mq.wait and self.decode_ready(eng, mq)) or (mq.state.partial and self.partials(mq)):
                 return True
-            job = self.fresh(mq) if mq.pq else None
+            if not mq.pq or (mq.active >= mq.params.max_batch and mq.active):
+                continue
+            job = self.fresh(mq)
             if job is None or not self.room_for(mq, job) or not self.kv.fits(eng, job.kv):
                 continue
             if mq.params.chunked or job.tokens * job.seqs <= mq.params.max_tokens - mq.B:

@@ -61,22 +61,28 @@ class VLLMPolicy(ContinuousPolicy):
         return self.portion(mq, job, budget)
 
     def next_batch(self, eng: Engine) -> Step | None:
-        k = len(eng.mqs)
+        mqs = eng.mqs
+        k = len(mqs)
         for j in range(k):
-            mq = eng.mqs[(eng.rr + j) % k]
-            self.join_decodes(eng, mq, new_ok=False)  # requests whose prompts were admitted here
-            preempted = self.make_room(eng, mq)
-            if not preempted:
+            mq = mqs[(eng.rr + j) % k]
+            if not (mq.B or mq.wait or mq.pq):
+                continue
+            if mq.wait:
+                self.join_decodes(eng, mq, new_ok=False)  # requests whose prompts were admitted here
+            # Room for the running decodes' next tokens (preempting if there is none).
+            preempted = bool(mq.B) and not self.kv.fits(eng, mq.B * mq.g) and self.make_room(eng, mq)
+            if mq.wait and not preempted:
                 self.join_decodes(eng, mq)  # decodes whose caches came from elsewhere: new requests
             budget = mq.params.max_tokens - mq.B
             parts: list[tuple[Job, int]] = []
-            for job in self.partials(mq):
-                n = self.take(mq, job, budget)
-                if n <= 0:
-                    break
-                parts.append((job, n))
-                budget -= n
-            if not preempted:
+            if mq.state.partial:
+                for job in self.partials(mq):
+                    n = self.take(mq, job, budget)
+                    if n <= 0:
+                        break
+                    parts.append((job, n))
+                    budget -= n
+            if not preempted and mq.pq and (mq.active < mq.params.max_batch or mq.active == 0):
                 for job in mq.pq:
                     if budget <= 0:
                         break
@@ -97,9 +103,11 @@ class VLLMPolicy(ContinuousPolicy):
 
     def waiting(self, eng: Engine) -> bool:
         for mq in eng.mqs:
-            if self.decode_ready(eng, mq) or self.partials(mq):
+            if (mq.wait and self.decode_ready(eng, mq)) or (mq.state.partial and self.partials(mq)):
                 return True
-            job = self.fresh(mq) if mq.pq else None
+            if not mq.pq or (mq.active >= mq.params.max_batch and mq.active):
+                continue
+            job = self.fresh(mq)
             if job is None or not self.room_for(mq, job) or not self.kv.fits(eng, job.kv):
                 continue
             if mq.params.chunked or job.tokens * job.seqs <= mq.params.max_tokens - mq.B:
