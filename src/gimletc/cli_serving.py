@@ -41,6 +41,13 @@ class ProfileName(str, Enum):
     fused_engine = "fused-engine"  # deprecated: vllm
 
 
+class PolicyName(str, Enum):
+    vllm = "vllm"
+    sglang = "sglang"
+    trtllm = "trtllm"
+    prefill_first = "prefill-first"
+
+
 class LoopMode(str, Enum):
     geometric = "geometric"
     mean = "mean"
@@ -88,9 +95,10 @@ def _dtype(name: str, value: str | None) -> str | None:
     return value
 
 
-def _sim_config(max_batch: int, max_prefill_tokens: int, chunked: bool, chunk_tokens: int, profile: str | None,
-                host_lanes: int | None, loops: str = "geometric", tool_times: str = "fixed", timeline: bool = False,
-                weight_dtype: str | None = None, kv_dtype: str | None = None) -> Any:
+def _sim_config(max_batch: int | None, max_prefill_tokens: int | None, chunked: bool | None,
+                chunk_tokens: int | None, profile: str | None, host_lanes: int | None, loops: str = "geometric",
+                tool_times: str = "fixed", timeline: bool = False, weight_dtype: str | None = None,
+                kv_dtype: str | None = None, policy: str | None = None) -> Any:
     from gimletc.sim.load import EngineConfig, SimConfig
     from gimletc.sim.steps import profile as get_profile
 
@@ -99,7 +107,7 @@ def _sim_config(max_batch: int, max_prefill_tokens: int, chunked: bool, chunk_to
         _positive(name, v, integer=True)
     return SimConfig(
         engine=EngineConfig(max_batch=max_batch, max_prefill_tokens=max_prefill_tokens, chunked_prefill=chunked,
-                            chunk_tokens=chunk_tokens),
+                            chunk_tokens=chunk_tokens, policy=policy),
         profile=get_profile(profile) if profile else None, host_lanes=host_lanes, loops=loops, tool_times=tool_times,  # type: ignore[arg-type]
         record_timeline=timeline, weight_dtype=_dtype("--weight-dtype", weight_dtype),
         kv_dtype=_dtype("--kv-dtype", kv_dtype),
@@ -126,10 +134,17 @@ def register(app: typer.Typer) -> None:
         arrival_trace: Annotated[Path | None, typer.Option("--arrival-trace",
                                                            help="CSV/JSONL of arrival_s[,input_tokens,output_tokens]")] = None,
         seed: Annotated[int, typer.Option(help="random seed (arrivals, loops, branches, tool times)")] = 0,
-        max_batch: Annotated[int, typer.Option(help="sequences per decode batch")] = 256,
-        max_prefill_tokens: Annotated[int, typer.Option(help="prompt tokens per prefill step")] = 8192,
-        chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill", help="interleave prompt chunks with decode")] = False,
-        chunk_tokens: Annotated[int, typer.Option(help="tokens per chunked-prefill iteration")] = 2048,
+        policy: Annotated[PolicyName | None, typer.Option(
+            help="batching policy (default: the software stack's engine; docs/serving.md)")] = None,
+        max_batch: Annotated[int | None, typer.Option(
+            help="running-set cap, sequences (prefill-first: the decode batch; default: the policy's)")] = None,
+        max_prefill_tokens: Annotated[int | None, typer.Option(
+            help="token budget per iteration (prefill-first, sglang: prompt tokens per prefill batch)")] = None,
+        chunked_prefill: Annotated[bool | None, typer.Option(
+            "--chunked-prefill/--no-chunked-prefill",
+            help="split prompts across iterations (default: the policy's; vllm and sglang chunk)")] = None,
+        chunk_tokens: Annotated[int | None, typer.Option(
+            help="chunk size (per policy: docs/serving.md; prefill-first: tokens per mixed iteration)")] = None,
         profile: Annotated[ProfileName | None, typer.Option(
             help="software stack the step times model (default: the one the plan was compiled for)")] = None,
         host_lanes: Annotated[int | None, typer.Option(
@@ -156,7 +171,8 @@ def register(app: typer.Typer) -> None:
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
         cfg = _sim_config(max_batch, max_prefill_tokens, chunked_prefill, chunk_tokens,
                           profile.value if profile else None, host_lanes,
-                          loops.value, tool_times.value, timeline is not None)
+                          loops.value, tool_times.value, timeline is not None,
+                          policy=policy.value if policy else None)
         p = load_plan(plan)
         if arrival_trace is not None:
             arr = load_trace(arrival_trace)
@@ -213,7 +229,10 @@ def register(app: typer.Typer) -> None:
         profile: Annotated[ProfileName, typer.Option(help="software stack the step times model")] = ProfileName.vllm,
         weight_dtype: Annotated[str | None, typer.Option(help="serve every model's weights in this format, e.g. fp8")] = None,
         kv_dtype: Annotated[str | None, typer.Option(help="keep KV caches in this format, e.g. fp8")] = None,
-        max_batch: Annotated[int, typer.Option(help="sequences per decode batch")] = 256,
+        policy: Annotated[PolicyName | None, typer.Option(
+            help="batching policy (default: the software stack's engine; docs/serving.md)")] = None,
+        max_batch: Annotated[int | None, typer.Option(
+            help="running-set cap, sequences (default: the policy's)")] = None,
         host_lanes: Annotated[int | None, typer.Option(
             help="concurrent tool/code/retrieval tasks on the host (default: its lanes in the cluster)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -244,8 +263,8 @@ def register(app: typer.Typer) -> None:
         mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
         if not mode_list or any(m not in ("agg", "disagg") for m in mode_list):
             raise GimletError(f"--modes takes agg, disagg or agg,disagg; got {modes!r}")
-        cfg = _sim_config(max_batch, 8192, False, 2048, profile.value, host_lanes,
-                          weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+        cfg = _sim_config(max_batch, None, None, None, profile.value, host_lanes,
+                          weight_dtype=weight_dtype, kv_dtype=kv_dtype, policy=policy.value if policy else None)
         cl = load_cluster(cluster)
         chip_list = tuple(c.strip() for c in chips.split(",")) if chips else None
         if chip_list:
@@ -279,7 +298,7 @@ def _print_simulation(d: dict) -> None:
     out = _out()
     a = d["arrivals"]
     out.print(f"[bold]{d['name']}[/bold] under load: {d['requests']} requests, {a['kind']} arrivals at "
-              f"{a['rate_req_s']:.4g} req/s, {d['duration_s']:.4g} s simulated")
+              f"{a['rate_req_s']:.4g} req/s, {d['duration_s']:.4g} s simulated; {d['policy']} batching")
     t = Table(title="latency (ms, predicted)")
     for col in ("metric", "p50", "p90", "p99", "mean", "max"):
         t.add_column(col, justify="left" if col == "metric" else "right")
@@ -295,6 +314,8 @@ def _print_simulation(d: dict) -> None:
         ("requests/s", d["throughput_req_s"]),
         ("energy per request, J", d["energy_per_request_j"]),
         ("energy per output token, J", d["energy_per_token_j"]),
+        ("preemptions (KV cache full)", d["preemptions"]),
+        ("tokens recomputed after preemption", d["recomputed_tokens"]),
     ]
     if d.get("slo"):
         rows.append((f"share meeting the SLO ({_slo_text(d['slo'])})", d["slo_attainment"]))

@@ -41,8 +41,11 @@ from gimletc.errors import ConfigError, GimletError
 from gimletc.hardware import Cluster, get_chip
 from gimletc.ir import Graph
 from gimletc.sim.arrivals import generate
-from gimletc.sim.load import LoadResult, SimConfig, SimulationError, simulate
+from gimletc.sim.config import SimConfig, SimulationError
+from gimletc.sim.load import simulate
+from gimletc.sim.results import LoadResult
 from gimletc.sim.metrics import SLO, GoodputPoint, GoodputResult, goodput, point
+from gimletc.sim.policies import batch_params
 from gimletc.sim.steps import StepCost, profile_for_stack
 from gimletc.serving.deploy import EngineKind, ModelServing, ServingConfig, lower_to_model_level, serving_workload
 
@@ -169,8 +172,9 @@ def _predict_kind(model: str, kind: EngineKind, calls: list[_Call], slo: SLO, si
     heaviest = max(calls, key=lambda c: c.prompt + c.ctx + c.out)
     mid = heaviest.prompt + heaviest.ctx + heaviest.out // 2
     kv_one = m.kv_cache_bytes(heaviest.prompt + heaviest.ctx + heaviest.out, heaviest.seqs)
-    b_kv = int(kv_cap // kv_one) if kv_one > 0 else sim.engine.max_batch
-    b_max = max(0, min(sim.engine.max_batch, b_kv))
+    cap = batch_params(sim, m, chip, kv_cap / max(m.kv_cache_bytes(1), 1e-30)).max_batch
+    b_kv = int(kv_cap // kv_one) if kv_one > 0 else cap
+    b_max = max(0, min(cap, b_kv))
     limit = slo.tpot_s if slo.tpot_s is not None else math.inf
     best_b = 0
     lo, hi = 1, b_max
@@ -467,8 +471,8 @@ def evaluate(graph: Graph, cluster: Cluster, config: ServingConfig, slo: SLO, se
     """Simulate one configuration and bisect its goodput."""
     g = lower_to_model_level(graph, cluster)
     sim = settings.sim
-    if any(m.chunked for m in config.models):
-        sim = replace(sim, engine=replace(sim.engine, chunked_prefill=True))
+    # The aggregated variants, with and without chunked prefill, ask for it explicitly (the engines' own default is on).
+    sim = replace(sim, engine=replace(sim.engine, chunked_prefill=any(m.chunked for m in config.models)))
     wl = serving_workload(g, cluster, config, sim)
     base = generate("poisson", 1.0, settings.requests, settings.seed)
 
