@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench calibrate clean
+.PHONY: demo test bench calibrate mutation clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,13 @@ bench: $(STAMP)
 calibrate: $(STAMP)
 	$(BIN)/gimletc calibrate src/gimletc/cost/data/h200_llama_calibration.json --write
 
+# Mutation testing (not CI): the `mutation` extra, then mutmut over the scope in pyproject.toml.
+$(VENV)/.mutation: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,mutation]'
+	@touch $@
+
+mutation: $(VENV)/.mutation
+	$(BIN)/python tests/mutation.py
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build mutants src/*.egg-info
