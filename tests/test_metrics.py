@@ -117,14 +117,18 @@ def test_a_call_without_a_decode_or_without_a_prefill():
     # "b" has only its prefill (G0, 0-2 s): TTFT 2 s, no tokens out, TPOT 0, decode device = prefill's.
     # "a" has only a decode: no prefill, so no first token to time: it is left out. (Compiled plans
     # always have both phases; these are the fallbacks.)
+    # "c" is a phase split: prefill on G0 (0-1 s), decode on G1 (10 tokens, 1-3 s): TPOT 0.2 s.
     m = metrics(
         compute("a.decode", G1, 1.0, **llm("a", "model.decode", tokens=5)),
         compute("b.prefill", G0, 2.0, **llm("b", "model.prefill", tokens=30)),
+        compute("c.prefill", G2, 1.0, **llm("c", "model.prefill", tokens=30)),
+        compute("c.decode", G1, 2.0, "c.prefill", **llm("c", "model.decode", tokens=10)),
     )
-    assert m.ttft_ms == {"b": approx(2000.0)} and m.tpot_ms == {"b": 0.0}
+    assert m.ttft_ms == {"b": approx(2000.0), "c": approx(1000.0)} and m.tpot_ms == {"b": 0.0, "c": approx(200.0)}
+    assert (m.llms["c"].prefill_device, m.llms["c"].decode_device) == (G2, G1)
     b = m.llms["b"]
     assert (b.output_tokens, b.tpot_ms, b.prefill_device, b.decode_device) == (0, 0.0, G0, G0)
-    assert set(m.llms) == {"b"}
+    assert set(m.llms) == {"b", "c"}
 
 
 def test_a_layer_streamed_prefill_counts_once_as_its_last_chunk():

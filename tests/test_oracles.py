@@ -33,7 +33,7 @@ import pytest
 from gimletc import AgentGraph
 from gimletc.compiler import DEFAULT_PIPELINE, baseline_cluster, best_baseline, compile
 from gimletc.errors import GimletError
-from gimletc.hardware import get_chip, load_cluster
+from gimletc.hardware import Cluster, get_chip, load_cluster
 from gimletc.sim import generate, simulate_plan, summary
 from gimletc.sim.load import SimConfig, SimulationError
 from gimletc.sim.metrics import SLO, GoodputResult
@@ -567,3 +567,66 @@ def test_llm_under_load_with_a_phase_split_by_hand():
                             "evaluations": 0, "points": []}
     # An SLO with no limit is no SLO.
     assert summary(r, SLO())["slo"] is None and summary(r, SLO())["slo_attainment"] is None
+
+
+def test_baseline_skips_a_chip_type_that_cannot_hold_the_model():
+    # dmatrix-corsair sorts first, but its 2 GB of SRAM per card cannot hold llama-3.1-8b's 16 GB of
+    # weights at this envelope, so its compile fails and the next type, h100-sxm, is the baseline.
+    host = {"cpu": "xeon-6980p", "memory_bytes": 1e12}
+    link = {"kind": "pcie", "bandwidth": 64e9, "latency": 2e-6}
+    cl = Cluster.model_validate({"name": "mixed", "links": [
+        {"between": ["g", "d"], "kind": "rdma", "bandwidth": 50e9, "latency": 5e-6}], "nodes": [
+        {"name": "g", "chips": {"h100-sxm": 2}, "host": host, "host_link": link,
+         "fabric": {"kind": "nvlink", "bandwidth": 450e9, "latency": 1e-6}},
+        {"name": "d", "chips": {"dmatrix-corsair": 1}, "host": host, "host_link": link}]})
+    g = AgentGraph("ask")
+    q = g.input("q", tokens=100)
+    g.output("o", [g.llm("ans", model="llama-3.1-8b", prompt=[q], output_tokens=20)])
+    p = compile(g.build(), cl).plan
+    assert p.baseline is not None and p.baseline.chip == "h100-sxm"
+
+
+# ---- short runs under load: a span under a second ---------------------------------------------------
+
+
+def test_a_short_run_under_load_by_hand():
+    # One request at 0.1 s ("constant" at 10/s starts one gap in).
+    # Host only: a (0.5 s) on a lane: span 0.6 s; host busy 0.5 / 8 = 0.0625 s:
+    # 150 x 0.0625 + 40 x (0.6 - 0.0625) = 9.375 + 21.5 = 30.875 J.
+    arr = generate("constant", 10.0, 1)
+    r = simulate_plan(compile(one_tool(0.5), ONE_GPU, baseline=False).plan, arr)
+    assert r.span == approx(0.6) and r.energy_j == approx(30.875)
+    assert r.utilisation == {"n0.host": approx(0.0625 / 0.6)}
+    # On the GPU: q's token (4 B) there in 1 ms + 4 / 4e6 s = 1.001 ms, a 0.5 s, its token back 1.001 ms:
+    # span 0.1 + 0.502002 = 0.602002 s. The host ran nothing and draws nothing;
+    # GPU 700 x 0.5 + 90 x 0.102002 = 350 + 9.18018 = 359.18018 J.
+    r = simulate_plan(compile(one_tool(0.5), ONE_GPU, pins={"a": "n0.h100-sxm.0"}, baseline=False).plan, arr)
+    assert r.span == approx(0.602002) and r.energy_j == approx(359.18018)
+    assert r.utilisation == {"n0.h100-sxm.0": approx(0.5 / 0.602002), "n0.host": 0.0,
+                             "n0.host->n0.h100-sxm.0": approx(0.001001 / 0.602002),
+                             "n0.h100-sxm.0->n0.host": approx(0.001001 / 0.602002)}
+    assert r.engines[0]["utilisation"] == approx(0.5 / 0.602002)
+    assert r.timeline == []  # recorded only when asked
+
+
+def test_the_timeline_stops_at_its_limit():
+    cl = load_cluster(ONE_GPU)
+    p = compile(chain_graph(), cl, pins=CHAIN_PINS, baseline=False).plan
+    r = simulate_plan(p, generate("constant", 0.1, 2), SimConfig(record_timeline=True, timeline_limit=1), cluster=cl)
+    assert r.timeline == [("n0.host", 10.0, 12.0, "a", 1, 1)]
+
+
+def test_one_gpu_engine_runs_prefill_and_decode_iterations():
+    # Unsplit on one H100: per request 1 prefill iteration and 20 decode steps at batch 1; two requests
+    # alone: 42 iterations, 2 of them prefills, mean decode batch 40 / 40 = 1.
+    g = AgentGraph("ask")
+    q = g.input("q", tokens=100)
+    g.output("o", [g.llm("ans", model="llama-3.2-1b", prompt=[q], output_tokens=20)])
+    p = compile(g.build(), ONE_GPU, pins={"ans": "n0.h100-sxm.0"}, baseline=False).plan
+    (e,) = simulate_plan(p, generate("constant", 0.1, 2)).engines
+    assert (e["iterations"], e["prefill_iterations"], e["mean_decode_batch"]) == (42, 2, 1.0)
+    # best_baseline's stack defaults to the reference stack, as compile's does
+    ref = compile(g.build(), ONE_GPU, power_budget_w=1000).plan
+    b = best_baseline(g.build(), load_cluster(ONE_GPU), "latency", 1000.0, DEFAULT_PIPELINE)
+    assert ref.baseline is not None and b is not None
+    assert [(x.op, x.seconds) for x in b.placements] == [(x.op, x.seconds) for x in ref.baseline.placements]
