@@ -289,6 +289,14 @@ def test_same_seed_same_json_and_another_seed_differs(rag_plan):
     assert a == b and a != c
 
 
+def test_the_simulators_seed_defaults_to_zero(coding_plan):
+    # the coding agent's loops draw their iterations from the seed
+    arr = generate("constant", 1.0, 20)
+    e2e = simulate_plan(coding_plan.plan, arr).e2e.tolist()
+    assert e2e == simulate_plan(coding_plan.plan, arr, seed=0).e2e.tolist()
+    assert e2e != simulate_plan(coding_plan.plan, arr, seed=1).e2e.tolist()
+
+
 def test_summary_reports_energy_utilisation_and_per_llm_figures(rag_plan):
     _, path = rag_plan
     d = summary(simulate_plan(path, generate("bursty", 4.0, 200, seed=1, cv=3.0)))
