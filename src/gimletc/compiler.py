@@ -112,8 +112,8 @@ def _compile(
         raise GimletError(f"unknown stack {stack!r}; choose one of {', '.join(MASKED_VERIFY)}")
     if objective not in OBJECTIVES:
         raise GimletError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    if power_budget_w is not None and not power_budget_w > 0:
-        raise GimletError(f"power budget must be positive; got {power_budget_w} W")
+    if power_budget_w is not None and not (power_budget_w > 0 and math.isfinite(power_budget_w)):
+        raise GimletError(f"power budget must be a positive, finite number of watts; got {power_budget_w} W")
     g, cl = _as_graph(graph), _as_cluster(cluster)
     result = _compile_one(g, cl, objective, power_budget_w, dict(pins or {}), pipeline, dump_after, progress, stack)
     if baseline:
@@ -145,12 +145,40 @@ def _compile_one(
     stack: str = "reference",
 ) -> CompileResult:
     pm = PassManager(pipeline, goal="exec")  # a plan is built from exec-level IR
+    unknown = sorted(dump_after - {p.name for p in pm.passes} - {"*"})
+    if unknown:
+        raise GimletError(f"--dump-ir-after {', '.join(unknown)}: no such pass in pipeline {str(pm)!r}")
     ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after,
                       progress=progress, stack=stack, score_placed=partition_scorer(pm.passes))
     out = pm.run(g, ctx)
+    check_pins_used(g, out, pins)
+    if progress:
+        progress("plan: replaying the compiled graph, collecting placements, programs and metrics")
     timeline = ctx.analyses.timeline(out)
     plan = build_plan(g, cl, out, timeline, ctx, str(pm), objective, budget)
     return CompileResult(plan, out, timeline, ctx)
+
+
+def check_pins_used(g: Graph, out: Graph, pins: Mapping[str, str]) -> None:
+    """A pin that names no op, LLM call or placement unit of the compiled graph would be ignored: refuse it."""
+    if not pins:
+        return
+    known: set[str] = set()
+    for op, _ in out.walk():
+        known.add(op.name)
+        for key in ("of", "llm", "unit"):
+            v = op.attr(key)
+            if v is not None:
+                known.add(str(v))
+    unused = sorted(k for k in pins if k not in known)
+    if unused:
+        names = [op.name for op, _ in g.walk() if op.kind != "agent.yield"]
+        shown = ", ".join(names[:15]) + (" ..." if len(names) > 15 else "")
+        raise GimletError(
+            f"--pin {unused[0]}={pins[unused[0]]}: graph {g.attrs.get('gimlet.name', 'graph')} has no op, LLM call or "
+            f"placement unit named {unused[0]!r} (its ops: {shown}; an LLM call's parts are NAME.prefill, "
+            "NAME.decode, ... after the pass that makes them)"
+        )
 
 
 def partition_scorer(passes: Sequence[Pass]) -> PartitionScorer | None:
