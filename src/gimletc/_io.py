@@ -64,8 +64,15 @@ def read_text(path: str | Path, what: str = "file") -> str:
     if st.st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{p}: is {st.st_size / 1e6:.0f} MB; gimletc reads files up to {MAX_FILE_BYTES / 1e6:.0f} MB")
     try:
-        with open(p, "rb") as f:  # a FIFO has no size: read one byte past the limit to notice
-            data = f.read(MAX_FILE_BYTES + 1)
+        with open(p, "rb") as f:
+            if stat.S_ISREG(st.st_mode):
+                data = f.read(st.st_size + 1) + f.read()  # the second read catches a file growing meanwhile
+            else:  # a pipe has no size: read in pieces, one byte past the limit at most
+                pieces, n = [], 0
+                while n <= MAX_FILE_BYTES and (piece := f.read(min(2**20, MAX_FILE_BYTES + 1 - n))):
+                    pieces.append(piece)
+                    n += len(piece)
+                data = b"".join(pieces)
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     if len(data) > MAX_FILE_BYTES:

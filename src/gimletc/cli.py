@@ -250,14 +250,14 @@ def compile_cmd(
     graph: Annotated[Path, typer.Argument(help="agent graph: .yaml/.json, or a .py file defining `graph` (loading a .py "
                                                "file RUNS its code: compile only files you trust; see --load-timeout)")],
     cluster: Annotated[str, typer.Option("--cluster", "-c", help="cluster file or preset name")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the plan (JSON); - writes it to stdout "
-                                                                "(the summary then goes to stderr)")] = Path("plan.json"),
+    output: Annotated[str, typer.Option("--output", "-o", help="where to write the plan (JSON); - writes it to stdout "
+                                                               "(the summary then goes to stderr)")] = "plan.json",
     objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
     power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
     pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
     stack: Annotated[str, typer.Option(help="software stack to price: reference (calibrated) | fused (serving engine)")] = "reference",
     pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op on a device, node, chip or 'cpu'")] = [],  # noqa: B006
-    trace: Annotated[Path | None, typer.Option(help="write a Chrome/Perfetto trace of the replay (- for stdout)")] = None,
+    trace: Annotated[str | None, typer.Option(help="write a Chrome/Perfetto trace of the replay (- for stdout)")] = None,
     dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass (* after every one)")] = [],  # noqa: B006
     baseline: Annotated[bool, typer.Option(help="also compile the best single-chip-type plan at the same power")] = True,
     load_timeout: Annotated[float, typer.Option("--load-timeout", help="seconds a .py graph file may run while loading")] = DEFAULT_LOAD_TIMEOUT_S,
@@ -277,7 +277,7 @@ def compile_cmd(
     # Every output is checked before any work, and written only once all of them are ready.
     check_outputs([output, trace], allow_stdout=True)
     pins = parse_pins(pin)
-    to_stdout = STDOUT in (str(output), str(trace))
+    to_stdout = STDOUT in (output, trace)
     summary = Console(stderr=True, highlight=False) if to_stdout else out
     err = Console(stderr=True, highlight=False)
     started = time.perf_counter()
@@ -305,7 +305,7 @@ def compile_cmd(
     )
     plan_text = result.plan.to_json()
     trace_text = json.dumps(chrome_trace(result.timeline, result.plan.name), sort_keys=True) + "\n" if trace else None
-    outputs: list[tuple[Path, str]] = [(output, plan_text)]
+    outputs: list[tuple[str, str]] = [(output, plan_text)]
     if trace is not None and trace_text is not None:
         outputs.append((trace, trace_text))
     write_outputs(outputs, allow_stdout=True)
@@ -366,8 +366,10 @@ def _print_plan(plan: Any, out: Console = out) -> None:
     for name, a, bb in rows:
         t.add_row(name, f"{a:.4g}", "-" if bb is None else f"{bb:.4g}")
     out.print(t)
-    if p.speedup is not None:
-        out.print(f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}")
+    if p.speedup is not None or p.energy_ratio is not None:
+        parts = [f"speedup over the baseline: {p.speedup:.2f}x" if p.speedup is not None else "",
+                 f"energy ratio (plan / baseline): {p.energy_ratio:.2f}" if p.energy_ratio is not None else ""]
+        out.print("; ".join(x for x in parts if x))
     if p.search:
         s = p.search
         out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "

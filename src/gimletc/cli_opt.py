@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         ir: Annotated[str, typer.Argument(help="IR text (MLIR generic form, see gimletc.ir.text); - reads stdin")],
         pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="pass pipeline text; empty: verify and reprint")] = "",
         cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="cluster file or preset name (place, insert-transfers and the partitioners need one)")] = None,
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the IR (default, or -: stdout)")] = None,
+        output: Annotated[str | None, typer.Option("--output", "-o", help="where to write the IR (default, or -: stdout)")] = None,
         pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op or placement unit on a device, node, chip or 'cpu'")] = [],  # noqa: B006
     ) -> None:
         """Run a pass pipeline over IR text and print the resulting IR text."""

@@ -20,8 +20,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
         plan: Annotated[Path, typer.Argument(help="a plan written by `gimletc compile`")],
-        output: Annotated[Path, typer.Option("--output", "-o", help="where to write the HTML page (- for stdout)")] = Path(
-            "report.html"),
+        output: Annotated[str, typer.Option("--output", "-o", help="where to write the HTML page (- for stdout)")] = "report.html",
         search: Annotated[Path | None, typer.Option(
             "--search", help="a serving search result (`gimletc search ... --json > FILE`): adds its Pareto frontier")
         ] = None,
@@ -38,7 +37,7 @@ def register(app: typer.Typer) -> None:
         p = load_plan(plan)
         s = load_search(search) if search is not None else None
         write_outputs([(output, render_report(p, s))], allow_stdout=True)
-        if str(output) != STDOUT:
+        if output != STDOUT:
             print(f"wrote {output}")
         else:
             sys.stderr.flush()

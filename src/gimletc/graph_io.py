@@ -111,7 +111,7 @@ class _Reader:
             if key not in raw:
                 raise self.error(f"{where}: missing field {brief(key)}")
         op, name = raw["op"], raw["name"]
-        if op not in NODE_FIELDS:
+        if not isinstance(op, str) or op not in NODE_FIELDS:
             raise self.error(f"{where} ({brief(name)}): op: unknown op {brief(op)}; known: {', '.join(NODE_FIELDS)}")
         if not isinstance(name, str):
             raise self.error(f"{where}: name must be a string, got {brief(name)}")

@@ -175,6 +175,9 @@ class DeploymentPlan(_M):
             for field in ("ttft_ms", "tpot_ms", "utilisation"):
                 for k, v in getattr(m, field).items():
                     _non_negative(f"{where}.{field}.{k}", v)
+            if set(m.ttft_ms) != set(m.tpot_ms):
+                odd = sorted(set(m.ttft_ms) ^ set(m.tpot_ms))[0]
+                raise ValueError(f"{where}: LLM call {odd!r} has a TTFT or a TPOT but not both")
             for k, llm in m.llms.items():
                 _non_negative(f"{where}.llms.{k}.ttft_ms", llm.ttft_ms)
                 _non_negative(f"{where}.llms.{k}.tpot_ms", llm.tpot_ms)
