@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from gimletc.errors import GimletError
 
 ROOT = Path(__file__).resolve().parents[1]
-FUZZ = settings(max_examples=60, derandomize=True, deadline=None,
+FUZZ = settings(max_examples=100, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 

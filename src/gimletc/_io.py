@@ -35,7 +35,7 @@ from gimletc.errors import ConfigError
 T = TypeVar("T", bound=BaseModel)
 
 STDOUT = "-"  # as an output path: standard output, where a command says so
-MAX_FILE_BYTES = 512 * 2**20  # a 100,000-op plan is about 130 MB
+MAX_FILE_BYTES = 500_000_000  # a 100,000-op plan is about 130 MB
 MAX_DEPTH = 128  # mappings and lists inside each other; real files stay under 20
 MAX_ALIAS_EXPANSION = 100_000  # YAML nodes aliases may add beyond the document's own (or its size, if larger)
 
@@ -64,15 +64,14 @@ def read_text(path: str | Path, what: str = "file") -> str:
     if st.st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{p}: is {st.st_size / 1e6:.0f} MB; gimletc reads files up to {MAX_FILE_BYTES / 1e6:.0f} MB")
     try:
-        with open(p, "rb") as f:
-            if stat.S_ISREG(st.st_mode):
-                data = f.read(st.st_size + 1) + f.read()  # the second read catches a file growing meanwhile
-            else:  # a pipe has no size: read in pieces, one byte past the limit at most
-                pieces, n = [], 0
-                while n <= MAX_FILE_BYTES and (piece := f.read(min(2**20, MAX_FILE_BYTES + 1 - n))):
-                    pieces.append(piece)
-                    n += len(piece)
-                data = b"".join(pieces)
+        # In pieces, one byte past the limit at most: a pipe has no size, a file may grow meanwhile, and
+        # read(n) sets n bytes aside before it reads any.
+        with open(p, "rb", buffering=0) as f:
+            pieces, n = [], 0
+            while n <= MAX_FILE_BYTES and (piece := f.read(min(max(st.st_size + 1, 2**16), 2**24, MAX_FILE_BYTES + 1 - n))):
+                pieces.append(piece)
+                n += len(piece)
+            data = b"".join(pieces)
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     if len(data) > MAX_FILE_BYTES:

@@ -268,6 +268,8 @@ def compile_cmd(
     """Compile an agent graph for a cluster into a deployment plan."""
     import time
 
+    from rich.markup import escape
+
     from gimletc._io import STDOUT, check_outputs, write_outputs
     from gimletc.analysis.trace import chrome_trace
     from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
@@ -283,7 +285,7 @@ def compile_cmd(
     started = time.perf_counter()
 
     def report(msg: str) -> None:
-        err.print(f"[dim]{time.perf_counter() - started:7.1f} s  {msg}[/dim]")
+        err.print(f"[dim]{time.perf_counter() - started:7.1f} s  {escape(msg)}[/dim]")
 
     g = load_graph(graph, timeout_s=load_timeout)
     n_ops = sum(1 for _ in g.walk())
@@ -311,12 +313,10 @@ def compile_cmd(
     write_outputs(outputs, allow_stdout=True)
     if progress:
         progress(f"wrote {' and '.join(str(p) for p, _ in outputs)}")
-    for name in dump_ir_after:
-        if name == "*":
-            for key, text in result.ctx.dumps.items():
-                sys.stderr.write(f"// IR after {key}\n{text}") if to_stdout else sys.stdout.write(f"// IR after {key}\n{text}")
-        elif name in result.ctx.dumps:
-            (sys.stderr if to_stdout else sys.stdout).write(f"// IR after {name}\n{result.ctx.dumps[name]}")
+    dumps = sys.stderr if to_stdout else sys.stdout  # stdout holds the plan (or trace) when one is written there
+    shown = list(result.ctx.dumps) if "*" in dump_ir_after else [n for n in dump_ir_after if n in result.ctx.dumps]
+    for name in shown:
+        dumps.write(f"// IR after {name}\n{result.ctx.dumps[name]}")
     if not quiet:
         _print_plan(result.plan, summary)
         written = [str(p) for p, _ in outputs if str(p) != STDOUT]
