@@ -396,3 +396,20 @@ def test_memory_refusals_hold_under_a_memory_limit(tmp_path):
             print("MemoryError")
         """)], capture_output=True, text=True, timeout=300)
     assert "MemoryError" in r.stdout, (r.stdout[-200:], r.stderr[-500:])
+
+
+def test_a_long_compile_reports_progress_off_a_terminal(capsys, tmp_path):
+    """From 2,000 ops, compile says what it is doing on stderr even when stderr is not a terminal."""
+    nodes = [{"op": "input", "name": "q", "tokens": 10}]
+    nodes += [{"op": "tool", "name": f"t{i}", "inputs": [nodes[-1]["name"] if i == 0 else f"t{i - 1}"],
+               "cpu_s": 0.01, "output_tokens": 5} for i in range(2000)]
+    nodes.append({"op": "output", "name": "o", "inputs": ["t1999"]})
+    graph = write(tmp_path, "long.json", json.dumps({"name": "long", "nodes": nodes}))
+    code, out, err = run_cli(capsys, "compile", graph, "-c", GPU, "-o", str(tmp_path / "p.json"), "--no-baseline")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert "loaded" in lines[0] and "2002 ops" in lines[0]
+    for step in ("place done in", "schedule done in", "plan: replaying", "wrote"):
+        assert any(step in ln for ln in lines), step
+    code, out, err = run_cli(capsys, "compile", graph, "-c", GPU, "-o", str(tmp_path / "p.json"), "--no-baseline", "-q")
+    assert code == 0 and err == ""

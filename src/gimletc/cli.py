@@ -280,12 +280,12 @@ def compile_cmd(
     check_outputs([output, trace], allow_stdout=True)
     pins = parse_pins(pin)
     to_stdout = STDOUT in (output, trace)
-    summary = Console(stderr=True, highlight=False) if to_stdout else out
+    summary = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160) if to_stdout else out
     err = Console(stderr=True, highlight=False)
     started = time.perf_counter()
 
     def report(msg: str) -> None:
-        err.print(f"[dim]{time.perf_counter() - started:7.1f} s  {escape(msg)}[/dim]")
+        err.print(f"[dim]{time.perf_counter() - started:7.1f} s  {escape(msg)}[/dim]", soft_wrap=True)
 
     g = load_graph(graph, timeout_s=load_timeout)
     n_ops = sum(1 for _ in g.walk())
