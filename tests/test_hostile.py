@@ -191,6 +191,8 @@ CASES = [
     Case("NaN in a JSON graph", lambda d: ["graph", write(d, "g.json", '{"nodes": [{"op": "input", "name": "q", '
                                                                       '"tokens": NaN}]}')], ("g.json", "NaN")),
     Case("a directory as a plan", lambda d: ["show", str(d)], ("is a directory",)),
+    Case("calibration architecture with ffn 0", lambda d: ["calibrate", write(d, "cal.json", CAL.read_text().replace(
+        '"ffn": 8192', '"ffn": 0', 1))], ("cal.json", "architectures.llama-3.2-1b", "ffn")),
     # ---- numbers and options ----------------------------------------------------------------
     Case("--power-budget inf", lambda d: compile_args(d, "--power-budget", "inf"), ("power budget", "inf")),
     Case("--power-budget nan", lambda d: compile_args(d, "--power-budget", "nan"), ("power budget", "nan")),
