@@ -126,6 +126,8 @@ def load_calibration(path: str | Path) -> CalibrationData:
     model, and every row names one of them and a known phase. Errors name the file and the field."""
     src = str(path)
     data = validate(CalibrationData, read_data(path), src)
+    if not data.gpu_steps:
+        raise ConfigError(f"{src}: gpu_steps: no rows (a fit needs measured steps)")
     for name in data.architectures:
         try:
             data.model(name, "bf16")
