@@ -167,7 +167,9 @@ def test_chain_under_load_energy_by_hand():
     # The GPU engine: 2 jobs, no prefill or decode iterations; KV capacity 0.9 x 80 GB with no weights.
     engine = {"id": "n0.h100-sxm.0", "devices": ["n0.h100-sxm.0"], "chip": "h100-sxm", "models": [],
               "iterations": 2, "prefill_iterations": 0, "mean_decode_batch": 0.0, "max_decode_batch": 0,
-              "busy_s": 6.0, "utilisation": approx(6 / 25.00301), "kv_capacity_gb": approx(72.0)}
+              "busy_s": 6.0, "utilisation": approx(6 / 25.00301), "kv_capacity_gb": approx(72.0),
+              # the default engine stack's batching policy; no model, so no knobs and nothing preempted
+              "policy": "vllm", "batching": {}, "preemptions": 0, "recomputed_tokens": 0}
     assert r.engines == [engine]
     e2e = approx(5003.01)
     no_llm = {"p50": None, "p90": None, "p99": None, "mean": None, "max": None}
@@ -182,6 +184,7 @@ def test_chain_under_load_energy_by_hand():
         "chips": 1, "power_w": 700.0, "throughput_tok_s_per_chip": 0.0, "utilisation": util, "engines": [engine],
         "llms": {}, "events": 10, "heap_events": 8, "config": SimConfig(record_timeline=True).to_dict(),
         "slo": None, "slo_attainment": None, "goodput_req_s": None, "goodput": None,
+        "policy": "vllm", "preemptions": 0, "recomputed_tokens": 0,
         "source": "predicted: cost model (gimletc.cost) + load simulation (gimletc.sim.load)"}
 
 
@@ -468,13 +471,13 @@ def test_a_sub_millisecond_plan_still_has_a_speedup_and_energy_ratio():
 def test_compile_errors_say_what_to_choose():
     with pytest.raises(GimletError) as e:
         compile(chain_graph(), ONE_GPU, stack="x")
-    assert str(e.value) == "unknown stack 'x'; choose one of reference, fused"
+    assert str(e.value) == "unknown stack 'x'; known: vllm, sglang, trtllm, reference, fused (= vllm, deprecated)"
     with pytest.raises(GimletError) as e:
         compile(chain_graph(), ONE_GPU, objective="x")
     assert str(e.value) == "unknown objective 'x'; choose one of latency, energy, cost, throughput"
     with pytest.raises(GimletError) as e:
         compile(chain_graph(), ONE_GPU, power_budget_w=0)
-    assert str(e.value) == "power budget must be positive; got 0 W"
+    assert str(e.value) == "power budget must be a positive, finite number of watts; got 0 W"
     # 1 W is positive: the placer, not the check above, says it is too little.
     with pytest.raises(GimletError, match="^infeasible power budget: 1 W"):
         compile(chain_graph(), ONE_GPU, power_budget_w=1)
@@ -483,8 +486,9 @@ def test_compile_errors_say_what_to_choose():
 def test_compile_reports_progress_per_pass_and_for_the_baseline():
     seen: list[str] = []
     compile(chain_graph(), ONE_GPU, pins=CHAIN_PINS, progress=seen.append)
-    assert [s.split(" done in ")[0] for s in seen[:-1]] == ["expand-llm", "place", "insert-transfers", "schedule",
-                                                             "overlap"]
+    assert [s.split(" done in ")[0] for s in seen[:-1]] == [
+        "expand-llm", "place", "insert-transfers", "schedule", "overlap",
+        "plan: replaying the compiled graph, collecting placements, programs and metrics"]
     assert seen[-1] == "baseline: compiling onto single-chip-type clusters at the same power"
 
 
@@ -496,14 +500,14 @@ def test_objective_values():
 
 
 def test_the_baseline_and_the_simulator_price_the_plans_stack():
-    # One LLM on one H100, fused stack: the plan says so, and its baseline (1 H100 at 1,000 W) runs the
-    # same prefill and decode on the same chip type for the same seconds as the plan.
+    # One LLM on one H100, vllm stack (`fused` is its deprecated alias): the plan says so, and its baseline
+    # (1 H100 at 1,000 W) runs the same prefill and decode on the same chip type for the same seconds.
     g = AgentGraph("ask")
     q = g.input("q", tokens=100)
     g.output("o", [g.llm("ans", model="llama-3.2-1b", prompt=[q], output_tokens=20)])
     fused = compile(g.build(), ONE_GPU, power_budget_w=1000, stack="fused").plan
-    ref = compile(g.build(), ONE_GPU, power_budget_w=1000).plan
-    assert (fused.stack, ref.stack) == ("fused", "reference")
+    ref = compile(g.build(), ONE_GPU, power_budget_w=1000, stack="reference").plan
+    assert (fused.stack, ref.stack) == ("vllm", "reference")
     secs = {x.op: x.seconds for x in fused.placements}
     assert secs != {x.op: x.seconds for x in ref.placements}  # the stacks price the LLM differently
     assert fused.baseline is not None and {x.op: x.seconds for x in fused.baseline.placements} == secs
@@ -625,7 +629,7 @@ def test_one_gpu_engine_runs_prefill_and_decode_iterations():
     p = compile(g.build(), ONE_GPU, pins={"ans": "n0.h100-sxm.0"}, baseline=False).plan
     (e,) = simulate_plan(p, generate("constant", 0.1, 2)).engines
     assert (e["iterations"], e["prefill_iterations"], e["mean_decode_batch"]) == (42, 2, 1.0)
-    # best_baseline's stack defaults to the reference stack, as compile's does
+    # best_baseline's stack defaults to the default engine stack, as compile's does
     ref = compile(g.build(), ONE_GPU, power_budget_w=1000).plan
     b = best_baseline(g.build(), load_cluster(ONE_GPU), "latency", 1000.0, DEFAULT_PIPELINE)
     assert ref.baseline is not None and b is not None

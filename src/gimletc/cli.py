@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gimletc.errors import GimletError
+from gimletc.graph_io import DEFAULT_LOAD_TIMEOUT_S
 
 app = typer.Typer(
     help="gimletc: compile AI inference across mixed hardware.",
@@ -33,9 +34,27 @@ app.add_typer(hw_app, name="hw")
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+MAX_MESSAGE = 2000  # characters of one error line
+
+
 def _fail(msg: str) -> NoReturn:
-    print(f"gimletc: error: {msg}", file=sys.stderr)
+    line = " ".join(str(msg).split())
+    if len(line) > MAX_MESSAGE:
+        line = line[: MAX_MESSAGE - 3] + "..."
+    print(f"gimletc: error: {line}", file=sys.stderr)
     raise SystemExit(2)
+
+
+# Set by the top-level `--verbose` (and a command's own --verbose/-v): print an internal error's traceback.
+_verbose = {"traceback": False}
+
+
+@app.callback()
+def _top(
+    verbose: Annotated[bool, typer.Option("--verbose", help="on an internal error, also print its traceback")] = False,
+) -> None:
+    """gimletc: compile AI inference across mixed hardware."""
+    _verbose["traceback"] = verbose
 
 
 def _print_json(obj: Any) -> None:
@@ -252,21 +271,26 @@ class GraphFormat(str, Enum):
     mlir = "mlir"
 
 
-def _parse_pins(pins: list[str]) -> dict[str, str]:
-    out = {}
+def parse_pins(pins: list[str]) -> dict[str, str]:
+    """`--pin OP=DEVICE` options as {op: device}; a malformed one, or an op pinned twice, is a GimletError."""
+    out: dict[str, str] = {}
     for p in pins:
         op, sep, dev = p.partition("=")
         if not sep or not op or not dev:
-            _fail(f"--pin takes OP=DEVICE (a device id, node, chip name or 'cpu'); got {p!r}")
+            raise GimletError(f"--pin takes OP=DEVICE (a device id, node, chip name or 'cpu'); got {p!r}")
+        if op in out:
+            raise GimletError(f"--pin {op}: given twice ({out[op]}, then {dev}); pin each op to one place")
         out[op] = dev
     return out
 
 
 @app.command("compile")
 def compile_cmd(
-    graph: Annotated[Path, typer.Argument(help="agent graph: a .py file defining `graph`, or .yaml/.json")],
+    graph: Annotated[Path, typer.Argument(help="agent graph: .yaml/.json, or a .py file defining `graph` (loading a .py "
+                                               "file RUNS its code: compile only files you trust; see --load-timeout)")],
     cluster: Annotated[str, typer.Option("--cluster", "-c", help="cluster file or preset name")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the plan (JSON)")] = Path("plan.json"),
+    output: Annotated[str, typer.Option("--output", "-o", help="where to write the plan (JSON); - writes it to stdout "
+                                                               "(the summary then goes to stderr)")] = "plan.json",
     objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
     power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
     pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
@@ -276,25 +300,48 @@ def compile_cmd(
     compute_dtype: Annotated[str | None, typer.Option(
         "--compute-dtype", help="format every LLM call's GEMMs compute in (default: by chip)")] = None,
     pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op on a device, node, chip or 'cpu'")] = [],  # noqa: B006
-    trace: Annotated[Path | None, typer.Option(help="write a Chrome/Perfetto trace of the replay")] = None,
-    dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass")] = [],  # noqa: B006
+    trace: Annotated[str | None, typer.Option(help="write a Chrome/Perfetto trace of the replay (- for stdout)")] = None,
+    dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass (* after every one)")] = [],  # noqa: B006
     baseline: Annotated[bool, typer.Option(help="also compile the best single-chip-type plan at the same power")] = True,
+    load_timeout: Annotated[float, typer.Option("--load-timeout", help="seconds a .py graph file may run while loading")] = DEFAULT_LOAD_TIMEOUT_S,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print no summary")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="report each pass on stderr (default on a terminal)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="report each pass on stderr (default on a terminal, "
+                                                                  "and for graphs of 2,000 ops or more)")] = False,
 ) -> None:
     """Compile an agent graph for a cluster into a deployment plan."""
-    from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
-    from gimletc.analysis.trace import chrome_trace
+    import time
 
+    from rich.markup import escape
+
+    from gimletc._io import STDOUT, check_outputs, write_outputs
+    from gimletc.analysis.trace import chrome_trace
+    from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
+    from gimletc.graph_io import load_graph
+
+    _verbose["traceback"] |= verbose
+    # Every output is checked before any work, and written only once all of them are ready.
+    check_outputs([output, trace], allow_stdout=True)
+    pins = parse_pins(pin)
+    to_stdout = STDOUT in (output, trace)
+    summary = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160) if to_stdout else out
     err = Console(stderr=True, highlight=False)
-    show_progress = verbose or (not quiet and sys.stderr.isatty())
-    progress = (lambda msg: err.print(f"[dim]{msg}[/dim]")) if show_progress else None
+    started = time.perf_counter()
+
+    def report(msg: str) -> None:
+        err.print(f"[dim]{time.perf_counter() - started:7.1f} s  {escape(msg)}[/dim]", soft_wrap=True)
+
+    g = load_graph(graph, timeout_s=load_timeout)
+    n_ops = sum(1 for _ in g.walk())
+    show_progress = verbose or (not quiet and (sys.stderr.isatty() or n_ops >= LONG_COMPILE_OPS))
+    progress = report if show_progress else None
+    if progress:
+        progress(f"loaded {graph}: {n_ops} ops")
     result = run_compile(
-        graph,
+        g,
         cluster,
         objective=objective.value,
         power_budget_w=power_budget,
-        pins=_parse_pins(pin),
+        pins=pins,
         pipeline=pipeline or DEFAULT_PIPELINE,
         baseline=baseline,
         dump_after=frozenset(dump_ir_after),
@@ -304,23 +351,29 @@ def compile_cmd(
         kv_dtype=kv_dtype,
         compute_dtype=compute_dtype,
     )
-    # Everything is computed before anything is written; each file is written atomically.
     plan_text = result.plan.to_json()
     trace_text = json.dumps(chrome_trace(result.timeline, result.plan.name), sort_keys=True) + "\n" if trace else None
-    from gimletc._io import write_atomic
-
-    write_atomic(output, plan_text)
+    outputs: list[tuple[str, str]] = [(output, plan_text)]
     if trace is not None and trace_text is not None:
-        write_atomic(trace, trace_text)
-    for name in dump_ir_after:
-        if name in result.ctx.dumps:
-            sys.stdout.write(f"// IR after {name}\n{result.ctx.dumps[name]}")
+        outputs.append((trace, trace_text))
+    write_outputs(outputs, allow_stdout=True)
+    if progress:
+        progress(f"wrote {' and '.join(str(p) for p, _ in outputs)}")
+    dumps = sys.stderr if to_stdout else sys.stdout  # stdout holds the plan (or trace) when one is written there
+    shown = list(result.ctx.dumps) if "*" in dump_ir_after else [n for n in dump_ir_after if n in result.ctx.dumps]
+    for name in shown:
+        dumps.write(f"// IR after {name}\n{result.ctx.dumps[name]}")
     if not quiet:
-        _print_plan(result.plan)
-        out.print(f"wrote {output}" + (f" and {trace}" if trace else ""))
+        _print_plan(result.plan, summary)
+        written = [str(p) for p, _ in outputs if str(p) != STDOUT]
+        if written:
+            summary.print(f"wrote {' and '.join(written)}")
 
 
-def _print_plan(plan: Any) -> None:
+LONG_COMPILE_OPS = 2000  # from this many ops, compile reports its progress on stderr even off a terminal
+
+
+def _print_plan(plan: Any, out: Console = out) -> None:
     from gimletc.plan import DeploymentPlan
 
     p: DeploymentPlan = plan
@@ -359,8 +412,10 @@ def _print_plan(plan: Any) -> None:
     for name, a, bb in rows:
         t.add_row(name, f"{a:.4g}", "-" if bb is None else f"{bb:.4g}")
     out.print(t)
-    if p.speedup is not None:
-        out.print(f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}")
+    if p.speedup is not None or p.energy_ratio is not None:
+        parts = [f"speedup over the baseline: {p.speedup:.2f}x" if p.speedup is not None else "",
+                 f"energy ratio (plan / baseline): {p.energy_ratio:.2f}" if p.energy_ratio is not None else ""]
+        out.print("; ".join(x for x in parts if x))
     if p.search:
         s = p.search
         out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "
@@ -378,14 +433,16 @@ def show(plan: Annotated[Path, typer.Argument(help="a plan written by `gimletc c
 
 @app.command("graph")
 def graph_cmd(
-    graph: Annotated[Path, typer.Argument(help="agent graph: .py, .yaml or .json")],
+    graph: Annotated[Path, typer.Argument(help="agent graph: .yaml/.json, or a .py file defining `graph` (loading a .py "
+                                               "file RUNS its code: load only files you trust; see --load-timeout)")],
     fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mlir,
+    load_timeout: Annotated[float, typer.Option("--load-timeout", help="seconds a .py graph file may run while loading")] = DEFAULT_LOAD_TIMEOUT_S,
 ) -> None:
     """Print an agent graph as Mermaid, Graphviz dot or MLIR generic text."""
     from gimletc.graph_io import load_graph
     from gimletc.ir import print_graph, to_dot, to_mermaid
 
-    g = load_graph(graph)
+    g = load_graph(graph, timeout_s=load_timeout)
     text = {"mermaid": to_mermaid, "dot": to_dot, "mlir": print_graph}[fmt.value](g)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -509,16 +566,33 @@ from gimletc.cli_report import register as _register_report; _register_report(ap
 from gimletc.cli_opt import register as _register_opt; _register_opt(app)  # noqa: E402, E702
 
 
+REPORT_BUGS = ("this is a bug in gimletc: please report it to the gimletc maintainers with the command line and "
+               "its input files")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one-line errors with exit code 2, never a traceback, for anything a user can cause."""
+    """Entry point: one-line errors with exit code 2, never a traceback, for anything a user can cause.
+
+    Anything else that escapes a command is a bug in gimletc: it is reported as one line saying
+    "internal error" and where to report it, also with exit code 2; the traceback is printed too
+    under `gimletc --verbose` (or a command's own --verbose)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    _verbose["traceback"] = False
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=args, standalone_mode=False)
     except GimletError as e:
         _fail(str(e))
     except typer.Abort:
         _fail("aborted")
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("gimletc: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except MemoryError:
+        _fail("ran out of memory")
     except FileNotFoundError as e:
         _fail(f"{e.filename}: no such file")
     except Exception as e:
@@ -528,9 +602,23 @@ def main(argv: list[str] | None = None) -> None:
             if not msg:  # no arguments: the help was printed
                 raise SystemExit(2) from None
             _fail(msg)
-        raise
+        _internal_error(e, _verbose["traceback"] or "--verbose" in args or "-v" in args)
     if isinstance(rv, int) and rv:
         raise SystemExit(rv)
+
+
+def _internal_error(e: BaseException, verbose: bool) -> NoReturn:
+    import traceback
+
+    if verbose:
+        traceback.print_exception(e, file=sys.stderr)
+    where = ""
+    tb = traceback.extract_tb(e.__traceback__)
+    if tb:
+        last = tb[-1]
+        where = f" at {Path(last.filename).name}:{last.lineno}"
+    hint = "" if verbose else "; `gimletc --verbose ...` prints the traceback"
+    _fail(f"internal error: {type(e).__name__}: {e}{where} ({REPORT_BUGS}{hint})")
 
 
 if __name__ == "__main__":

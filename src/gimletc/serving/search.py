@@ -227,6 +227,22 @@ def _kinds(cluster: Cluster, model: str, settings: SearchSettings) -> list[Engin
     return out
 
 
+def _nothing_holds(model: str, cluster: Cluster, settings: SearchSettings) -> str:
+    """Why no engine kind serves `model`: the --tp or --chips filter, or no chip type large enough."""
+    unfiltered = _kinds(cluster, model, replace(settings, tp=None, chips=None))
+    if not unfiltered:
+        return f"{model}: no chip type of {cluster.name} holds it (at tensor-parallel sizes up to a node's chips, at most 8)"
+    sizes = ", ".join(f"{c} at tp {'/'.join(str(k.tp) for k in unfiltered if k.chip == c)}"
+                      for c in dict.fromkeys(k.chip for k in unfiltered))
+    asked = []
+    if settings.tp is not None:
+        asked.append(f"--tp {','.join(map(str, settings.tp))}")
+    if settings.chips is not None:
+        asked.append(f"--chips {','.join(settings.chips)}")
+    return (f"{model}: no engine fits {' and '.join(asked)} on {cluster.name}; it can be served as {sizes} "
+            "(tensor-parallel sizes are powers of two, from the smallest that holds the model up to a node's chips)")
+
+
 def _budgets(cluster: Cluster, settings: SearchSettings) -> dict[str, int]:
     out: dict[str, int] = {}
     for node in cluster.nodes:
@@ -256,7 +272,7 @@ def predict(graph: Graph, cluster: Cluster, slo: SLO, settings: SearchSettings =
                 skipped.append((f"{model} on {kind.label}", p.why))
             ps.append(p)
         if not ps:
-            raise ConfigError(f"{model}: no chip type of {cluster.name} holds it")
+            raise ConfigError(_nothing_holds(model, cluster, settings))
         preds[model] = ps
         usable = [p for p in ps if p.decode_req_s > 0]
         weights[model] = min((p.kind.tp * (p.prefill_s + 1.0 / p.decode_req_s) for p in usable), default=1.0)

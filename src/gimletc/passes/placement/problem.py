@@ -232,11 +232,16 @@ class Problem:
                     i for i in pool if self._matches(self.slots[i], pin)
                 ]
                 if not cands:
-                    anywhere = any(self._matches(sl, pin) for sl in self.slots)
+                    there = [i for i, sl in enumerate(self.slots) if sl.id == pin or self._matches(sl, pin)]
+                    if there:
+                        best = max(self.slot_capacity[i] for i in there)
+                        why = (f"it needs {(unit.weight_bytes + unit.kv_bytes) / 1e9:.2f} GB (weights + KV cache) and the "
+                               f"largest device group there holds {best / 1e9:.2f} GB")
+                    else:
+                        why = "that names no device, node or chip of the cluster"
                     raise PlacementError(
-                        f"op {unit.name} is pinned to {pin!r}, but "
-                        + ("no device there can hold it" if anywhere else "that names no device, node or chip")
-                        + f" of cluster {self.cluster.name} (devices: {', '.join(d.id for d in self.cluster.devices())})"
+                        f"op {unit.name} is pinned to {pin!r}, but {why} (cluster {self.cluster.name}; devices: "
+                        f"{', '.join(d.id for d in self.cluster.devices())})"
                     )
             if not cands:
                 if unit.kind == "model":
