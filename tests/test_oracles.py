@@ -240,6 +240,31 @@ def test_loop_and_branch_count_their_expectation():
     assert "no single-chip-type cluster" in p.sources["baseline"]
 
 
+def test_loop_carried_value_goes_back_to_its_consumer_every_iteration():
+    """The coding agent's loop on two hosts 0.4 s apart (a 1-token message: 0.39 + 4 / 400 s): `plan` on b
+    writes the first carried value; each round `edit` (b) reads it, `test` (a) checks the edit, and the
+    next round's `edit` reads `test`'s log, which must come back to b: the loop's back edge.
+    q on a; q -> b 0-0.4 s; plan 0.4-1.4 s. Round 1: edit 1.4-2.4, edit -> a 2.4-2.8, test 2.8-3.8,
+    test -> b 3.8-4.2 (back edge); round 2: 4.2-7.0 likewise; the loop's result is already on b, where o
+    runs: 7.0 s. (Without the back edge: 6.6 s, the last 0.4 s being the result's own move to o.)"""
+    g = AgentGraph("carry")
+    q = g.input("q", tokens=1)
+    plan = g.tool("plan", inputs=[q], latency_s=1.0, output_tokens=1)
+    with g.loop("fix", expected=2, max=8, carry=[plan]) as fix:
+        edit = g.tool("edit", inputs=[fix.args[0]], latency_s=1.0, output_tokens=1)
+        fix.yield_(g.tool("test", inputs=[edit], latency_s=1.0, output_tokens=1))
+    g.output("o", [fix.results[0]])
+    pins = {"q": "a.host", "plan": "b.host", "edit": "b.host", "test": "a.host", "o": "b.host"}
+    p = compile(g.build(), DATA / "two_hosts.yaml", pins=pins, baseline=False).plan
+    assert p.metrics.latency_ms == approx(7000.0)
+    # q -> b once, edit -> a and test -> b each round (2 rounds); nothing moves after the loop.
+    assert sorted((t.value, t.src, t.dst) for t in p.transfers) == [
+        ("edit", "b.host", "a.host"), ("q", "a.host", "b.host"), ("test", "a.host", "b.host")]
+    assert all(t.seconds == approx(0.4) for t in p.transfers)
+    # The placer prices the same back edge: its own estimate equals the replay.
+    assert p.search is not None and p.search.objective_value == approx(7.0)
+
+
 # ---- an LLM call: TTFT and TPOT ---------------------------------------------------------------
 
 

@@ -366,3 +366,19 @@ def _baseline_clusters_by_hand(path: Path, envelope_w: float) -> dict[str, Clust
                 spec["nodes"][0]["fabric"] = {"kind": "chip-to-chip", "bandwidth": c.scale_up_bw, "latency": 2e-6}
             out[chip] = Cluster.model_validate(spec)
     return out
+
+
+def test_coding_agent_moves_each_test_log_back_to_the_next_edit():
+    """examples/coding_agent.py: `fix` carries the plan (written on an accelerator) into the first `edit`, and
+    `run_tests`' log (on a host CPU) into every later one; the log moves to `edit`'s device on the back edge."""
+    g = runpy.run_path(str(EXAMPLES / "coding_agent.py"))["graph"]
+    r = compile(g, MIXED_RACK, stack="fused", baseline=False)
+    where = {pl.op: pl.device for pl in r.plan.placements}
+    assert where["run_tests"].endswith(".host") and not where["edit.prefill"].endswith(".host")
+    back = [t for t in r.plan.transfers if t.value == "run_tests"]
+    assert [(t.src, t.dst) for t in back] == [(where["run_tests"], where["edit.prefill"])]
+    loop = next(op for op in r.graph.ops if op.name == "fix")
+    body = loop.regions[0]
+    recv = next(op for op in body.ops if op.kind == "exec.recv" and op.attr("src") == where["run_tests"]
+                and op.attr("dst") == where["edit.prefill"])
+    assert body.ops[-1].operands == (recv.results[0].name,)  # the next round reads the moved log

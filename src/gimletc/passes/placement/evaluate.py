@@ -3,7 +3,8 @@
 `Evaluator.evaluate` list-schedules the units in graph order: a unit starts
 when its inputs have arrived (producer finish + transfer over the cluster
 route) and its devices (or, for a CPU op, the host lane that frees first) are
-free. That gives the request's latency, every device's busy time, energy (TDP
+free. A unit whose result a loop carries back to an earlier unit finishes
+once those back-edge transfers are done too. That gives the request's latency, every device's busy time, energy (TDP
 while busy, idle power otherwise, over the latency, for every device used),
 cost (price x busy time) and the bottleneck busy time (1 / throughput), and
 whether the assignment fits memory and the power envelope.
@@ -89,6 +90,14 @@ class PartialSchedule:
                 t0 = t
         return t0, dur, res
 
+    def back_delay(self, u: int, s: int) -> float:
+        """Seconds unit u's loop back edges add after it on slot s: its result moving to the next iteration's
+        reader, once per iteration after the first (0 where they share a device)."""
+        back = self.p.units[u].back
+        if not back:
+            return 0.0
+        return sum(count * self.p.transfer(s, self.assign[c], nbytes) for c, nbytes, count in back)
+
     def mem_after(self, u: int, s: int) -> dict[str, float]:
         """Memory each of slot s's devices would hold with unit u added."""
         p = self.p
@@ -118,8 +127,8 @@ class PartialSchedule:
         else:
             for d in res:
                 self.busy[d] = self.busy.get(d, 0.0) + dur
-        self.start[u], self.finish[u] = t0, t0 + dur
-        self.latency = max(self.latency, t0 + dur)
+        self.start[u], self.finish[u] = t0, t0 + dur + self.back_delay(u, s)
+        self.latency = max(self.latency, self.finish[u])
         self.assign.append(s)
         self.lanes.append(res)
         for d in slot.devices:

@@ -43,7 +43,7 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
             new = [d for d in slot.devices if d not in st.used]
             power = st.power + sum(p.device_power[d] for d in new)
             over_power = ev.budget is not None and power > ev.budget * (1 + 1e-9)
-            finish = t0 + dur
+            finish = t0 + dur + st.back_delay(u, s)
             if objective == "latency":
                 primary = finish
             elif objective == "throughput":

@@ -59,6 +59,9 @@ class Unit:
     kind: Literal["model", "cpu", "io"]
     scale: float  # executions per request of its least frequent op (loop expectation x branch probability)
     preds: list[tuple[int, float]] = field(default_factory=list)  # (unit index, bytes)
+    # Loop back edges from this unit's result to an earlier unit that reads it in the next iteration:
+    # (that unit's index, bytes, transfers per request).
+    back: list[tuple[int, float, float]] = field(default_factory=list)
     op_scales: tuple[float, ...] = ()  # executions per request of each op
     candidates: list[int] = field(default_factory=list)  # slot indices
     models: tuple[str, ...] = ()
@@ -211,6 +214,23 @@ class Problem:
                 if v in producer and producer[v][0] < u:
                     p, nbytes = producer[v]
                     self.units[u].preds.append((p, nbytes))
+        # A loop's back edge: the body's yield feeds the next iteration's first reader of the body argument
+        # (expected - 1 times per run of the loop; insert-transfers moves it where the two differ).
+        for op, _ in graph.walk():
+            if op.kind != "agent.loop":
+                continue
+            body = op.regions[0]
+            expected = float(op.attr("expected", 1.0))
+            for arg, y in zip(body.args, body.ops[-1].operands, strict=False):
+                if y == arg.name or y not in producer or expected <= 1.0:
+                    continue
+                p, nbytes = producer[y]
+                c = next((self._unit_of_op[o.name] for o, _ in body.walk()
+                          if arg.name in o.operands and o.name in self._unit_of_op), None)
+                if c is None or c >= p:
+                    continue  # a reader in the same or a later unit: the list schedule already orders them
+                count = min(self.units[p].scale, self.units[c].scale) * (1.0 - 1.0 / expected)
+                self.units[p].back.append((c, nbytes, count))
 
     # ---- candidates and costs -------------------------------------------------------
     def _fits(self, unit: Unit, slot: Slot) -> bool:
