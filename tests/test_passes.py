@@ -382,3 +382,59 @@ def test_coding_agent_moves_each_test_log_back_to_the_next_edit():
     recv = next(op for op in body.ops if op.kind == "exec.recv" and op.attr("src") == where["run_tests"]
                 and op.attr("dst") == where["edit.prefill"])
     assert body.ops[-1].operands == (recv.results[0].name,)  # the next round reads the moved log
+
+
+# ---- the placer's list schedule is the replay's on links ---------------------------------------
+
+
+@st.composite
+def tool_dags_on_hosts(draw):
+    """A DAG of tools (round times, 1-200 token results) on 2-3 CPU-only nodes joined by slow links, with
+    some tools pinned: transfers queue on the links, as in the replay."""
+    hosts = draw(st.integers(2, 3))
+    nodes = [{"name": f"h{i}", "host": {"cpu": "xeon-host-16c", "memory_bytes": 1e12,
+                                         "lanes": draw(st.sampled_from([1, 2, 8]))}} for i in range(hosts)]
+    links = [{"between": [f"h{i}", f"h{j}"], "kind": "ethernet", "bandwidth": draw(st.sampled_from([100.0, 400.0, 1e4])),
+              "latency": draw(st.sampled_from([0.05, 0.3]))} for i in range(hosts) for j in range(i + 1, hosts)]
+    g = AgentGraph("dag")
+    vals = [g.input("q", tokens=draw(st.integers(1, 50)))]
+    pins = {"q": "h0.host"}
+    for i in range(draw(st.integers(2, 7))):
+        ins = draw(st.lists(st.sampled_from(vals), min_size=1, max_size=3, unique_by=lambda v: v.name))
+        vals.append(g.tool(f"t{i}", inputs=ins, latency_s=draw(st.sampled_from([0.5, 1.0, 1.5, 2.0])),
+                           output_tokens=draw(st.integers(1, 200))))
+        if draw(st.booleans()):
+            pins[f"t{i}"] = f"h{draw(st.integers(0, hosts - 1))}.host"
+    g.output("o", vals[-3:])
+    return g.build(), cluster(nodes, links, "hosts"), pins
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tool_dags_on_hosts())
+def test_placer_estimate_is_the_replay(case):
+    """The placement's own latency for the plan it chooses equals the plan's replayed latency: transfers on
+    one link direction go one at a time in both, in the same order."""
+    g, cl, pins = case
+    r = compile(g, cl, pins=pins, baseline=False)
+    assert r.ctx.placement.latency_s == pytest.approx(r.plan.metrics.latency_ms / 1e3, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tool_dags_on_hosts(), st.randoms(use_true_random=False))
+def test_list_schedule_matches_the_replay_rule_unless_it_says_otherwise(case, rnd):
+    """Where the list schedule reports its times exact (no idle stretch on a link passed over), running its
+    recorded tasks through the replay's rule (`run_on_resources`) gives the same times."""
+    from gimletc.passes.placement.evaluate import PartialSchedule
+
+    g, cl, _ = case
+    problem = Problem(g, cl, PassContext(cluster=cl))
+    for _ in range(10):
+        st_ = PartialSchedule(problem, record=True)
+        for u, unit in enumerate(problem.units):
+            st_.commit(u, rnd.choice(unit.candidates))
+        if st_.inexact:
+            continue
+        finish, latency = list(st_.finish), st_.latency
+        st_.retime()
+        assert st_.finish == pytest.approx(finish, rel=1e-12, abs=1e-12)
+        assert st_.latency == pytest.approx(latency, rel=1e-12, abs=1e-12)

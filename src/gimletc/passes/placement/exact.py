@@ -21,7 +21,7 @@ def lower_bound(problem: Problem, objective: str) -> float:
     if objective == "latency":
         longest = [0.0] * len(units)
         for u, unit in enumerate(units):
-            longest[u] = best_t[u] + max((longest[p] for p, _ in unit.preds), default=0.0)
+            longest[u] = best_t[u] + max((longest[p] for p, _, _ in unit.preds), default=0.0)
         # Nor can the work outrun the machine: each unit occupies at least its cheapest amount of
         # device-seconds (a CPU lane counts as 1/lanes of its host), and every device and host
         # does one device-second per second.

@@ -19,7 +19,7 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
         # Slots of interchangeable nodes (equal signatures) differ only in when they free up and
         # in how close they are to the unit's inputs: try the one that frees first in each class,
         # and those in the nodes that hold the unit's inputs.
-        near = {p.slots[st.assign[pu]].node for pu, _ in unit.preds}
+        near = {p.slots[st.assign[pu]].node for pu, _, _ in unit.preds}
         first: dict[tuple, tuple[float, int]] = {}
         for s in unit.candidates:
             slot = p.slots[s]
@@ -33,7 +33,7 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
                 first[key] = (avail, s)
         best_s, best_key = None, None
         for _, s in first.values():
-            t0, dur, res = st.trial(u, s)
+            t0, dur, res, finish = st.place(u, s)
             count += 1
             slot = p.slots[s]
             # Candidates fit empty devices; only devices that already hold something need checking.
@@ -43,7 +43,6 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
             new = [d for d in slot.devices if d not in st.used]
             power = st.power + sum(p.device_power[d] for d in new)
             over_power = ev.budget is not None and power > ev.budget * (1 + 1e-9)
-            finish = t0 + dur + st.back_delay(u, s)
             if objective == "latency":
                 primary = finish
             elif objective == "throughput":

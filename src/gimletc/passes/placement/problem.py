@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from gimletc.cost import accounting
 from gimletc.errors import GimletError
-from gimletc.hardware.resources import host_lane_ids
+from gimletc.hardware.resources import channel_id, host_lane_ids
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op, forwarded_values
 from gimletc.passes.costs import op_memory, op_seconds
@@ -58,7 +58,7 @@ class Unit:
     ops: tuple[Op, ...]
     kind: Literal["model", "cpu", "io"]
     scale: float  # executions per request of its least frequent op (loop expectation x branch probability)
-    preds: list[tuple[int, float]] = field(default_factory=list)  # (unit index, bytes)
+    preds: list[tuple[int, float, int]] = field(default_factory=list)  # (unit index, bytes, value id)
     # Loop back edges from this unit's result to an earlier unit that reads it in the next iteration:
     # (that unit's index, bytes, transfers per request).
     back: list[tuple[int, float, float]] = field(default_factory=list)
@@ -128,11 +128,13 @@ class Problem:
         self.units: list[Unit] = []
         self._unit_of_op: dict[str, int] = {}
         self._unit_key: dict[str, int] = {}
+        self.value_ids: dict[str, int] = {}  # values units read from other units, numbered
         self._collect(graph, 1.0, ())
         self._memory()
         self._link_preds(graph)
         self._route_cache: dict[tuple, tuple[float, float]] = {}
         self._cost_cache: dict[tuple, float] = {}
+        self._channels: dict[tuple[int, int], str] = {}
         self.pins = dict(ctx.pins)
         self.slot_capacity = [sum(self.capacity[d] for d in sl.devices) for sl in self.slots]
         self.lanes = {d.id: accounting.lanes(cluster, d) for d in cluster.devices() if d.is_host}
@@ -174,7 +176,7 @@ class Problem:
             kind = "model" if op.kind.startswith("model.") else "io" if op.kind in IO_KINDS else "cpu"
             idx = len(self.units)
             unit = Unit(str(key) if key is not None else op.name, (op,), kind, scale, op_scales=(scale,))
-            unit.preds.extend((p, 0.0) for p in arm_preds)
+            unit.preds.extend((p, 0.0, -1) for p in arm_preds)
             self.units.append(unit)
             self._unit_of_op[op.name] = idx
             if key is not None:
@@ -213,7 +215,7 @@ class Problem:
                 # attention and FFN groups or draft and target form) is left to the replay.
                 if v in producer and producer[v][0] < u:
                     p, nbytes = producer[v]
-                    self.units[u].preds.append((p, nbytes))
+                    self.units[u].preds.append((p, nbytes, self.value_ids.setdefault(v, len(self.value_ids))))
         # A loop's back edge: the body's yield feeds the next iteration's first reader of the body argument
         # (expected - 1 times per run of the loop; insert-transfers moves it where the two differ).
         for op, _ in graph.walk():
@@ -322,6 +324,16 @@ class Problem:
         if key not in self._cost_cache:
             self._cost_cache[key] = op_seconds(op, slot.chip, slot.n, self.stack)
         return self._cost_cache[key]
+
+    def channel(self, a: int, b: int) -> str:
+        """The channel a transfer from slot a to slot b occupies: `channel_id` of the device holding the value
+        and the device reading it (each slot's first device, as placed ops name them), the name
+        insert-transfers gives the send that the replay runs on it."""
+        key = (a, b)
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = channel_id(self.slots[a].devices[0], self.slots[b].devices[0])
+        return ch
 
     def transfer(self, a: int, b: int, nbytes: float) -> float:
         """Seconds to move nbytes from slot a's first device to slot b's (0 when they share a device)."""
