@@ -438,3 +438,52 @@ def test_list_schedule_matches_the_replay_rule_unless_it_says_otherwise(case, rn
         st_.retime()
         assert st_.finish == pytest.approx(finish, rel=1e-12, abs=1e-12)
         assert st_.latency == pytest.approx(latency, rel=1e-12, abs=1e-12)
+
+
+# ---- pins to a node ---------------------------------------------------------------------------
+
+
+def _tool_after_llm() -> Graph:
+    g = AgentGraph("check")
+    q = g.input("q", tokens=1000)
+    a = g.llm("answer", model="llama-3.1-8b", prompt=[q], output_tokens=100)
+    g.output("out", [g.tool("check", inputs=[a], cpu_s=0.5, output_tokens=10)])
+    return g.build()
+
+
+TWO_VENDORS = cluster([gpu_node("a", {"mi300x": 2}), gpu_node("b", {"h200": 1})], [rdma("a", "b")])
+
+
+def test_a_pin_to_a_node_means_its_host_for_cpu_ops_and_its_accelerators_for_llm_phases():
+    """A tool reading an LLM's answer would save a transfer on the LLM's GPU; pinned to node a (by name, in
+    the pins or as the op's `pinned` attribute) it runs on a's host CPU, and the LLM pinned to node a runs
+    on a's accelerators, not its host."""
+    pins = {"check": "a", "answer": "a", "q": "b"}
+    out, _ = run(_tool_after_llm(), TWO_VENDORS, "expand-llm,place", pins=pins)
+    where = {op.name: op.attr("device") for op, _ in out.walk() if op.attr("device") is not None}
+    assert where["check"] == "a.host" and where["q"] == "b.host"
+    assert where["answer.prefill"].startswith("a.mi300x.") and where["answer.decode"].startswith("a.mi300x.")
+    attr = _tool_after_llm().map_ops(lambda op: op.with_attrs(pinned="a") if op.name == "check" else op)
+    out, _ = run(attr, TWO_VENDORS, "expand-llm,place", pins={"answer": "a"})
+    assert {op.name: op.attr("device") for op, _ in out.walk()}["check"] == "a.host"
+    # A device id still means exactly that device, for a tool too (it runs there for its cpu_s).
+    out, _ = run(_tool_after_llm(), TWO_VENDORS, "expand-llm,place", pins={"check": "a.mi300x.1"})
+    assert {op.name: op.attr("device") for op, _ in out.walk()}["check"] == "a.mi300x.1"
+
+
+def test_pins_that_cannot_be_honoured_are_one_line_errors_naming_op_pin_and_why():
+    cl = cluster([gpu_node("a", {"h100-sxm": 1}), {"name": "c", "host": {"cpu": "epyc-9965", "memory_bytes": 1e12}}],
+                 [rdma("a", "c")])
+    with pytest.raises(PlacementError) as e:
+        run(_tool_after_llm(), cl, "expand-llm,place", pins={"answer": "c"})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("op answer is pinned to 'c', but node c has no accelerators") and "'c.host'" in msg
+    with pytest.raises(PlacementError) as e:
+        run(chat_graph("llama-3.1-70b"), cl, "expand-llm,place", pins={"answer": "a"})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("op answer is pinned to 'a', but no device group there holds llama-3.1-70b")
+    assert "GB" in msg and "80.0 GB" in msg
+    with pytest.raises(PlacementError, match=r"^op check is pinned to 'z', but that names no device, node or chip"):
+        run(_tool_after_llm(), cl, "expand-llm,place", pins={"check": "z"})

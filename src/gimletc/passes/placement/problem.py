@@ -248,18 +248,7 @@ class Problem:
                 cands = [i for i, s in enumerate(self.slots) if s.is_host]
             pin = self._pin_for(unit)
             if pin is not None:
-                pool = [i for i, s in enumerate(self.slots) if unit.kind != "model" or self._fits(unit, s)]
-                # A device id or slot id means exactly that slot; otherwise any slot that includes it.
-                cands = [i for i in pool if self.slots[i].id == pin] or [
-                    i for i in pool if self._matches(self.slots[i], pin)
-                ]
-                if not cands:
-                    anywhere = any(self._matches(sl, pin) for sl in self.slots)
-                    raise PlacementError(
-                        f"op {unit.name} is pinned to {pin!r}, but "
-                        + ("no device there can hold it" if anywhere else "that names no device, node or chip")
-                        + f" of cluster {self.cluster.name} (devices: {', '.join(d.id for d in self.cluster.devices())})"
-                    )
+                cands = self._pinned(unit, pin)
             if not cands:
                 if unit.kind == "model":
                     m = unit.models[0] if unit.models else unit.name
@@ -283,6 +272,37 @@ class Problem:
         if len(pins) > 1:
             raise PlacementError(f"ops placed together as {unit.name} are pinned to different places: {', '.join(sorted(pins))}")
         return next(iter(pins), None)
+
+    def _pinned(self, unit: Unit, pin: str) -> list[int]:
+        """The slots a pin allows unit `unit`: a device or slot id means exactly that slot; a node name means
+        the node's host CPU for a tool, retrieval or code op and the node's accelerators for an LLM phase; a
+        chip name every slot of that chip; `cpu` or `host` every host. Raises PlacementError (one line:
+        the op, the pin and why) where no allowed slot can run it."""
+        where = f"op {unit.name} is pinned to {pin!r}, but"
+        exact = [i for i, sl in enumerate(self.slots) if sl.id == pin]
+        if any(n.name == pin for n in self.cluster.nodes):
+            host = unit.kind != "model"
+            match = [i for i, sl in enumerate(self.slots) if sl.node == pin and sl.is_host == host]
+            if not match:
+                raise PlacementError(
+                    f"{where} node {pin} has no accelerators to run an LLM phase on (a pin to a node means its "
+                    f"accelerators for model ops; pin it to '{pin}.host' to run it on the host CPU)")
+        else:
+            match = exact or [i for i, sl in enumerate(self.slots) if self._matches(sl, pin)]
+        if not match:
+            raise PlacementError(
+                f"{where} that names no device, node or chip of cluster {self.cluster.name} "
+                f"(devices: {', '.join(d.id for d in self.cluster.devices())})")
+        if unit.kind != "model":
+            return match
+        fits = [i for i in match if self._fits(unit, self.slots[i])]
+        if not fits:
+            m = unit.models[0] if unit.models else unit.name
+            best = max(self.slot_capacity[i] for i in match)
+            raise PlacementError(
+                f"{where} no device group there holds {m}: it needs {(unit.weight_bytes + unit.kv_bytes) / 1e9:.1f} "
+                f"GB (weights + KV cache) and the largest holds {best / 1e9:.1f} GB")
+        return fits
 
     @staticmethod
     def _matches(slot: Slot, pin: str) -> bool:
