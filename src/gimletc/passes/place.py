@@ -27,7 +27,8 @@ kept. Every result reports a lower bound on the objective and the gap to it:
 the MILP's dual bound where one was solved, otherwise the sum or critical path
 of each unit's cheapest candidate. Constraints: memory per device (weights once
 per model and device, plus each unit's KV cache), the power envelope (TDP of
-every device used), pins.
+every device used), pins, and the stages of a layer pipeline on separate
+devices (stages sharing a group would be the whole model on that group).
 
 Partitioning (`gimletc.passes.joint`): with LLM calls whose partitioning is
 open, the variants of each call are searched jointly with the placement;

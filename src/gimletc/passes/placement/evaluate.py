@@ -115,6 +115,7 @@ class PartialSchedule:
         self.links: dict[str, Link] = {}  # channel -> its transfers so far
         self.arrived: dict[tuple[int, str], float] = {}  # (value id, device) -> when the value got there
         self.inexact = False  # a transfer passed over idle time on its channel: `retime` before trusting times
+        self.shared: tuple[int, int, str] | None = None  # two stages of a layer pipeline on one device
         # The committed units as tasks: seconds, resources, predecessor tasks.
         self.task_seconds: list[float] = []
         self.task_resources: list[tuple[str, ...]] = []
@@ -279,6 +280,16 @@ class PartialSchedule:
         self.latency = latency
         self.inexact = False
 
+    def shares(self, u: int, s: int) -> tuple[int, str] | None:
+        """An earlier stage of unit u's layer pipeline, and the device, that slot s would share, or None."""
+        p = self.p
+        for w in p.units[u].apart:
+            devs = p.slots[self.assign[w]].devices
+            for d in p.slots[s].devices:
+                if d in devs:
+                    return w, d
+        return None
+
     def mem_after(self, u: int, s: int) -> dict[str, float]:
         """Memory each of slot s's devices would hold with unit u added."""
         p = self.p
@@ -297,6 +308,10 @@ class PartialSchedule:
         p = self.p
         unit, slot = p.units[u], p.slots[s]
         t0, dur, res, end = self.place(u, s, commit=True)
+        if unit.apart and self.shared is None:
+            hit = self.shares(u, s)
+            if hit is not None:
+                self.shared = (hit[0], u, hit[1])
         for d, m in self.mem_after(u, s).items():
             self.mem[d] = m
             self.resident.setdefault(d, set()).update(unit.models)
@@ -351,6 +366,9 @@ class Evaluator:
             if m > p.capacity[d] * (1 + 1e-9):
                 why = f"device {d} would hold {m / 1e9:.1f} GB; it has {p.capacity[d] / 1e9:.1f} GB"
                 break
+        if not why and st.shared is not None:
+            w, u, d = st.shared
+            why = f"stages {p.units[w].name} and {p.units[u].name} of a layer pipeline would share device {d}"
         power = sum(p.device_power[d] for d in st.used)
         if not why and self.budget is not None and power > self.budget * (1 + 1e-9):
             why = f"devices used draw {power:.0f} W; the power budget is {self.budget:.0f} W"

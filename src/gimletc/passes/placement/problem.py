@@ -62,6 +62,8 @@ class Unit:
     # Loop back edges from this unit's result to an earlier unit that reads it in the next iteration:
     # (that unit's index, bytes, transfers per request).
     back: list[tuple[int, float, float]] = field(default_factory=list)
+    # Earlier units this one may share no device with: the other stages of its layer pipeline.
+    apart: tuple[int, ...] = ()
     op_scales: tuple[float, ...] = ()  # executions per request of each op
     candidates: list[int] = field(default_factory=list)  # slot indices
     models: tuple[str, ...] = ()
@@ -130,6 +132,7 @@ class Problem:
         self._unit_key: dict[str, int] = {}
         self.value_ids: dict[str, int] = {}  # values units read from other units, numbered
         self._collect(graph, 1.0, ())
+        self.pipelines = self._pipelines()
         self._memory()
         self._link_preds(graph)
         self._route_cache: dict[tuple, tuple[float, float]] = {}
@@ -181,6 +184,24 @@ class Problem:
             self._unit_of_op[op.name] = idx
             if key is not None:
                 self._unit_key[str(key)] = idx
+
+    def _pipelines(self) -> dict[str, tuple[int, ...]]:
+        """Each layer pipeline's stage units, by LLM call; every stage unit is kept apart (no shared device)
+        from the other stages: stages sharing a device group would be the whole model on that group."""
+        stages: dict[str, dict[int, list[int]]] = {}
+        for u, unit in enumerate(self.units):
+            for op in unit.ops:
+                if op.attr("variant") == "layers" and op.attr("stage") is not None and op.attr("of") is not None:
+                    stages.setdefault(str(op.attr("of")), {}).setdefault(int(op.attr("stage")), []).append(u)
+        out: dict[str, tuple[int, ...]] = {}
+        for call, by_stage in stages.items():
+            if len(by_stage) < 2:
+                continue
+            stage_of = {u: st for st, us in by_stage.items() for u in us}
+            for u in stage_of:
+                self.units[u].apart = tuple(sorted(w for w in stage_of if w < u and stage_of[w] != stage_of[u]))
+            out[call] = tuple(sorted(stage_of))
+        return out
 
     def _memory(self) -> None:
         for u in self.units:
