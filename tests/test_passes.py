@@ -4,6 +4,7 @@ and the placement search against an independent brute force through the whole pi
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import runpy
 from pathlib import Path
@@ -487,3 +488,42 @@ def test_pins_that_cannot_be_honoured_are_one_line_errors_naming_op_pin_and_why(
     assert "GB" in msg and "80.0 GB" in msg
     with pytest.raises(PlacementError, match=r"^op check is pinned to 'z', but that names no device, node or chip"):
         run(_tool_after_llm(), cl, "expand-llm,place", pins={"check": "z"})
+
+
+# ---- a model phase on a host CPU is never silent -----------------------------------------------
+
+
+def _one_gpu(host_cpu: str = "xeon-6980p") -> Cluster:
+    return cluster([{"name": "g", "chips": {"h100-sxm": 1}, "host": {"cpu": host_cpu, "memory_bytes": 1e12},
+                     "host_link": {"kind": "pcie", "bandwidth": 64e9, "latency": 2e-6}}])
+
+
+def test_a_model_placed_on_a_host_cpu_beside_an_accelerator_is_a_plan_warning():
+    """70B weights fit no 80 GB H100, so `whole` puts the call on the host CPU: the plan says so, with the cost
+    model's times on the host and on the fastest accelerator group, and why."""
+    pipe = "expand-llm,place{partitions=whole},insert-transfers,schedule,overlap"
+    r = compile(chat_graph("llama-3.1-70b"), _one_gpu(), pipeline=pipe, baseline=False)
+    assert {p.device for p in r.plan.placements if p.llm == "answer"} == {"g.host"}
+    secs = {p.op: p.seconds for p in r.plan.placements}
+    [w] = r.plan.warnings
+    assert "\n" not in w
+    assert w.startswith("LLM call answer (llama-3.1-70b: answer.prefill, answer.decode) runs on host CPU g.host: ")
+    host = secs["answer.prefill"] + secs["answer.decode"]
+    assert f"{host:.3g} s" in w and "x the " in w and "on 1x h100-sxm (cost model)" in w
+    assert w.endswith("no accelerator group of the cluster holds its 142 GB of weights and KV cache")
+    ratio = float(w.split(" s, ")[1].split("x the ")[0])
+    assert ratio >= 10
+    # The same call on a cluster that holds it: no warning.
+    ok = compile(chat_graph("llama-3.1-8b"), _one_gpu(), pipeline=pipe, baseline=False)
+    assert ok.plan.warnings == [] and "warnings" not in json.loads(ok.plan.to_json())
+
+
+def test_a_host_cpu_chosen_by_the_objective_over_a_free_accelerator_is_a_plan_warning():
+    """Hosts have no price, so the cost objective puts an 8B model on a 16-core host beside an idle H100 that
+    holds it, an order of magnitude slower: the plan warns, naming the objective."""
+    r = compile(chat_graph("llama-3.1-8b"), _one_gpu("xeon-host-16c"), objective="cost", baseline=False,
+                pipeline="expand-llm,place{partitions=whole},insert-transfers,schedule,overlap")
+    assert {p.device for p in r.plan.placements if p.llm == "answer"} == {"g.host"}
+    [w] = r.plan.warnings
+    assert "runs on host CPU g.host" in w and w.endswith(
+        "an accelerator group holds it, but the cost objective chose the host")

@@ -282,6 +282,10 @@ class Problem:
                 raise PlacementError(f"op {unit.name} needs a host CPU, and cluster {self.cluster.name} has none")
             unit.candidates = cands
 
+    def pinned(self, unit: Unit) -> str | None:
+        """Where unit `unit` is pinned, or None."""
+        return self._pin_for(unit)
+
     def _pin_for(self, unit: Unit) -> str | None:
         pins = set()
         for op in unit.ops:
