@@ -156,9 +156,11 @@ def host_warnings(problem: Problem, assign: tuple[int, ...], objective: str, ctx
             why = f"an accelerator group holds it, but the {objective} objective{budget} chose the host"
         calls = sorted({str(op.attr("of")) for op in unit.ops if op.attr("of") is not None})
         what = f"LLM call {', '.join(calls)}" if calls else f"model unit {unit.name}"
-        ops = ", ".join(op.name for op in unit.ops)
+        models = ", ".join(sorted({str(op.attr("model")) for op in unit.ops if op.attr("model") is not None}))
+        names = [op.name for op in unit.ops]
+        ops = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}, {len(names)} ops"
         b = problem.slots[best]
-        out.append(f"{what} ({', '.join(unit.models) or '?'}: {ops}) runs on host CPU {slot.devices[0]}: "
+        out.append(f"{what} ({models}: {ops}) runs on host CPU {slot.devices[0]}: "
                    f"{here:.3g} s, {here / there:.0f}x the {there:.3g} s it takes on {b.n}x {b.chip.name} "
                    f"(cost model); {why}")
     return tuple(out)
