@@ -413,11 +413,17 @@ def tool_dags_on_hosts(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tool_dags_on_hosts())
 def test_placer_estimate_is_the_replay(case):
-    """The placement's own latency for the plan it chooses equals the plan's replayed latency: transfers on
-    one link direction go one at a time in both, in the same order."""
+    """The placement's own latency for the plan it chooses equals the plan's replayed latency where `overlap`
+    made the copies asynchronous, as the placer prices them: transfers on one link direction go one at a
+    time in both, in the same order. Where overlap kept the synchronous order (the sends in their sources'
+    program order) because it replays faster, the plan is faster than the estimate, never slower."""
     g, cl, pins = case
     r = compile(g, cl, pins=pins, baseline=False)
-    assert r.ctx.placement.latency_s == pytest.approx(r.plan.metrics.latency_ms / 1e3, rel=1e-9, abs=1e-12)
+    estimate, replayed = r.ctx.placement.latency_s, r.plan.metrics.latency_ms / 1e3
+    if r.ctx.overlap.async_transfers:
+        assert estimate == pytest.approx(replayed, rel=1e-9, abs=1e-12)
+    else:
+        assert replayed <= estimate * (1 + 1e-9) + 1e-12
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,8 @@ free. A value moves once per device that reads it, and a link direction
 carries one transfer at a time, each in the earliest stretch of its channel
 that holds it from when its value is ready (`Link`); where that passes over a
 shorter idle stretch, the assignment is re-timed by the replay's own rule
-(`gimletc.analysis.replay.run_on_resources`), so the times are the replay's.
+(`gimletc.analysis.replay.run_on_resources`), so the times are the replay's
+with copies asynchronous, as `overlap` makes them.
 A unit whose result a loop carries back to an earlier unit finishes once
 those back-edge transfers are done too. That gives the request's latency,
 every device's busy time, energy (TDP while busy, idle power otherwise, over
@@ -80,8 +81,13 @@ class Link:
         return t, skipped
 
     def book(self, start: float, end: float) -> None:
-        i = bisect_right(self.starts, start)
-        self.starts.insert(i, start)
+        starts = self.starts
+        if not starts or start >= starts[-1]:  # the common case: after everything booked so far
+            starts.append(start)
+            self.ends.append(end)
+            return
+        i = bisect_right(starts, start)
+        starts.insert(i, start)
         self.ends.insert(i, end)
 
 
@@ -137,11 +143,13 @@ class PartialSchedule:
         dur = p.sec(u, s)
         ready = 0.0
         moves: list[Move] = []
-        deps: list[int] = []
         rec = commit and self.record
+        deps: list[int] = []
         dst = slot.devices[0]
         finish, assign, arrived, units = self.finish, self.assign, self.arrived, p.units
-        for i, (pu, nbytes, vid) in enumerate(unit.preds):
+        i = -1
+        for pu, nbytes, vid in unit.preds:
+            i += 1
             t = finish[pu]
             if nbytes > 0:
                 a = assign[pu]
@@ -164,7 +172,27 @@ class PartialSchedule:
                 deps.extend(self.done[pu])
             if t > ready:
                 ready = t
-        if moves:
+        if len(moves) == 1 and not rec:  # the common case, inline: one transfer, nothing to record
+            t_ready, _, secs, ch, key, _ = moves[0]
+            link = self.links.get(ch)
+            if link is None:
+                t = t_ready + secs
+                if commit:
+                    link = self.links[ch] = Link()
+                    link.starts.append(t_ready)
+                    link.ends.append(t)
+                    self.arrived[key] = t
+            else:
+                t, skipped = link.fit(t_ready, secs)
+                t += secs
+                if commit:
+                    link.book(t - secs, t)
+                    self.arrived[key] = t
+                    if skipped:
+                        self.inexact = True
+            if t > ready:
+                ready = t
+        elif moves:
             ready = max(ready, self._move(moves, commit))
         free = self.free
         if slot.is_host:

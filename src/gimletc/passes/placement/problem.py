@@ -137,7 +137,7 @@ class Problem:
         self._link_preds(graph)
         self._route_cache: dict[tuple, tuple[float, float]] = {}
         self._cost_cache: dict[tuple, float] = {}
-        self._channels: dict[tuple[int, int], str] = {}
+        self._channels: dict[int, str] = {}
         self.pins = dict(ctx.pins)
         self.slot_capacity = [sum(self.capacity[d] for d in sl.devices) for sl in self.slots]
         self.lanes = {d.id: accounting.lanes(cluster, d) for d in cluster.devices() if d.is_host}
@@ -374,7 +374,7 @@ class Problem:
         """The channel a transfer from slot a to slot b occupies: `channel_id` of the device holding the value
         and the device reading it (each slot's first device, as placed ops name them), the name
         insert-transfers gives the send that the replay runs on it."""
-        key = (a, b)
+        key = a * len(self.slots) + b
         ch = self._channels.get(key)
         if ch is None:
             ch = self._channels[key] = channel_id(self.slots[a].devices[0], self.slots[b].devices[0])
