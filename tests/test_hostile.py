@@ -213,7 +213,7 @@ CASES = [
     Case("pinned to a device too small", lambda d: [
         "compile", write(d, "g.yaml", RAG_YAML.replace("llama-3.1-8b", "llama-3.1-70b")), "-c",
         write(d, "c.yaml", SMALL_AND_BIG), "--pin", "answer=a.h100-sxm.0", "-o", str(d / "plan.json")],
-         ("answer", "a.h100-sxm.0", "GB", "80.00 GB")),
+         ("answer", "a.h100-sxm.0", "142.3 GB", "80.0 GB")),
     Case("search --tp 3", lambda d: ["search", RAG, "-c", GPU, "--tp", "3", "-n", "50", "--slo-ttft-ms", "1000"],
          ("--tp 3", "tp 1/2/4/8")),
     # ---- graph .py files ----------------------------------------------------------------------

@@ -287,6 +287,31 @@ def test_loop_and_branch_count_their_expectation():
     assert p.sources["baseline"] == "no single-chip-type cluster at this power holds every model"
 
 
+def test_loop_carried_value_goes_back_to_its_consumer_every_iteration():
+    """The coding agent's loop on two hosts 0.4 s apart (a 1-token message: 0.39 + 4 / 400 s): `plan` on b
+    writes the first carried value; each round `edit` (b) reads it, `test` (a) checks the edit, and the
+    next round's `edit` reads `test`'s log, which must come back to b: the loop's back edge.
+    q on a; q -> b 0-0.4 s; plan 0.4-1.4 s. Round 1: edit 1.4-2.4, edit -> a 2.4-2.8, test 2.8-3.8,
+    test -> b 3.8-4.2 (back edge); round 2: 4.2-7.0 likewise; the loop's result is already on b, where o
+    runs: 7.0 s. (Without the back edge: 6.6 s, the last 0.4 s being the result's own move to o.)"""
+    g = AgentGraph("carry")
+    q = g.input("q", tokens=1)
+    plan = g.tool("plan", inputs=[q], latency_s=1.0, output_tokens=1)
+    with g.loop("fix", expected=2, max=8, carry=[plan]) as fix:
+        edit = g.tool("edit", inputs=[fix.args[0]], latency_s=1.0, output_tokens=1)
+        fix.yield_(g.tool("test", inputs=[edit], latency_s=1.0, output_tokens=1))
+    g.output("o", [fix.results[0]])
+    pins = {"q": "a.host", "plan": "b.host", "edit": "b.host", "test": "a.host", "o": "b.host"}
+    p = compile(g.build(), DATA / "two_hosts.yaml", pins=pins, baseline=False).plan
+    assert p.metrics.latency_ms == approx(7000.0)
+    # q -> b once, edit -> a and test -> b each round (2 rounds); nothing moves after the loop.
+    assert sorted((t.value, t.src, t.dst) for t in p.transfers) == [
+        ("edit", "b.host", "a.host"), ("q", "a.host", "b.host"), ("test", "a.host", "b.host")]
+    assert all(t.seconds == approx(0.4) for t in p.transfers)
+    # The placer prices the same back edge: its own estimate equals the replay.
+    assert p.search is not None and p.search.objective_value == approx(7.0)
+
+
 # ---- an LLM call: TTFT and TPOT ---------------------------------------------------------------
 
 
@@ -374,22 +399,24 @@ def test_greedy_energy_placement_keeps_tools_off_a_far_cheap_host():
     assert p.baseline is None  # no accelerators: no single-chip-type baseline
 
 
-# ---- a bug found while writing these oracles ----------------------------------------------------
+# ---- the placer's schedule and the replay agree on links ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "placement's list schedule lets transfers on one link overlap, while the replay that gives the plan's "
-    "metrics sends one at a time per link direction (docs/compiler.md, Limits): the exact search's optimum "
-    "(1.8 s by its own estimate, gap 0) replays at 2.2 s, slower than keeping every tool on host a (2.0 s)"))
 def test_exact_placement_is_optimal_under_the_replay():
     """Ten 1 s tools from host a: 2^10 = 1,024 assignments, so the search is exhaustive.
-    All on a: 8 lanes, two rounds: 2.0 s. The placer's choice, t8 and t9 on b: q reaches b at 0.4 s,
-    they run 0.4-1.4 s, and their two results share the b -> a link: 1.4-1.8 s and 1.8-2.2 s: 2.2 s.
-    (Without the queueing the placer assumes, both would land at 1.8 s.)"""
-    p = compile(fan_graph(10, tokens=1), DATA / "two_hosts.yaml", pins={"q": "a.host", "o": "a.host"},
-                baseline=False).plan
-    assert p.search is not None and p.search.method == "exhaustive"
-    assert p.metrics.latency_ms <= 2000.0 * (1 + EXACT)
+    All on a: 8 lanes, two rounds: 2.0 s. t8 and t9 on b: q reaches b at 0.4 s (moved once), they run
+    0.4-1.4 s, and their two results share the b -> a link: 1.4-1.8 s and 1.8-2.2 s: 2.2 s. One tool on
+    b: its result lands at 1.8 s, while a's ninth tool runs 1-2 s: 2.0 s. The placer used to let the two
+    results cross the link at once (1.8 s, reported as optimal with gap 0)."""
+    pins = {"q": "a.host", "o": "a.host"}
+    p = compile(fan_graph(10, tokens=1), DATA / "two_hosts.yaml", pins=pins, baseline=False).plan
+    assert p.search is not None and p.search.method == "exhaustive" and p.search.gap == 0.0
+    assert p.metrics.latency_ms == approx(2000.0)
+    assert p.search.objective_value == approx(2.0)  # the placer's own estimate is the replay's
+    both = compile(fan_graph(10, tokens=1), DATA / "two_hosts.yaml", pins={**pins, "t08": "b.host", "t09": "b.host"},
+                   baseline=False).plan
+    assert both.metrics.latency_ms == approx(2200.0)
+    assert both.search is not None and both.search.objective_value == approx(2.2)
 
 
 # ---- the baseline's cluster, chip by chip ---------------------------------------------------------

@@ -421,6 +421,8 @@ def _print_plan(plan: Any, out: Console = out) -> None:
         out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "
                   f"objective {s.objective_value:.4g}, bound {s.bound:.4g} (gap {s.gap:.1%})")
     out.print(f"critical path: {' -> '.join(p.critical_path)}")
+    for w in p.warnings:
+        out.print(f"warning: {w}", style="yellow", markup=False, soft_wrap=True)
 
 
 @app.command()

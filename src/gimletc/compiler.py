@@ -312,6 +312,7 @@ def build_plan(
         overlap=dict(sorted(ctx.overlap.to_plan().items())) if ctx.overlap is not None else {},
         partitions={n: _partition_choice(v) for n, v in sorted(ctx.partitions.items())},
         ir=print_graph(out),
+        warnings=list(pl.warnings) if pl is not None else [],
         sources={
             "metrics": "predicted by the cost model and the single-request replay, not measured",
             "efficiency": "h200 and xeon-host-16c fitted to measurements; other chips derived by rule (docs/cost-model.md)",

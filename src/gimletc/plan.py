@@ -160,6 +160,10 @@ class DeploymentPlan(_M):
                     "folder); `gimletc run` reads no artifact that resolves outside it",
     )
     sources: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="one line each: what in this plan is likely not what the user meant, e.g. a model phase on "
+                    "a host CPU far slower than on an accelerator of the cluster (times from the cost model)")
 
     @field_validator("schema_version")
     @classmethod
@@ -189,8 +193,12 @@ class DeploymentPlan(_M):
         return self
 
     def to_json(self) -> str:
-        """Deterministic JSON: sorted keys, two-space indentation, trailing newline."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, allow_nan=False) + "\n"
+        """Deterministic JSON: sorted keys, two-space indentation, trailing newline. A plan without
+        warnings leaves the field out (it reads back as empty), so plans written before it are unchanged."""
+        data = self.model_dump(mode="json")
+        if not data["warnings"]:
+            del data["warnings"]
+        return json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
     def write(self, path: str | Path) -> None:
         write_atomic(path, self.to_json())
