@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gimletc.cli_serving import STACK_HELP, stack_option
 from gimletc.errors import GimletError
+from gimletc.models.workload import DEFAULT_STACK
 
 app = typer.Typer(
     help="gimletc: compile AI inference across mixed hardware.",
@@ -66,8 +68,6 @@ class PhaseName(str, Enum):
 
 
 
-STACK_HELP = ("software stack: vllm, sglang, trtllm (engine stacks fitted to measured kernels), "
-              "reference (PyTorch-level, calibrated on the H200 rows); fused: deprecated alias of vllm")
 DTYPE_HELP = "format of {} (e.g. bf16, fp8, fp8_block, nvfp4, mxfp4, int4, int8; default: the model's)"
 
 
@@ -90,9 +90,7 @@ def estimate(
     ] = None,
     ctx: Annotated[int, typer.Option(help="tokens already in the KV cache before the step")] = 0,
     chips: Annotated[int, typer.Option(help="chips of this kind the step is split over (tensor parallel)")] = 1,
-    # estimate keeps its old default (one step as the calibration rows measured it); compile, search and
-    # simulate default to the vllm engine stack
-    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: reference]")] = "reference",
+    stack: Annotated[str, typer.Option(help=STACK_HELP)] = DEFAULT_STACK,
     weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("the weights"))] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("the KV cache"))] = None,
     compute_dtype: Annotated[str | None, typer.Option(
@@ -104,14 +102,13 @@ def estimate(
     from gimletc.cost.uncertainty import band
     from gimletc.hardware import get_chip
     from gimletc.models import step_workload
-    from gimletc.models.workload import resolve_stack
 
     phase = phase.value
     if tokens is None:
         if phase != "decode":
             _fail(f"--tokens is required for phase {phase!r} (prompt length for prefill, draft tokens for verify)")
         tokens = 1
-    canonical = resolve_stack(stack)
+    canonical = stack_option(stack)
     m, c = _model_with_dtypes(model, weight_dtype, kv_dtype, compute_dtype), get_chip(chip)
     est = estimate_workload(m, c, step_workload(m, phase, batch, tokens, ctx, canonical), chips)
     b = band(c, canonical, phase, moe=m.moe is not None)
@@ -270,7 +267,7 @@ def compile_cmd(
     objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
     power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
     pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
-    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: vllm]")] = "vllm",
+    stack: Annotated[str, typer.Option(help=STACK_HELP)] = DEFAULT_STACK,
     weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("every LLM call's weights"))] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("every LLM call's KV cache"))] = None,
     compute_dtype: Annotated[str | None, typer.Option(
@@ -299,7 +296,7 @@ def compile_cmd(
         baseline=baseline,
         dump_after=frozenset(dump_ir_after),
         progress=progress,
-        stack=stack,
+        stack=stack_option(stack),
         weight_dtype=weight_dtype,
         kv_dtype=kv_dtype,
         compute_dtype=compute_dtype,
@@ -321,10 +318,10 @@ def compile_cmd(
 
 
 def _print_plan(plan: Any) -> None:
+    from gimletc.cost.uncertainty import with_band
     from gimletc.plan import DeploymentPlan
 
     p: DeploymentPlan = plan
-    m = p.metrics
     out.print(f"[bold]{p.name}[/bold] on {p.cluster.name}: objective {p.objective}, pipeline {p.pipeline}")
     t = Table(title="placements (predicted, cost model)")
     for col in ("op", "kind", "device", "chip", "seconds", "runs"):
@@ -341,31 +338,83 @@ def _print_plan(plan: Any) -> None:
             conv = f"{tr.convert.from_layout}->{tr.convert.to_layout}" if tr.convert else ""
             t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes), f"{tr.seconds * 1e3:.3f}", str(tr.chunks), conv)
         out.print(t)
-    t = Table(title="metrics per request (predicted)")
+    t = Table(title="metrics per request (predicted, with the band each lies in: docs/cost-model.md)")
     t.add_column("metric")
     t.add_column("this plan", justify="right")
     t.add_column(f"baseline: {p.baseline.chips}x {p.baseline.chip}" if p.baseline else "baseline", justify="right")
-    b = p.baseline.metrics if p.baseline else None
-    rows = [
-        ("latency ms", m.latency_ms, b.latency_ms if b else None),
-        ("energy J", m.energy_j, b.energy_j if b else None),
-        ("power W", m.power_w, b.power_w if b else None),
-        ("cost USD", m.cost_usd, b.cost_usd if b else None),
-        ("throughput req/s", m.throughput_rps, b.throughput_rps if b else None),
-    ]
-    for name in sorted(m.ttft_ms):
-        rows.append((f"TTFT {name} ms", m.ttft_ms[name], b.ttft_ms.get(name) if b else None))
-        rows.append((f"TPOT {name} ms", m.tpot_ms[name], b.tpot_ms.get(name) if b else None))
-    for name, a, bb in rows:
-        t.add_row(name, f"{a:.4g}", "-" if bb is None else f"{bb:.4g}")
+    t.add_column("plan vs baseline")
+    for name, a, bb, lower_better in _metric_rows(p):
+        t.add_row(name, with_band(*a), "-" if bb is None else with_band(*bb),
+                  "" if bb is None else _versus(a, bb, lower_better))
     out.print(t)
     if p.speedup is not None:
-        out.print(f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}")
+        out.print(_comparison_line(p))
     if p.search:
         s = p.search
         out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "
                   f"objective {s.objective_value:.4g}, bound {s.bound:.4g} (gap {s.gap:.1%})")
     out.print(f"critical path: {' -> '.join(p.critical_path)}")
+
+
+Figure = tuple[float, "tuple[float, float] | None"]  # a value and its band's interval, if it has one
+
+
+def _metric_rows(p: Any) -> list[tuple[str, Figure, Figure | None, bool]]:
+    """(label, plan figure, baseline figure or None, lower is better) of each metric a plan summary prints."""
+    m, b = p.metrics, (p.baseline.metrics if p.baseline else None)
+
+    def fig(metrics: Any, key: str, call: str | None = None) -> Figure | None:
+        if metrics is None:
+            return None
+        v = getattr(metrics, key)
+        band = getattr(metrics.bands, key) if metrics.bands is not None and hasattr(metrics.bands, key) else None
+        if call is not None:
+            if call not in v:
+                return None
+            v, band = v[call], (band.get(call) if band is not None else None)
+        return v, (band.pair() if band is not None else None)
+
+    rows: list[tuple[str, Figure, Figure | None, bool]] = [
+        ("latency ms", fig(m, "latency_ms"), fig(b, "latency_ms"), True),  # type: ignore[list-item]
+        ("energy J", fig(m, "energy_j"), fig(b, "energy_j"), True),  # type: ignore[list-item]
+        ("power W (TDP)", fig(m, "power_w"), fig(b, "power_w"), True),  # type: ignore[list-item]
+        ("cost USD", fig(m, "cost_usd"), fig(b, "cost_usd"), True),  # type: ignore[list-item]
+        ("throughput req/s", fig(m, "throughput_rps"), fig(b, "throughput_rps"), False),  # type: ignore[list-item]
+    ]
+    for name in sorted(m.ttft_ms):
+        rows.append((f"TTFT {name} ms", fig(m, "ttft_ms", name), fig(b, "ttft_ms", name), True))  # type: ignore[arg-type]
+        rows.append((f"TPOT {name} ms", fig(m, "tpot_ms", name), fig(b, "tpot_ms", name), True))  # type: ignore[arg-type]
+    return rows
+
+
+def _versus(a: Figure, b: Figure, lower_is_better: bool) -> str:
+    """The plan's figure against the baseline's: "not distinguishable" when their bands overlap."""
+    from gimletc.cost.uncertainty import verdict
+
+    (va, ba), (vb, bb) = a, b
+    if va == vb:
+        return "same"
+    if ba is not None and bb is not None:
+        v = verdict(ba, bb, lower_is_better)
+        if v == "not distinguishable":
+            return v
+    ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else float("inf")
+    better = (va < vb) == lower_is_better
+    return f"{ratio:.2f}x {'better' if better else 'worse'}"
+
+
+def _comparison_line(p: Any) -> str:
+    """The speedup and energy ratio over the baseline, with the interval each lies in and, where the
+    bands overlap, "not distinguishable" instead of a winner."""
+    c = p.comparison
+    if c is None:  # a plan written before bands
+        return f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}"
+    lat = (f"{p.speedup:.2f}x (within bands {c.speedup.lo:.2f}x-{c.speedup.hi:.2f}x): "
+           + ("faster than the baseline" if c.latency == "faster" else
+              "slower than the baseline" if c.latency == "slower" else "not distinguishable from the baseline"))
+    en = (f"{p.energy_ratio:.2f} ({c.energy_ratio.lo:.2f}-{c.energy_ratio.hi:.2f}): "
+          + ("less energy" if c.energy == "less" else "more energy" if c.energy == "more" else "not distinguishable"))
+    return f"speedup over the baseline: {lat}\nenergy ratio (plan / baseline): {en}"
 
 
 @app.command()
