@@ -218,6 +218,10 @@ def test_show_prints_not_distinguishable_when_bands_overlap_and_a_winner_when_no
     assert "speedup over the baseline: 1.05x" in out and "not distinguishable from the baseline" in out
     lat_row = next(line for line in out.splitlines() if "latency ms" in line)
     assert "not distinguishable" in lat_row and "±" in lat_row
+    # each op's time with its band; a tool's time is the graph's own, with none
+    r = band(next(p.chip for p in plan.placements if p.kind == "model.decode"), plan.stack, "decode")
+    assert f"{r}" in next(line for line in out.splitlines() if "model.decode" in line)
+    assert "±" not in next(line for line in out.splitlines() if "agent.tool" in line)
 
     lat = plan.metrics.bands.latency_ms
     f = 3 * lat.hi / lat.lo
@@ -239,7 +243,9 @@ def test_plans_from_before_bands_still_load_and_show(rag_plan, tmp_path, capsys)
     old.write_text(json.dumps(d))
     assert load_plan(old).metrics.bands is None
     code, out, _ = run_cli(capsys, "show", str(old))
-    assert code == 0 and "speedup over the baseline" in out and "±" not in out
+    assert code == 0 and "speedup over the baseline" in out and "within bands" not in out
+    lat_row = next(line for line in out.splitlines() if "latency ms" in line)
+    assert "±" not in lat_row and "not distinguishable" not in lat_row
 
 
 # ---- simulate and search -------------------------------------------------------------------------------

@@ -323,20 +323,21 @@ def _print_plan(plan: Any) -> None:
 
     p: DeploymentPlan = plan
     out.print(f"[bold]{p.name}[/bold] on {p.cluster.name}: objective {p.objective}, pipeline {p.pipeline}")
-    t = Table(title="placements (predicted, cost model)")
+    t = Table(title="placements (predicted, cost model; seconds with the band of the op's chip, stack and kind)")
     for col in ("op", "kind", "device", "chip", "seconds", "runs"):
         t.add_column(col, justify="right" if col in ("seconds", "runs") else "left")
     for pl in p.placements:
         t.add_row(pl.op, pl.kind, ",".join(pl.devices) if len(pl.devices) > 1 else pl.device, pl.chip,
-                  f"{pl.seconds:.4f}", f"{pl.runs:g}")
+                  _op_seconds(pl.seconds, pl.kind, pl.chip, p.stack, pl.model), f"{pl.runs:g}")
     out.print(t)
     if p.transfers:
-        t = Table(title="transfers")
+        t = Table(title="transfers (predicted: latency + bytes / bandwidth; band stated, not measured)")
         for col in ("value", "from", "to", "route", "bytes", "ms", "chunks", "convert"):
             t.add_column(col)
         for tr in p.transfers:
             conv = f"{tr.convert.from_layout}->{tr.convert.to_layout}" if tr.convert else ""
-            t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes), f"{tr.seconds * 1e3:.3f}", str(tr.chunks), conv)
+            t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes),
+                      _op_seconds(tr.seconds * 1e3, "exec.send", None, p.stack, None, "{:.3f}"), str(tr.chunks), conv)
         out.print(t)
     t = Table(title="metrics per request (predicted, with the band each lies in: docs/cost-model.md)")
     t.add_column("metric")
@@ -385,6 +386,15 @@ def _metric_rows(p: Any) -> list[tuple[str, Figure, Figure | None, bool]]:
         rows.append((f"TTFT {name} ms", fig(m, "ttft_ms", name), fig(b, "ttft_ms", name), True))  # type: ignore[arg-type]
         rows.append((f"TPOT {name} ms", fig(m, "tpot_ms", name), fig(b, "tpot_ms", name), True))  # type: ignore[arg-type]
     return rows
+
+
+def _op_seconds(value: float, kind: str, chip: str | None, stack: str, model: str | None, form: str = "{:.4f}") -> str:
+    """One op's predicted time with its band (`0.9191 ±10%`); no band for times the graph gives."""
+    from gimletc.analysis.bands import kind_band
+    from gimletc.hardware import get_chip
+
+    b = kind_band(kind, get_chip(chip) if chip else None, stack, model)
+    return form.format(value) + (f" {b}" if b.rel > 0 and value > 0 else "")
 
 
 def _versus(a: Figure, b: Figure, lower_is_better: bool) -> str:

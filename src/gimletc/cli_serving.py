@@ -482,7 +482,7 @@ def _print_search(result: Any, top: int, bands: dict | None = None) -> None:
 
             rank = str(i + 1) if ties[i] is None else f"={ties[i] + 1}"
             t.add_row(rank, e.config.label, str(e.chips), cell(e.goodput_req_s, "goodput_req_s"),
-                      _fmt(e.goodput_tok_s), cell(e.per_chip, "per_chip"), cell(e.per_watt, "per_watt"),
+                      cell(e.goodput_tok_s, "goodput_tok_s"), cell(e.per_chip, "per_chip"), cell(e.per_watt, "per_watt"),
                       cell(e.per_dollar, "per_dollar"), cell(at.tok_s_per_user if at else None, "tok_s_per_user"))
         out.print(t)
         if any(x is not None for x in ties):

@@ -28,7 +28,7 @@ from gimletc.hardware.cluster import Cluster
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op
 
-__all__ = ["STEP_KINDS", "edge_graph", "metric_bands", "op_band"]
+__all__ = ["STEP_KINDS", "edge_graph", "kind_band", "metric_bands", "op_band"]
 
 # The step kind whose band prices each model-level op: a draft step, and each side of an attention/FFN
 # split, are decode steps; verify is its own kind.
@@ -54,23 +54,27 @@ def _is_moe(model: str) -> bool:
     return get_model(model).moe is not None
 
 
+def kind_band(kind: str, chip: Chip | None, stack: str, model: str | None = None) -> Band:
+    """The band of the predicted seconds of an op of `kind` (an exec op kind, or the op kind an exec.compute
+    runs: model.prefill, agent.tool, ...) on `chip` under `stack`; `model` for model ops."""
+    if kind in STEP_KINDS and chip is not None:
+        return uncertainty.band(chip, stack, STEP_KINDS[kind], moe=model is not None and _is_moe(model))
+    if kind in GIVEN_KINDS:
+        return GIVEN
+    if kind in FREE_KINDS:
+        return NO_TIME
+    if kind == "exec.send":
+        return stated("transfer time (latency + bytes / bandwidth per hop)")
+    if kind == "exec.convert":
+        return stated("layout/dtype conversion time")
+    return stated(f"{kind} time (cost model)")
+
+
 def op_band(op: Op, chip: Chip | None, stack: str) -> Band:
     """The band of `op`'s predicted seconds, on `chip` (its device's) under `stack`."""
-    if op.kind == "exec.compute":
-        ko = str(op.attr("kind_of", ""))
-        if ko in STEP_KINDS and chip is not None:
-            model = op.attr("model")
-            return uncertainty.band(chip, stack, STEP_KINDS[ko], moe=model is not None and _is_moe(str(model)))
-        if ko in GIVEN_KINDS:
-            return GIVEN
-        if ko in FREE_KINDS:
-            return NO_TIME
-        return stated(f"{ko} time (cost model)")
-    if op.kind == "exec.send":
-        return stated("transfer time (latency + bytes / bandwidth per hop)")
-    if op.kind == "exec.convert":
-        return stated("layout/dtype conversion time")
-    return stated(f"{op.kind} time")
+    model = op.attr("model")
+    kind = str(op.attr("kind_of", "")) if op.kind == "exec.compute" else op.kind
+    return kind_band(kind, chip, stack, None if model is None else str(model))
 
 
 def edge_graph(graph: Graph, chips: Mapping[str, Chip], stack: str, edge: int,
