@@ -16,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gimletc.cli_serving import STACK_HELP, stack_option
 from gimletc.errors import GimletError
 from gimletc.graph_io import DEFAULT_LOAD_TIMEOUT_S
+from gimletc.models.workload import DEFAULT_STACK
 
 app = typer.Typer(
     help="gimletc: compile AI inference across mixed hardware.",
@@ -85,8 +87,6 @@ class PhaseName(str, Enum):
 
 
 
-STACK_HELP = ("software stack: vllm, sglang, trtllm (engine stacks fitted to measured kernels), "
-              "reference (PyTorch-level, calibrated on the H200 rows); fused: deprecated alias of vllm")
 DTYPE_HELP = "format of {} (e.g. bf16, fp8, fp8_block, nvfp4, mxfp4, int4, int8; default: the model's)"
 
 
@@ -95,6 +95,12 @@ def _model_with_dtypes(model: str, weight: str | None, kv: str | None, compute: 
     from gimletc.models.catalog import with_dtypes
 
     return with_dtypes(get_model(model), weight, kv, compute)
+
+
+# `estimate` prices one step as measured at the PyTorch level unless told otherwise: that is what the
+# shared H200 step times (and step times people time themselves with torch) measure. compile, simulate
+# and search default to the engine stack a deployment runs (issue 10).
+ESTIMATE_STACK_NOTE = "; estimate's default: reference (one step as PyTorch runs it)"
 
 
 @app.command()
@@ -109,28 +115,28 @@ def estimate(
     ] = None,
     ctx: Annotated[int, typer.Option(help="tokens already in the KV cache before the step")] = 0,
     chips: Annotated[int, typer.Option(help="chips of this kind the step is split over (tensor parallel)")] = 1,
-    # estimate keeps its old default (one step as the calibration rows measured it); compile, search and
-    # simulate default to the vllm engine stack
-    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: reference]")] = "reference",
+    stack: Annotated[str, typer.Option(help=STACK_HELP + ESTIMATE_STACK_NOTE)] = "reference",
     weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("the weights"))] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("the KV cache"))] = None,
     compute_dtype: Annotated[str | None, typer.Option(
         "--compute-dtype", help="format GEMMs compute in (default: the weights' where the chip has it, else bf16)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Predict the latency, FLOPs, bytes, bound and energy of one step of a model on a chip."""
+    """Predict the latency, FLOPs, bytes, bound and energy of one step of a model on a chip.
+
+    One step as PyTorch runs it by default (`--stack reference`, what the shared H200 step times measure);
+    `--stack vllm` (or sglang, trtllm) prices it as that serving engine runs it."""
     from gimletc.cost.roofline import estimate_workload
     from gimletc.cost.uncertainty import band
     from gimletc.hardware import get_chip
     from gimletc.models import step_workload
-    from gimletc.models.workload import resolve_stack
 
     phase = phase.value
     if tokens is None:
         if phase != "decode":
             _fail(f"--tokens is required for phase {phase!r} (prompt length for prefill, draft tokens for verify)")
         tokens = 1
-    canonical = resolve_stack(stack)
+    canonical = stack_option(stack)
     m, c = _model_with_dtypes(model, weight_dtype, kv_dtype, compute_dtype), get_chip(chip)
     est = estimate_workload(m, c, step_workload(m, phase, batch, tokens, ctx, canonical), chips)
     b = band(c, canonical, phase, moe=m.moe is not None)
@@ -294,7 +300,7 @@ def compile_cmd(
     objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
     power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
     pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
-    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: vllm]")] = "vllm",
+    stack: Annotated[str, typer.Option(help=STACK_HELP)] = DEFAULT_STACK,
     weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("every LLM call's weights"))] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("every LLM call's KV cache"))] = None,
     compute_dtype: Annotated[str | None, typer.Option(
@@ -346,7 +352,7 @@ def compile_cmd(
         baseline=baseline,
         dump_after=frozenset(dump_ir_after),
         progress=progress,
-        stack=stack,
+        stack=stack_option(stack),
         weight_dtype=weight_dtype,
         kv_dtype=kv_dtype,
         compute_dtype=compute_dtype,
@@ -374,48 +380,38 @@ LONG_COMPILE_OPS = 2000  # from this many ops, compile reports its progress on s
 
 
 def _print_plan(plan: Any, out: Console = out) -> None:
+    from gimletc.cost.uncertainty import with_band
     from gimletc.plan import DeploymentPlan
 
     p: DeploymentPlan = plan
-    m = p.metrics
     out.print(f"[bold]{p.name}[/bold] on {p.cluster.name}: objective {p.objective}, pipeline {p.pipeline}")
-    t = Table(title="placements (predicted, cost model)")
+    t = Table(title="placements (predicted, cost model; seconds with the band of the op's chip, stack and kind)")
     for col in ("op", "kind", "device", "chip", "seconds", "runs"):
         t.add_column(col, justify="right" if col in ("seconds", "runs") else "left")
     for pl in p.placements:
         t.add_row(pl.op, pl.kind, ",".join(pl.devices) if len(pl.devices) > 1 else pl.device, pl.chip,
-                  f"{pl.seconds:.4f}", f"{pl.runs:g}")
+                  _op_seconds(pl.seconds, pl.kind, pl.chip, p.stack, pl.model), f"{pl.runs:g}")
     out.print(t)
     if p.transfers:
-        t = Table(title="transfers")
+        t = Table(title="transfers (predicted: latency + bytes / bandwidth; band stated, not measured)")
         for col in ("value", "from", "to", "route", "bytes", "ms", "chunks", "convert"):
             t.add_column(col)
         for tr in p.transfers:
             conv = f"{tr.convert.from_layout}->{tr.convert.to_layout}" if tr.convert else ""
-            t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes), f"{tr.seconds * 1e3:.3f}", str(tr.chunks), conv)
+            t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes),
+                      _op_seconds(tr.seconds * 1e3, "exec.send", None, p.stack, None, "{:.3f}"), str(tr.chunks), conv)
         out.print(t)
-    t = Table(title="metrics per request (predicted)")
+    t = Table(title="metrics per request (predicted, with the band each lies in: docs/cost-model.md)")
     t.add_column("metric")
     t.add_column("this plan", justify="right")
     t.add_column(f"baseline: {p.baseline.chips}x {p.baseline.chip}" if p.baseline else "baseline", justify="right")
-    b = p.baseline.metrics if p.baseline else None
-    rows = [
-        ("latency ms", m.latency_ms, b.latency_ms if b else None),
-        ("energy J", m.energy_j, b.energy_j if b else None),
-        ("power W", m.power_w, b.power_w if b else None),
-        ("cost USD", m.cost_usd, b.cost_usd if b else None),
-        ("throughput req/s", m.throughput_rps, b.throughput_rps if b else None),
-    ]
-    for name in sorted(m.ttft_ms):
-        rows.append((f"TTFT {name} ms", m.ttft_ms[name], b.ttft_ms.get(name) if b else None))
-        rows.append((f"TPOT {name} ms", m.tpot_ms[name], b.tpot_ms.get(name) if b else None))
-    for name, a, bb in rows:
-        t.add_row(name, f"{a:.4g}", "-" if bb is None else f"{bb:.4g}")
+    t.add_column("plan vs baseline")
+    for name, a, bb, lower_better in _metric_rows(p):
+        t.add_row(name, with_band(*a), "-" if bb is None else with_band(*bb),
+                  "" if bb is None else _versus(a, bb, lower_better))
     out.print(t)
-    if p.speedup is not None or p.energy_ratio is not None:
-        parts = [f"speedup over the baseline: {p.speedup:.2f}x" if p.speedup is not None else "",
-                 f"energy ratio (plan / baseline): {p.energy_ratio:.2f}" if p.energy_ratio is not None else ""]
-        out.print("; ".join(x for x in parts if x))
+    if p.speedup is not None:
+        out.print(_comparison_line(p))
     if p.search:
         s = p.search
         out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "
@@ -423,6 +419,76 @@ def _print_plan(plan: Any, out: Console = out) -> None:
     out.print(f"critical path: {' -> '.join(p.critical_path)}")
     for w in p.warnings:
         out.print(f"warning: {w}", style="yellow", markup=False, soft_wrap=True)
+
+
+Figure = tuple[float, "tuple[float, float] | None"]  # a value and its band's interval, if it has one
+
+
+def _metric_rows(p: Any) -> list[tuple[str, Figure, Figure | None, bool]]:
+    """(label, plan figure, baseline figure or None, lower is better) of each metric a plan summary prints."""
+    m, b = p.metrics, (p.baseline.metrics if p.baseline else None)
+
+    def fig(metrics: Any, key: str, call: str | None = None) -> Figure | None:
+        if metrics is None:
+            return None
+        v = getattr(metrics, key)
+        band = getattr(metrics.bands, key) if metrics.bands is not None and hasattr(metrics.bands, key) else None
+        if call is not None:
+            if call not in v:
+                return None
+            v, band = v[call], (band.get(call) if band is not None else None)
+        return v, (band.pair() if band is not None else None)
+
+    rows: list[tuple[str, Figure, Figure | None, bool]] = [
+        ("latency ms", fig(m, "latency_ms"), fig(b, "latency_ms"), True),  # type: ignore[list-item]
+        ("energy J", fig(m, "energy_j"), fig(b, "energy_j"), True),  # type: ignore[list-item]
+        ("power W (TDP)", fig(m, "power_w"), fig(b, "power_w"), True),  # type: ignore[list-item]
+        ("cost USD", fig(m, "cost_usd"), fig(b, "cost_usd"), True),  # type: ignore[list-item]
+        ("throughput req/s", fig(m, "throughput_rps"), fig(b, "throughput_rps"), False),  # type: ignore[list-item]
+    ]
+    for name in sorted(m.ttft_ms):
+        rows.append((f"TTFT {name} ms", fig(m, "ttft_ms", name), fig(b, "ttft_ms", name), True))  # type: ignore[arg-type]
+        rows.append((f"TPOT {name} ms", fig(m, "tpot_ms", name), fig(b, "tpot_ms", name), True))  # type: ignore[arg-type]
+    return rows
+
+
+def _op_seconds(value: float, kind: str, chip: str | None, stack: str, model: str | None, form: str = "{:.4f}") -> str:
+    """One op's predicted time with its band (`0.9191 ±10%`); no band for times the graph gives."""
+    from gimletc.analysis.bands import kind_band
+    from gimletc.hardware import get_chip
+
+    b = kind_band(kind, get_chip(chip) if chip else None, stack, model)
+    return form.format(value) + (f" {b}" if b.rel > 0 and value > 0 else "")
+
+
+def _versus(a: Figure, b: Figure, lower_is_better: bool) -> str:
+    """The plan's figure against the baseline's: "not distinguishable" when their bands overlap."""
+    from gimletc.cost.uncertainty import verdict
+
+    (va, ba), (vb, bb) = a, b
+    if va == vb:
+        return "same"
+    if ba is not None and bb is not None:
+        v = verdict(ba, bb, lower_is_better)
+        if v == "not distinguishable":
+            return v
+    ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else float("inf")
+    better = (va < vb) == lower_is_better
+    return f"{ratio:.2f}x {'better' if better else 'worse'}"
+
+
+def _comparison_line(p: Any) -> str:
+    """The speedup and energy ratio over the baseline, with the interval each lies in and, where the
+    bands overlap, "not distinguishable" instead of a winner."""
+    c = p.comparison
+    if c is None:  # a plan written before bands
+        return f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}"
+    lat = (f"{p.speedup:.2f}x (within bands {c.speedup.lo:.2f}x-{c.speedup.hi:.2f}x): "
+           + ("faster than the baseline" if c.latency == "faster" else
+              "slower than the baseline" if c.latency == "slower" else "not distinguishable from the baseline"))
+    en = (f"{p.energy_ratio:.2f} ({c.energy_ratio.lo:.2f}-{c.energy_ratio.hi:.2f}): "
+          + ("less energy" if c.energy == "less" else "more energy" if c.energy == "more" else "not distinguishable"))
+    return f"speedup over the baseline: {lat}\nenergy ratio (plan / baseline): {en}"
 
 
 @app.command()

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gimletc import __version__
+from gimletc.analysis.bands import metric_bands
 from gimletc.analysis.metrics import placed_computes, plan_metrics
 from gimletc.analysis.replay import Timeline
 from gimletc.analysis.runs import runs as expected_runs
 from gimletc.cost import accounting
+from gimletc.cost.uncertainty import interval_ratio, verdict
 from gimletc.errors import GimletError
 from gimletc.graph_io import load_graph
 from gimletc.hardware import Cluster, get_chip, load_cluster
@@ -31,9 +33,11 @@ from gimletc.models.workload import DEFAULT_STACK, resolve_stack
 from gimletc.passes.manager import Pass, PartitionScorer, PassContext, PassManager
 from gimletc.passes.place import OBJECTIVES, Place, PlacementError
 from gimletc.passes.results import PartitionReport
+from gimletc.analysis.metrics import Interval, Metrics
 from gimletc.plan import (
     Baseline,
     ClusterDevice,
+    Comparison,
     ClusterSummary,
     Convert,
     DeploymentPlan,
@@ -144,7 +148,8 @@ def _compile(
         if base is not None:
             speedup = base.metrics.latency_ms / plan.metrics.latency_ms if plan.metrics.latency_ms > 0 else None
             ratio = plan.metrics.energy_j / base.metrics.energy_j if base.metrics.energy_j > 0 else None
-            plan = plan.model_copy(update={"baseline": base, "speedup": speedup, "energy_ratio": ratio})
+            plan = plan.model_copy(update={"baseline": base, "speedup": speedup, "energy_ratio": ratio,
+                                           "comparison": compare(plan.metrics, base.metrics)})
         else:
             sources = {**plan.sources, "baseline": "no single-chip-type cluster at this power holds every model"}
             plan = plan.model_copy(update={"sources": sources})
@@ -281,6 +286,7 @@ def build_plan(
         )
 
     metrics = plan_metrics(out, tl, cl)
+    metrics = metrics.model_copy(update={"bands": metric_bands(out, cl, ctx.stack, metrics)})
     pl = ctx.placement
     search = None
     if pl is not None:
@@ -316,7 +322,28 @@ def build_plan(
         sources={
             "metrics": "predicted by the cost model and the single-request replay, not measured",
             "efficiency": "h200 and xeon-host-16c fitted to measurements; other chips derived by rule (docs/cost-model.md)",
+            "bands": "metrics.bands: each figure's interval when every op lies within its cost-model band (held-out "
+                     "errors, or stated where nothing was measured; docs/cost-model.md, uncertainty bands)",
         },
+    )
+
+
+def compare(plan: Metrics, base: Metrics) -> Comparison | None:
+    """This plan's metrics against the baseline's over their bands (None without both bands, or where a
+    denominator's band reaches zero and the ratio has no upper bound)."""
+    if plan.bands is None or base.bands is None:
+        return None
+    p, b = plan.bands, base.bands
+    lat, base_lat = p.latency_ms.pair(), b.latency_ms.pair()
+    en, base_en = p.energy_j.pair(), b.energy_j.pair()
+    if lat[0] <= 0 or base_en[0] <= 0:
+        return None
+    s_lo, s_hi = interval_ratio(base_lat, lat)
+    e_lo, e_hi = interval_ratio(en, base_en)
+    return Comparison(
+        speedup=Interval(lo=s_lo, hi=s_hi), energy_ratio=Interval(lo=e_lo, hi=e_hi),
+        latency=verdict(lat, base_lat, words=("faster", "slower")),  # type: ignore[arg-type]
+        energy=verdict(en, base_en, words=("less", "more")),  # type: ignore[arg-type]
     )
 
 

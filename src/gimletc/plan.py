@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gimletc._io import brief_text, read_data, validate, write_atomic
-from gimletc.analysis.metrics import LLMMetrics, Metrics
+from gimletc.analysis.metrics import Interval, LLMMetrics, MetricBands, Metrics
 from gimletc.errors import ConfigError
 from gimletc.hardware.resources import DEFAULT_HOST_LANES
 
-__all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Convert", "DeploymentPlan", "HostSummary", "LLMMetrics", "Metrics",
-           "PartitionChoice", "Placement", "Search", "Step", "Transfer", "load_plan", "plan_schema", "schema_text"]
+__all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Comparison", "Convert", "DeploymentPlan", "HostSummary",
+           "Interval", "LLMMetrics", "MetricBands", "Metrics", "PartitionChoice", "Placement", "Search", "Step", "Transfer", "load_plan", "plan_schema", "schema_text"]
 
 SCHEMA_VERSION = "1"
 
@@ -108,6 +108,18 @@ class Baseline(_M):
     note: str = ""
 
 
+class Comparison(_M):
+    """This plan against its baseline when every prediction lies within its band (`metrics.bands`)."""
+
+    speedup: Interval = Field(description="baseline latency / this plan's latency over their bands: "
+                                          "[baseline lo / plan hi, baseline hi / plan lo]")
+    energy_ratio: Interval = Field(description="this plan's energy / baseline energy over their bands")
+    latency: Literal["faster", "slower", "not distinguishable"] = Field(
+        description="not distinguishable when the two latency bands overlap (the speedup interval holds 1)")
+    energy: Literal["less", "more", "not distinguishable"] = Field(
+        description="not distinguishable when the two energy bands overlap")
+
+
 class ClusterDevice(_M):
     id: str
     node: str
@@ -137,7 +149,8 @@ class DeploymentPlan(_M):
     objective: str
     power_budget_w: float | None = Field(gt=0)
     pipeline: str
-    stack: str = Field("reference", description="software stack the cost model priced: reference | fused")
+    stack: str = Field("reference", description="software stack the cost model priced: vllm | sglang | trtllm | reference "
+                                                "(plans from before engine stacks: reference | fused)")
     cluster: ClusterSummary
     placements: list[Placement]
     programs: dict[str, list[Step]] = Field(description="per device (or CPU lane, or link): ordered exec ops")
@@ -149,6 +162,10 @@ class DeploymentPlan(_M):
     baseline: Baseline | None = None
     speedup: float | None = Field(None, ge=0, description="baseline latency / this plan's latency (>1: faster)")
     energy_ratio: float | None = Field(None, ge=0, description="this plan's energy / baseline energy (<1: less energy)")
+    comparison: Comparison | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="speedup and energy ratio as intervals over the bands, and whether each difference is "
+                    "distinguishable from the bands")
     partitions: dict[str, PartitionChoice] = Field(
         default_factory=dict, description="per LLM call: how it was partitioned, and the runner-up"
     )
