@@ -202,7 +202,10 @@ class Engines:
 
             self.sim.transfer(req, task, ch, secs, arrived, t)
             return
-        if s.kv_xfer and tpl.kv_user_of[task] >= 0:
+        if tpl.kv_user_of[task] >= 0:
+            # The decode takes over its prefill's cache: moved (kv_xfer, above) or read in place from another
+            # engine's devices. Either way the prefill's copy is freed now and the decode reserves its own when
+            # admitted; holding both would let admitted prefills fill the memory their own decodes wait for.
             self.kv.user_done(req, tpl.kv_user_of[task], t)
         mq.wait.append(job)
         self.kick(eng, t)
