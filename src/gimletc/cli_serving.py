@@ -224,7 +224,9 @@ def register(app: typer.Typer) -> None:
         requests: Annotated[int, typer.Option("--requests", "-n", help="requests per simulation")] = 1000,
         seed: Annotated[int, typer.Option(help="random seed")] = 0,
         tp: Annotated[str | None, typer.Option(help="tensor-parallel sizes to try, e.g. 1,2,4")] = None,
-        modes: Annotated[str, typer.Option(help="agg, disagg or both (comma-separated)")] = "agg,disagg",
+        modes: Annotated[str | None, typer.Option(
+            help="agg, disagg, spec, attn-ffn (comma-separated; default: agg, disagg, spec where the call names a "
+                 "draft, attn-ffn for MoE models)")] = None,
         chips: Annotated[str | None, typer.Option(help="chip types to use (default: all accelerators)")] = None,
         profile: Annotated[ProfileName, typer.Option(help="software stack the step times model")] = ProfileName.vllm,
         weight_dtype: Annotated[str | None, typer.Option(help="serve every model's weights in this format, e.g. fp8")] = None,
@@ -237,6 +239,20 @@ def register(app: typer.Typer) -> None:
             help="concurrent tool/code/retrieval tasks on the host (default: its lanes in the cluster)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="progress on stderr (default on a terminal)")] = False,
+        recommend: Annotated[bool, typer.Option(
+            "--recommend", help="the fewest chips, least power and least cost that serve --rate within the SLO")] = False,
+        rate: Annotated[float | None, typer.Option("--rate", help="with --recommend: requests/s to serve")] = None,
+        save: Annotated[Path | None, typer.Option(
+            "--save", help="write the result as a versioned JSON for deployment (docs/serving.md)")] = None,
+        draft: Annotated[str | None, typer.Option(help="spec: the draft model (default: the one the call names)")] = None,
+        acceptance: Annotated[float | None, typer.Option(
+            help="spec: per-token acceptance of the draft (default: the call's, else 0.7; docs/serving.md)")] = None,
+        dp: Annotated[str | None, typer.Option(
+            help="attention data-parallel sizes with expert parallelism, e.g. 2,4,8 (default: those for MoE models)")] = None,
+        ratios: Annotated[str, typer.Option(help="attn-ffn: attention engines per FFN engine to try (M of M:1)")] = "1,2,4,8",
+        mix: Annotated[bool, typer.Option("--mix/--no-mix", help="let a role's replicas span chip types")] = True,
+        role_policy: Annotated[str | None, typer.Option(
+            "--role-policy", help="a role's own batching policy, e.g. prefill=sglang,decode=vllm")] = None,
     ) -> None:
         """Search replica mixes and chip types for the best goodput per chip, per watt and per dollar under SLOs."""
         from gimletc.graph_io import load_graph
@@ -260,9 +276,7 @@ def register(app: typer.Typer) -> None:
                 raise GimletError(f"--tp takes comma-separated integers; got {tp!r}") from None
             for x in tps:
                 _positive("--tp", x, integer=True)
-        mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
-        if not mode_list or any(m not in ("agg", "disagg") for m in mode_list):
-            raise GimletError(f"--modes takes agg, disagg or agg,disagg; got {modes!r}")
+        mode_list = _modes(modes)
         cfg = _sim_config(max_batch, None, None, None, profile.value, host_lanes,
                           weight_dtype=weight_dtype, kv_dtype=kv_dtype, policy=policy.value if policy else None)
         cl = load_cluster(cluster)
@@ -272,9 +286,26 @@ def register(app: typer.Typer) -> None:
             for c in chip_list:
                 if c not in have:
                     raise GimletError(f"--chips: {cl.name} has no {c!r}; it has {', '.join(have) or 'no accelerators'}")
+        if recommend != (rate is not None):
+            raise GimletError("--recommend and --rate go together: --recommend --rate R finds the least hardware "
+                              "that serves R requests/s")
+        _positive("--rate", rate)
+        if recommend and plot is not None:
+            raise GimletError("--plot draws a search's frontier; --recommend has none")
+        if draft is not None:
+            from gimletc.models import get_model
+
+            get_model(draft)  # an unknown model is its own one-line error
+        if acceptance is not None and not 0 <= acceptance < 1:
+            raise GimletError(f"--acceptance must be in [0, 1); got {acceptance:g}")
         settings = SearchSettings(requests=requests, seed=seed, top_k=configs, max_chips=max_chips, tp=tps,
-                                  modes=mode_list, chips=chip_list, sim=cfg)
+                                  modes=mode_list, chips=chip_list, sim=cfg, dp=_ints("--dp", dp),
+                                  ratios=_ints("--ratios", ratios) or (1,), draft=draft, acceptance=acceptance,
+                                  mix=mix, role_policy=_role_policy(role_policy))
         g = load_graph(graph)
+        if recommend:
+            _recommend(g, cl, slo, float(rate or 0.0), settings, save, as_json, verbose)
+            return
         result = search(g, cl, slo, settings, progress=_progress(verbose))
         png = None
         if plot is not None:
@@ -282,8 +313,15 @@ def register(app: typer.Typer) -> None:
             parts = [f"{k[:-3].upper()} <= {v:g} ms" for k, v in slo_d.items() if k.endswith("_ms") and v is not None]
             png = frontier_png(result.points(), f"{g.attrs.get('gimlet.name', graph.stem)} on {cl.name}: "
                                                 f"{', '.join(parts)} for {slo.share:.0%}")
+        saved = None
+        if save is not None:
+            from gimletc.serving.saved import document_text, search_document
+
+            saved = document_text(search_document(result, g, cl))
         if png is not None and plot is not None:
             write_atomic(plot, png)
+        if saved is not None and save is not None:
+            write_atomic(save, saved)
         if as_json:
             d = result.to_dict(top)
             d["plot"] = str(plot) if plot else None
@@ -292,6 +330,78 @@ def register(app: typer.Typer) -> None:
         _print_search(result, top)
         if plot is not None:
             _out().print(f"wrote {plot}")
+        if save is not None:
+            _out().print(f"wrote {save}")
+
+
+def _modes(text: str | None) -> tuple[str, ...] | None:
+    from gimletc.serving.layout import MODES
+
+    if text is None:
+        return None
+    out = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not out or any(m not in MODES for m in out):
+        raise GimletError(f"--modes takes a comma-separated subset of {', '.join(MODES)}; got {text!r}")
+    return out
+
+
+def _ints(name: str, text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise GimletError(f"{name} takes comma-separated integers; got {text!r}") from None
+    for x in out:
+        _positive(name, x, integer=True)
+    return out
+
+
+def _role_policy(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    out = []
+    for part in text.split(","):
+        role, eq, pol = part.partition("=")
+        if not eq or not role.strip() or not pol.strip():
+            raise GimletError(f"--role-policy takes ROLE=POLICY pairs, e.g. prefill=sglang; got {part!r}")
+        out.append((role.strip(), pol.strip()))
+    return tuple(out)
+
+
+def _recommend(g: Any, cl: Any, slo: Any, rate: float, settings: Any, save: Path | None, as_json: bool,
+               verbose: bool) -> None:
+    from gimletc.serving.search import recommend
+
+    rec = recommend(g, cl, slo, rate, settings, progress=_progress(verbose))
+    if save is not None:
+        from gimletc.serving.saved import save_recommendation
+
+        save_recommendation(save, rec, g, cl)
+    if as_json:
+        sys.stdout.write(json.dumps(rec.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n")
+        return
+    out = _out()
+    s = rec.settings
+    out.print(f"[bold]least hardware for {rate:g} req/s[/bold] with {rec.slo.share:.0%} of requests within "
+              f"{_slo_text(rec.slo.to_dict())} (predicted by the cost model, each checked by simulating "
+              f"{s.requests} Poisson requests at that rate, seed {s.seed})")
+    t = Table(title="recommendation")
+    for col in ("least", "configuration", "chips", "power W", "USD/h", "predicted req/s", "band",
+                "share within SLO", "TTFT p90 ms", "TPOT p90 ms", "tok/s/chip"):
+        t.add_column(col, justify="left" if col in ("least", "configuration") else "right")
+    names = {"chips": "chips", "power": "power", "price": "cost"}
+    for objective, e in rec.picks.items():
+        pt = e.goodput.points[0]
+        t.add_row(names[objective], e.config.label, str(e.chips), _fmt(e.power_w), _fmt(e.price_per_hour),
+                  _fmt(e.predicted_req_s), str(e.band) if e.band else "-", f"{pt.attainment:.1%}",
+                  _fmt(pt.ttft_p90_ms), _fmt(pt.tpot_p90_ms), _fmt(pt.throughput_tok_s / e.chips))
+    out.print(t)
+    for objective, label, att in rec.tried:
+        out.print(f"[dim]{objective}: {label} predicted to serve it, simulated {att:.1%} within the SLO; "
+                  "asked for more[/dim]")
+    if save is not None:
+        out.print(f"wrote {save}")
 
 
 def _print_simulation(d: dict) -> None:
