@@ -212,8 +212,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("search")
     def search_cmd(
-        graph: Annotated[Path, typer.Argument(help="agent graph: a .py file defining `graph`, or .yaml/.json")],
-        cluster: Annotated[str, typer.Option("--cluster", "-c", help="cluster file or preset name")],
+        graph: Annotated[Path | None, typer.Argument(
+            help="agent graph: a .py file defining `graph`, or .yaml/.json")] = None,
+        cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="cluster file or preset name")] = None,
         slo_ttft_ms: Annotated[float | None, typer.Option("--slo-ttft-ms", help="TTFT target, ms")] = None,
         slo_tpot_ms: Annotated[float | None, typer.Option("--slo-tpot-ms", help="TPOT target, ms")] = None,
         slo_share: Annotated[float, typer.Option("--slo-share", help="share of requests that must meet the SLO")] = 0.9,
@@ -253,6 +254,8 @@ def register(app: typer.Typer) -> None:
         mix: Annotated[bool, typer.Option("--mix/--no-mix", help="let a role's replicas span chip types")] = True,
         role_policy: Annotated[str | None, typer.Option(
             "--role-policy", help="a role's own batching policy, e.g. prefill=sglang,decode=vllm")] = None,
+        load: Annotated[Path | None, typer.Option(
+            "--load", help="print a result saved with --save (validated) instead of searching")] = None,
     ) -> None:
         """Search replica mixes and chip types for the best goodput per chip, per watt and per dollar under SLOs."""
         from gimletc.graph_io import load_graph
@@ -260,6 +263,12 @@ def register(app: typer.Typer) -> None:
         from gimletc._io import write_atomic
         from gimletc.serving.plot import frontier_png
         from gimletc.serving.search import SearchSettings, search
+
+        if load is not None:
+            _print_saved(load, as_json)
+            return
+        if graph is None or cluster is None:
+            raise GimletError("search needs an agent graph and --cluster (or --load FILE)")
 
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
         if slo.empty:
@@ -332,6 +341,31 @@ def register(app: typer.Typer) -> None:
             _out().print(f"wrote {plot}")
         if save is not None:
             _out().print(f"wrote {save}")
+
+
+def _print_saved(path: Path, as_json: bool) -> None:
+    from gimletc.serving.saved import document_text, load_search_result
+
+    doc = load_search_result(path)
+    if as_json:
+        sys.stdout.write(document_text(doc))
+        return
+    out = _out()
+    what = f"the least hardware for {doc.rate_req_s:g} req/s" if doc.kind == "recommend" else "a serving search"
+    s = doc.slo
+    slo = _slo_text({"ttft_ms": s.ttft_ms, "tpot_ms": s.tpot_ms})
+    out.print(f"[bold]{path}[/bold]: {what} for {doc.graph} on {doc.cluster} ({doc.stack} stack, {doc.policy} batching), "
+              f"{slo} for {s.share:.0%} of requests; {len(doc.configurations)} configurations")
+    t = Table(title="saved configurations (predicted: cost model; simulated: load simulator)")
+    for col in ("#", "configuration", "chips", "chosen for", "predicted req/s", "simulated req/s", "tok/s/chip",
+                "TPOT p90 ms"):
+        t.add_column(col, justify="left" if col in ("configuration", "chosen for") else "right")
+    for c in doc.configurations:
+        sim = c.simulated
+        t.add_row(str(c.rank), c.label, str(sum(c.chips.values())), ", ".join(c.chosen_for) or "-",
+                  _fmt(c.predicted.req_s), _fmt(sim.rate_req_s if sim else None),
+                  _fmt(sim.tok_s_per_chip if sim else None), _fmt(sim.tpot_p90_ms if sim else None))
+    out.print(t)
 
 
 def _modes(text: str | None) -> tuple[str, ...] | None:

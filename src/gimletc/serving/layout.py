@@ -36,6 +36,7 @@ from gimletc.ir import Graph, Op
 from gimletc.passes.costs import op_seconds
 from gimletc.sim.config import POLICIES, EngineConfig, SimConfig
 from gimletc.sim.policies import batch_params
+from gimletc.sim.steps import profile_for_stack
 from gimletc.sim.workload import CPU, DECODE, PREFILL, ZERO, EngineSpec, HostSpec, TaskSpec, Workload
 
 __all__ = ["MODES", "ROLES", "EngineKind", "Group", "ModelServing", "ServingConfig", "Speculation", "Split",
@@ -446,5 +447,7 @@ def serving_workload(graph: Graph, cluster: Cluster, config: ServingConfig, sim:
 
     chips = config.total_chips
     price = config.price_per_hour()
+    # Without a profile, price as the search predicts: the default engine stack (not the reference one).
+    stack = (sim.profile or profile_for_stack(None)).name
     return Workload(g, classify, engines, es.pools, es.pool_names, [host], es.models, [], route,
-                    str(graph.attrs.get("gimlet.name", "graph")), "calibrated", chips, config.power_w(), price or 0.0)
+                    str(graph.attrs.get("gimlet.name", "graph")), stack, chips, config.power_w(), price or 0.0)

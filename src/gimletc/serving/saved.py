@@ -175,8 +175,9 @@ class SavedSearch(_M):
     configurations: list[SavedConfig]
 
     def configs(self) -> list[ServingConfig]:
-        """Each configuration as the search made it (the loader has checked each one builds)."""
-        return [_config(c) for c in self.configurations]
+        """Each configuration as the search made it (the loader has checked each one builds); a group running
+        the document's default policy comes back with none of its own."""
+        return [_config(c, self.policy) for c in self.configurations]
 
     def slo_(self) -> SLO:
         s = self.slo
@@ -184,10 +185,11 @@ class SavedSearch(_M):
                    s.share)
 
 
-def _config(c: SavedConfig) -> ServingConfig:
+def _config(c: SavedConfig, default_policy: str | None = None) -> ServingConfig:
     models = []
     for m in c.models:
-        groups = tuple(Group(g.role, EngineKind(g.chip, g.tp, g.dp), g.replicas, g.policy) for g in m.groups)
+        groups = tuple(Group(g.role, EngineKind(g.chip, g.tp, g.dp), g.replicas,
+                             None if g.policy == default_policy else g.policy) for g in m.groups)
         spec = Speculation(m.spec.draft, m.spec.k, m.spec.acceptance) if m.spec else None
         split = Split(m.split.attn, m.split.ffn, m.split.micro_batches) if m.split else None
         models.append(ModelServing(m.model, m.mode, groups, m.chunked_prefill, spec, split))
@@ -207,7 +209,7 @@ def load_search_result(path: str | Path) -> SavedSearch:
     for i, c in enumerate(s.configurations):
         where = f"{src}: configurations[{i}] ({c.label})"
         try:
-            cfg = _config(c)
+            cfg = _config(c, s.policy)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
         for m in c.models:

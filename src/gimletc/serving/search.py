@@ -40,9 +40,13 @@ chip-seconds per request, and the i-th best candidate of every model (per mode) 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import math
-from collections.abc import Callable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -600,7 +604,6 @@ def solve(roles: Sequence[Sequence[_Option]], budgets: dict[str, int], total: in
     if n == 0:
         return None
     types = sorted({c for o in opts for c, _ in o.chips})
-    chip_of = {c: get_chip(c) for c in types}
     A: list[list[float]] = []
     lo: list[float] = []
     hi: list[float] = []
@@ -624,40 +627,81 @@ def solve(roles: Sequence[Sequence[_Option]], budgets: dict[str, int], total: in
     hi.append(float(total))
     ub = [float(min([total // max(1, o.total)] + [budgets.get(c, 0) // k for c, k in o.chips])) for o in opts]
     integrality = np.array([1] * n + [0])
-    weights = {
-        "chips": [float(o.total) for o in opts],
-        "power": [sum(chip_of[c].tdp_w * k for c, k in o.chips) for o in opts],
-        "price": [sum((chip_of[c].price_per_hour or 0.0) * k for c, k in o.chips) for o in opts],
-    }
+
+    def weights(what: str) -> list[float]:
+        if what == "chips":
+            return [float(o.total) for o in opts]
+        if what == "power":
+            return [sum(get_chip(c).tdp_w * k for c, k in o.chips) for o in opts]
+        if what == "price":
+            return [sum((get_chip(c).price_per_hour or 0.0) * k for c, k in o.chips) for o in opts]
+        raise GimletError(f"unknown objective {what!r}; choose rate, chips, power or price")
+
     rate_lo = 0.0 if need is None else need
+
+    def split_counts(x: list[int]) -> list[list[int]]:
+        out, i = [], 0
+        for r in roles:
+            out.append(x[i:i + len(r)])
+            i += len(r)
+        return out
+
+    def achieved(x: list[int]) -> float:
+        return min(sum(o.rate * k for o, k in zip(r, cs, strict=True))
+                   for r, cs in zip(roles, split_counts(x), strict=True))
 
     def run(c: list[float], r_lo: float) -> Any:
         bounds = Bounds([0.0] * n + [r_lo], ub + [np.inf])
-        return milp(np.array(c), constraints=LinearConstraint(np.array(A), np.array(lo), np.array(hi)),
-                    integrality=integrality, bounds=bounds)
+        with _quiet_stdout():
+            return milp(np.array(c), constraints=LinearConstraint(np.array(A), np.array(lo), np.array(hi)),
+                        integrality=integrality, bounds=bounds)
 
     if objective == "rate":
         res = run([0.0] * n + [-1.0], rate_lo)
         if res.status != 0 or res.x is None or res.x[n] <= 0:
             return None
-        r_best = float(res.x[n])
-        res = run(weights["chips"] + [0.0], r_best * (1 - 1e-9))
+        # The rate the integer counts serve (the solver's R may sit a tolerance above it), then the fewest chips.
+        r_best = achieved([int(round(v)) for v in res.x[:n]])
+        if r_best <= 0:
+            return None
+        res = run(weights("chips") + [0.0], r_best * (1 - 1e-7))
     else:
-        if objective not in weights:
-            raise GimletError(f"unknown objective {objective!r}; choose rate, chips, power or price")
+        w = weights(objective)
         if need is None:
             raise GimletError(f"objective {objective} needs a rate to serve")
         # Ties (equal chips, power or price): the one that serves the most.
-        res = run(weights[objective] + [-1e-6], rate_lo)
+        res = run(w + [-1e-6], rate_lo)
     if res.status != 0 or res.x is None:
         return None
     x = [int(round(v)) for v in res.x[:n]]
-    counts, i = [], 0
-    for r in roles:
-        counts.append(x[i:i + len(r)])
-        i += len(r)
-    rate = min(sum(o.rate * k for o, k in zip(r, cs, strict=True)) for r, cs in zip(roles, counts, strict=True))
-    return (rate, counts) if rate > 0 else None
+    rate = achieved(x)
+    return (rate, split_counts(x)) if rate > 0 else None
+
+
+_LIBC = ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """HiGHS's MIP solver prints some diagnostics with C's printf, whatever its options say; keep them off
+    stdout (which may be carrying --json)."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no real file behind stdout (captured): nothing to guard
+        yield
+        return
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            try:
+                yield
+            finally:
+                _LIBC.fflush(None)  # what C buffered goes to /dev/null too
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
 
 
 MODE_OPTION_ROLES: dict[str, tuple[str, ...]] = {"agg": ("agg",), "disagg": ("prefill", "decode"), "spec": ("spec",),
