@@ -851,9 +851,14 @@ def _predict_all(graph: Graph, cluster: Cluster, slo: SLO, settings: SearchSetti
         per_model[model] = _model_candidates(sp, budgets, share, settings, modes_of[model])
     configs: list[Candidate] = []
     seen = set()
-    modes = [m for m in MODES if all(m in modes_of[x] for x in spaces)]
-    for mode in modes:
-        lists = [per_model[m][mode] for m in sorted(per_model)]
+    # Per mode, each model that has candidates in it uses them; the others (a model without a draft under
+    # spec, say) their best candidates of any mode.
+    overall = {m: sorted((c for lst in per_model[m].values() for c in lst),
+                         key=lambda c: (-c[1] / max(1, sum(c[0].chips().values())), c[0].label)) for m in per_model}
+    for mode in MODES:
+        if not any(per_model[m].get(mode) for m in per_model):
+            continue
+        lists = [per_model[m].get(mode) or overall[m] for m in sorted(per_model)]
         if any(not lst for lst in lists):
             continue
         for i in range(max(len(lst) for lst in lists)):
