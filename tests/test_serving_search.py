@@ -387,3 +387,9 @@ def test_cli_save_load_and_recommend(capsys, tmp_path, saved):
                                "--save", str(target), *args)
         assert code == 2 and needle in err and err.count("\n") == 1, (args, err)
         assert not target.exists()
+
+
+def test_published_schema_is_current():
+    from gimletc.serving.saved import saved_schema_text
+
+    assert (Path(__file__).parents[1] / "docs" / "search.schema.json").read_text() == saved_schema_text()
