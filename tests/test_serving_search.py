@@ -197,6 +197,8 @@ def test_speculative_unit_prices_rounds_and_serves_at_the_predicted_tpot():
     cost = SpecCost(get_model("gpt-oss-120b"), get_chip("h100-sxm"), 1, prof, get_model(draft),
                     get_chip("dmatrix-corsair"), 1, k, a, link_s)
     ctx = 8 * CTX_STEP
+    cost.prefill(1, 512, ctx)
+    cost.mixed(512, 0, 1, ctx)  # pricing a mixed step must not leave the target's plain decode in the cache
     d = estimate(get_model(draft), get_chip("dmatrix-corsair"), "decode", 1, 1, ctx, stack="vllm").latency_s
     v = estimate(get_model("gpt-oss-120b"), get_chip("h100-sxm"), "verify", 1, k + 1, ctx, stack="vllm").latency_s
     assert cost.decode(1, ctx)[0] == pytest.approx((k * d + v + link_s) / expected_tokens(k, a), rel=1e-9)

@@ -59,6 +59,7 @@ class SpecCost(StepCost):
     def __init__(self, target: Model, chip: Chip, chips: int, prof: SoftwareProfile, draft: Model, draft_chip: Chip,
                  draft_chips: int, k: int, acceptance: float, link_s: float):
         super().__init__(target, chip, chips, prof)
+        self.target = StepCost(target, chip, chips, prof)  # the target's own steps (this object's caches are per token)
         self.draft = StepCost(draft, draft_chip, draft_chips, prof)
         self.k, self.acceptance, self.link_s = k, acceptance, link_s
         self.per_round = expected_tokens(k, acceptance)
@@ -95,7 +96,7 @@ class SpecCost(StepCost):
         key = (batch, tokens, ctx)
         v = self._pre.get(key)
         if v is None:
-            t, b = StepCost.prefill(self, batch, tokens, ctx)
+            t, b = self.target.prefill(batch, tokens, ctx)
             d = self.draft.prefill(batch, tokens, ctx)
             v = self._pre[key] = (max(t, d[0]), b)
         return v
@@ -105,8 +106,8 @@ class SpecCost(StepCost):
         v = self._mix.get(key)
         if v is None:
             # The target's chunk and decode tokens in one pass, the decode part replaced by a speculative token.
-            t, b = StepCost._mixed_point(self, chunk, chunk_ctx, batch, k)
-            plain = StepCost._dec_point(self, batch, k)
+            t, b = self.target._mixed_point(chunk, chunk_ctx, batch, k)
+            plain = self.target._dec_point(batch, k)
             spec = self._dec_point(batch, k)
             v = self._mix[key] = (t - plain[0] + spec[0], b - plain[1] + spec[1])
         return v
