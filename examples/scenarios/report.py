@@ -235,6 +235,11 @@ def splitwise() -> list[str]:
     return out
 
 
+def draft_chips(e: Evaluation) -> int:
+    """Chips of the configuration's speculative draft engines."""
+    return sum(g.chips for m in e.config.models for g in m.groups if g.role == "draft")
+
+
 def decode_gpus(e: Evaluation) -> int:
     """Chips of the configuration's engines other than its prefill engines."""
     return e.chips - sum(g.chips for m in e.config.models for g in m.groups if g.role == "prefill")
@@ -431,6 +436,7 @@ def gpt_oss_b200() -> list[str]:
     lo = [(t, kw(h) / kw(gs)) for t, h, gs, _ in data if kw(h) > 0 and kw(gs) > 0]
     below = [t for t, x in lo if x < 4.0]
     above = [t for t, x in lo if x >= 4.0]
+    peak_gs = next((gs for t, _, gs, _ in data if ps and t == ps[0]), None)
     lines = [
         "## 5. gpt-oss-120b, 8K in / 1K out, the draft on Corsair and B200s verifying",
         "",
@@ -471,6 +477,13 @@ def gpt_oss_b200() -> list[str]:
            if above and only_s else "")
         + (f" and not at {', '.join(f'{t:g}' for t in below)} ms, where the shift is below 4x" if below and
            above else "")
+        + (f". The GPU-only speculative configurations give their draft a B200 of its own (the search's "
+           f"speculative unit; a draft sharing the verifying GPU is not a search role): the one at the peak uses "
+           f"{peak_gs.chips - draft_chips(peak_gs)} verifying and {draft_chips(peak_gs)} drafting B200s, and with "
+           f"its rounds unchanged on the verifying B200s alone the shift there would be "
+           f"{ps[1] * (peak_gs.chips - draft_chips(peak_gs)) / peak_gs.chips:.2f}x, still "
+           + ("above" if ps[1] * (peak_gs.chips - draft_chips(peak_gs)) / peak_gs.chips >= 4.0 else "below")
+           + " 4x" if ps and peak_gs is not None else "")
         + ". Why, from the numbers (decode steps at 9,000 tokens of context, one chip, the cost model): a round "
         "is k draft steps, then one verify on the B200. At batch 1 a draft step of llama-3.2-1b@mxint8 takes "
         f"{d_g1:.2f} ms on a B200, {d_g1 / t_1:.0%} of a gpt-oss-120b step ({t_1:.2f} ms), and {d_c1:.3f} ms on "
