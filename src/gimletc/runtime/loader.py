@@ -12,6 +12,7 @@ or a Ray actor on another machine builds the same executors from it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zlib
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gimletc._io import brief, brief_text
 from gimletc.errors import GimletError
 from gimletc.hardware import get_chip
 from gimletc.hardware.resources import device_of
@@ -247,29 +249,58 @@ def load_tools(spec: str) -> dict[str, Callable[..., Any]]:
     or a function returning one.
 
     This runs the user's module: the caller asks for it by naming it (`gimletc run --tools`);
-    nothing in a plan ever names code to run."""
+    nothing in a plan ever names code to run. Whatever the module does wrong (an exception at
+    import, sys.exit, a factory that raises, a tool that raises when the plan calls it) is a
+    one-line RunError naming `spec`, the tool and the exception."""
     import importlib
     import importlib.util
 
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise RunError(f"--tools takes MODULE:ATTRIBUTE or FILE.py:ATTRIBUTE (a dict of op name -> callable); got {spec!r}")
+    what = f"importing {target}"
     try:
         if target.endswith(".py"):
             path = Path(target)
             if not path.is_file():
-                raise RunError(f"--tools {spec}: {target} does not exist")
+                raise RunError(f"--tools {spec}: {target} does not exist" if not path.exists()
+                               else f"--tools {spec}: {target} is not a regular file")
             mod_spec = importlib.util.spec_from_file_location(f"gimletc_tools_{path.stem}", path)
-            assert mod_spec is not None and mod_spec.loader is not None
+            if mod_spec is None or mod_spec.loader is None:
+                raise RunError(f"--tools {spec}: {target} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
+        if not hasattr(module, attr):
+            raise RunError(f"--tools {spec}: module {target} has no attribute {attr!r}")
         obj = getattr(module, attr)
-    except (ImportError, AttributeError, SyntaxError) as e:
-        raise RunError(f"--tools {spec}: {type(e).__name__}: {e}") from None
-    if callable(obj) and not isinstance(obj, Mapping):
-        obj = obj()
-    if not isinstance(obj, Mapping) or not all(callable(f) for f in obj.values()):
-        raise RunError(f"--tools {spec}: expected a mapping of op name to callable")
-    return dict(obj)
+        if callable(obj) and not isinstance(obj, Mapping):
+            what = f"calling {attr}() of {target}"
+            obj = obj()
+    except GimletError:
+        raise
+    except SystemExit as e:
+        raise RunError(f"--tools {spec}: {what} called sys.exit({brief(e.code)})") from None
+    except (Exception, GeneratorExit) as e:  # noqa: BLE001 - the user's module: anything it raises, in one line
+        raise RunError(f"--tools {spec}: {what} raised {type(e).__name__}: {brief_text(str(e))}") from e
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and callable(f) for k, f in obj.items()):
+        raise RunError(f"--tools {spec}: expected a mapping of op name to callable; got {brief(obj)}")
+    return {name: _tool(spec, name, fn) for name, fn in obj.items()}
+
+
+def _tool(spec: str, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, whose failures (sys.exit included: it runs on a worker thread) name the module and the tool."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GimletError:
+            raise
+        except SystemExit as e:
+            raise RunError(f"--tools {spec}: tool {name!r} called sys.exit({brief(e.code)})") from None
+        except Exception as e:  # noqa: BLE001 - the user's tool: anything it raises, in one line
+            raise RunError(f"--tools {spec}: tool {name!r} raised {type(e).__name__}: {brief_text(str(e))}") from e
+
+    return call
