@@ -190,8 +190,12 @@ class LoadedPlan:
             if draft:
                 dmodel = str(draft[0]["model"])
                 self.reference_for(dmodel, op)
+                k = draft[0].get("draft_k", 4)
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                    raise RunError(f"artifact {draft[0]['path']} (op {name}): draft_k = {k!r} tokens drafted per step; "
+                                   "it must be an integer >= 1 (rebuild with `gimletc build --draft LLM=DRAFT.onnx:K`)")
                 mine.append(PartSpec(name, "draft", dmodel, str(draft[0]["partition"]), self.reference_data[dmodel],
-                                     self._candidates(op, arts, "draft"), int(draft[0].get("draft_k", 4))))
+                                     self._candidates(op, arts, "draft"), k))
         for op, _ in self.graph.walk():  # a device that only converts KV caches still has a program
             if op.kind == "exec.convert":
                 parts.setdefault(str(op.attr("device")), [])
