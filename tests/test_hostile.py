@@ -128,6 +128,8 @@ def _plan_unchanged(d: Path) -> None:
 
 
 def run_args(d: Path, *extra: str) -> list[str]:
+    if "--tools" not in extra:
+        extra = (*extra, "--tools", f"{TINY / 'tools.py'}:registry")
     return ["run", str(tiny_plan(built=True)), *extra]
 
 
@@ -375,6 +377,11 @@ CASES = [
         d, "import sys\ndef post(x):\n    sys.exit(0)\nregistry = {'post': post}\n")), ("tool 'post'", "sys.exit(0)")),
     Case("--tools names no mapping", lambda d: run_args(d, "--tools", tools_file(d, "registry = {'post': 3}\n")),
          ("mapping of op name to callable",)),
+    Case("run --inputs naming no input", lambda d: run_args(d, "--inputs", write(d, "in.json", '{"nosuch": [1]}')),
+         ("no input named 'nosuch'", "question")),
+    Case("run --inputs with a 23-digit token id", lambda d: run_args(
+        d, "--inputs", write(d, "in.json", '{"question": [99999999999999999999999]}')),
+         ("in.json", "question", "64-bit integer")),
     Case("build --backend bogus", lambda d: build_args(d, "--backend", "bogus"), ("bogus", "llvm-cpu"),
          absent=(), check=_plan_unchanged),
     Case("build --draft of a missing file", lambda d: build_args(d, "--no-iree", "--draft", "answer=/nope.onnx"),

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gimletc._io import read_data
+from gimletc._io import brief, read_data
 from gimletc.errors import GimletError
 
 __all__ = ["register"]
@@ -55,6 +55,10 @@ def _read_inputs(path: Path | None) -> dict[str, Any]:
     data = read_data(path)
     if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(x, int) for x in v) for v in data.values()):
         raise GimletError(f"{path}: expected an object mapping input names to lists of token ids")
+    for name, ids in data.items():
+        bad = next((x for x in ids if isinstance(x, bool) or not -(2**63) <= x < 2**63), None)
+        if bad is not None:
+            raise GimletError(f"{path}: {name}: token id {brief(bad)} is not a 64-bit integer")
     return data
 
 

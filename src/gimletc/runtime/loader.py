@@ -235,13 +235,24 @@ class LoadedPlan:
             )
 
     def request(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The request's input token ids, made before the run starts: the caller's, else fixed pseudo-random ids."""
+        """The request's input token ids, made before the run starts: the caller's, else fixed pseudo-random ids.
+        (A model reads ids modulo its vocabulary, `gimletc.runtime.calls`.) An input the plan does not
+        have, or ids that are not 64-bit integers, is a RunError naming it."""
+        names = {str(op.attr("of")) for op, _ in self.graph.walk()
+                 if op.kind == "exec.compute" and op.attr("kind_of") == "agent.input"}
+        for name in sorted(set(inputs) - names, key=str):
+            raise RunError(f"inputs: plan {self.plan.name} has no input named {name!r} (its inputs: "
+                           f"{', '.join(sorted(names)) or 'none'})")
         out = {}
         for op, _ in self.graph.walk():
             if op.kind == "exec.compute" and op.attr("kind_of") == "agent.input":
                 name = str(op.attr("of"))
                 if name in inputs:
-                    out[op.name] = np.asarray(inputs[name], dtype=np.int64).reshape(-1)
+                    try:
+                        out[op.name] = np.asarray(inputs[name], dtype=np.int64).reshape(-1)
+                    except (TypeError, ValueError, OverflowError):
+                        raise RunError(f"inputs: {name}: expected a list of token ids (64-bit integers); got "
+                                       f"{brief(inputs[name])}") from None
                 else:
                     rng = np.random.default_rng(zlib.crc32(name.encode()))
                     out[op.name] = rng.integers(0, 2**31 - 1, size=int(op.attr("tokens", 0)), dtype=np.int64)
