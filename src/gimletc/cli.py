@@ -632,6 +632,7 @@ from gimletc.cli_serving import register as _register_serving; _register_serving
 from gimletc.cli_runtime import register as _register_runtime; _register_runtime(app)  # noqa: E402, E702
 from gimletc.cli_report import register as _register_report; _register_report(app)  # noqa: E402, E702
 from gimletc.cli_opt import register as _register_opt; _register_opt(app)  # noqa: E402, E702
+from gimletc.cli_deploy import register as _register_deploy; _register_deploy(app)  # noqa: E402, E702
 
 
 REPORT_BUGS = ("this is a bug in gimletc: please report it to the gimletc maintainers with the command line and "
