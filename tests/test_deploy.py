@@ -166,6 +166,13 @@ def check_argv(argv: list[str], table: dict[str, list[str]]) -> set[str]:
         if kind[0] == "flag":
             i += 1
             continue
+        if kind[0] == "words+":  # one or more values, up to the next flag
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            assert j > i + 1, (flag, "needs at least one value")
+            i = j
+            continue
         n = int(kind[1]) if kind[0] == "words" else 1
         values = argv[i + 1:i + 1 + n]
         assert len(values) == n and not any(v.startswith("--") for v in values), (flag, values)
@@ -334,6 +341,145 @@ def test_cli_deploy_bad_plan_is_one_line_and_writes_nothing(capsys, tmp_path):
 def test_unknown_engine_is_a_deploy_error(demo_plan):
     with pytest.raises(DeployError, match="unknown engine 'trtllm'"):
         from_plan(demo_plan, "trtllm")
+
+
+# ---- a saved serving search as a deployment ----------------------------------------------------------------
+
+SEARCH = ("search", str(ROOT / "examples/rag.py"), "--cluster", str(ROOT / "examples/clusters/gpu_only.yaml"),
+          "--slo-ttft-ms", "300", "--slo-tpot-ms", "10", "--requests", "100")
+BEST_DISAGG = "disagg 4x h100-sxm TP1 prefill + 2x h100-sxm TP2 decode"  # what the goldens were written for
+
+
+def _saved(tmp_path_factory, modes: str) -> Path:
+    path = tmp_path_factory.mktemp("search") / "search.json"
+    code, out, err = run_cli(_NoCapture(), *SEARCH, "--modes", modes, "--save", str(path))
+    assert code == 0, err
+    return path
+
+
+class _NoCapture:
+    """run_cli's capsys for module fixtures (which cannot take the function-scoped capsys)."""
+
+    def readouterr(self):
+        class _C:
+            out = err = ""
+        return _C()
+
+
+@pytest.fixture(scope="module")
+def saved_disagg(tmp_path_factory):
+    """`gimletc search examples/rag.py --cluster gpu_only.yaml --modes disagg --requests 100 --save FILE`."""
+    return _saved(tmp_path_factory, "disagg")
+
+
+@pytest.fixture(scope="module")
+def saved_agg(tmp_path_factory):
+    return _saved(tmp_path_factory, "agg")
+
+
+def search_deployment(path: Path, engine: str, rank: int | None = None, policy: str | None = None):
+    from gimletc.deploy.search import from_search
+    from gimletc.serving.saved import load_search_result
+
+    return from_search(load_search_result(path), str(path), engine, rank, policy)
+
+
+def test_saved_disagg_search_ranks_first_the_configuration_the_goldens_describe(saved_disagg):
+    doc = json.loads(saved_disagg.read_text())
+    assert doc["configurations"][0]["rank"] == 1 and doc["configurations"][0]["label"] == BEST_DISAGG, \
+        "the search's best configuration moved: rewrite tests/golden/deploy/*/search_disagg.* by hand for the new one"
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_search_launches_equal_the_hand_written_goldens(engine, saved_disagg):
+    d = search_deployment(saved_disagg, engine)
+    got = {lc.group: (dict(lc.env), list(lc.argv)) for lc in render(d, engine).launches}
+    want = read_golden(GOLDEN / engine / "search_disagg.txt")
+    assert sorted(got) == sorted(want)
+    for group, (env, argv) in want.items():
+        assert got[group][1] == argv, group
+        assert got[group][0] == env, group
+
+
+def test_search_dynamo_manifest_equals_the_hand_written_golden(saved_disagg):
+    r = render(search_deployment(saved_disagg, "dynamo", policy="vllm"), "dynamo", "vllm")
+    assert yaml.safe_load(r.files["dynamo/deployment.yaml"]) == \
+        yaml.safe_load((GOLDEN / "dynamo" / "search_disagg.yaml").read_text())
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo-vllm", "dynamo-sglang"])
+def test_every_flag_of_every_saved_configuration_is_the_engines_own(engine, saved_disagg, saved_agg):
+    """Each configuration of both saved searches (aggregated pools behind a router, disaggregated pools of
+    several sizes), every launch's flags against the engine's declarations."""
+    eng, _, backend = engine.partition("-")
+    table = read_flags(GOLDEN / "flags" / ("vllm-0.31.0.txt" if (backend or eng) == "vllm" else "sglang-0.5.21.txt"))
+    seen: set[str] = set()
+    for path in (saved_disagg, saved_agg):
+        for c in json.loads(path.read_text())["configurations"]:
+            d = search_deployment(path, eng, c["rank"], backend or None)
+            for lc in render(d, eng, backend or "vllm").launches:
+                seen |= check_argv(list(lc.argv), table)
+    if eng == "sglang":
+        assert {"--worker-urls", "--pd-disaggregation", "--disaggregation-bootstrap-port"} <= seen
+
+
+def test_aggregated_pool_gets_a_router_and_dynamo_replicas(saved_agg):
+    doc = json.loads(saved_agg.read_text())
+    best = doc["configurations"][0]
+    group = best["models"][0]["groups"][0]
+    assert group["role"] == "agg" and group["replicas"] > 1
+    d = search_deployment(saved_agg, "sglang")
+    r = render(d, "sglang")
+    router = next(lc for lc in r.launches if lc.group.startswith("router-"))
+    urls = list(router.argv[router.argv.index("--worker-urls") + 1:router.argv.index("--host")])
+    assert len(urls) == group["replicas"] == len({lc.group for lc in r.launches} - {router.group})
+    assert r.endpoints["answer"].endswith(f":{router.argv[-1]}")
+    devices = [tuple(e["devices"]) for e in group["engines"]]
+    assert [g.devices for g in d.groups] == devices  # each server on the devices the search placed it on
+    comp = yaml.safe_load(render(search_deployment(saved_agg, "dynamo"), "dynamo").files["dynamo/deployment.yaml"])
+    workers = comp["spec"]["components"][1:]
+    assert [(w["type"], w["replicas"]) for w in workers] == [("worker", group["replicas"])]
+    assert workers[0]["podTemplate"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": str(group["tp"])}
+
+
+def test_cli_deploys_a_saved_search_with_its_own_prediction(capsys, tmp_path, saved_disagg):
+    out = tmp_path / "dep"
+    r = gim(capsys, "deploy", str(saved_disagg), "--engine", "sglang", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert "router-llama-3-1-8b-decode" in r.stdout
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert "benchmark/predicted.json" in files and "sglang/router-llama-3-1-8b-decode.sh" in files
+    doc = json.loads(saved_disagg.read_text())
+    sim = doc["configurations"][0]["simulated"]
+    pred = json.loads((out / "benchmark/predicted.json").read_text())
+    assert pred["ttft_ms"]["p90"] == sim["ttft_p90_ms"] and pred["throughput_tok_s"] == sim["tok_s"]
+    shape = json.loads((out / "benchmark/workload.json").read_text())
+    call = doc["workload"]["llama-3.1-8b"]["calls"][0]
+    assert [(n["id"], n["input_tokens"], n["output_tokens"]) for n in shape["nodes"]] == \
+        [("answer", call["prompt_tokens"] + call["context_tokens"], call["output_tokens"])]
+    readme = (out / "README.md").read_text()
+    assert f"--rate {sim['rate_req_s']!r} --requests 100 --slo-ttft-ms 300 --slo-tpot-ms 10" in readme
+    # compare reads the search's prediction (a measurement made of its own figures lies on them)
+    measured = dict(pred, source="measured: hand-made", ttft_ms={"p90": pred["ttft_ms"]["p90"] * 1.1})
+    (tmp_path / "m.json").write_text(json.dumps(measured))
+    r = gim(capsys, "compare", str(out / "benchmark/predicted.json"), str(tmp_path / "m.json"), "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["figure"]: row for row in json.loads(r.stdout)["rows"]}
+    assert rows["TTFT p90 ms"]["error"] == pytest.approx(0.1) and json.loads(r.stdout)["warnings"] == []
+    # --config picks another rank; a rank the file lacks, or --config with a plan, is one line
+    r = gim(capsys, "deploy", str(saved_disagg), "--engine", "vllm", "-o", str(tmp_path / "d2"), "--config", "2")
+    assert r.exit_code == 0 and doc["configurations"][1]["label"] in (tmp_path / "d2/README.md").read_text()
+    r = gim(capsys, "deploy", str(saved_disagg), "--engine", "vllm", "-o", str(tmp_path / "d3"), "--config", "99")
+    assert r.exit_code == 2 and "no configuration of rank 99" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d3").exists()
+
+
+def test_deploy_config_option_needs_a_saved_search(capsys, tmp_path, disagg_plan):
+    plan = tmp_path / "plan.json"
+    disagg_plan.write(plan)
+    r = gim(capsys, "deploy", str(plan), "--engine", "vllm", "-o", str(tmp_path / "d"), "--config", "1")
+    assert r.exit_code == 2 and "is a plan, not a saved search result" in r.stderr
+    assert not (tmp_path / "d").exists()
 
 
 # ---- the benchmark against a stand-in server, and compare ------------------------------------------------

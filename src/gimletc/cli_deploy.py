@@ -34,26 +34,45 @@ def register(app: typer.Typer) -> None:
 
     @app.command("deploy")
     def deploy_cmd(
-        plan: Annotated[Path, typer.Argument(help="a plan written by `gimletc compile`")],
+        plan: Annotated[Path, typer.Argument(
+            help="a plan written by `gimletc compile`, or a search result saved by `gimletc search ... --save FILE`")],
         engine: Annotated[EngineName, typer.Option("--engine", "-e", help="serving engine to write for")],
         output: Annotated[Path, typer.Option("--output", "-o", help="folder to write (new, empty, or an earlier deploy "
                                                                      "folder, which is replaced whole)")],
         backend: Annotated[DynamoBackend, typer.Option(
             "--dynamo-backend", help="with --engine dynamo: the workers' engine")] = DynamoBackend.vllm,
+        config: Annotated[int | None, typer.Option(
+            "--config", min=1, help="with a saved search: the rank of the configuration to deploy (default: 1, the "
+                                    "best goodput per chip, or the first recommendation)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the deployment description as JSON")] = False,
     ) -> None:
-        """Write a plan as launch commands and configs for vLLM, SGLang or Dynamo (Kubernetes), with a
-        benchmark script that measures the deployment in the shape `gimletc simulate --json` predicts."""
+        """Write a plan, or a saved search's configuration, as launch commands and configs for vLLM, SGLang or
+        Dynamo (Kubernetes), with a benchmark script that measures the deployment in the shape
+        `gimletc simulate --json` predicts."""
+        from gimletc._io import read_data
         from gimletc.deploy.description import from_plan
+        from gimletc.deploy.search import from_search
         from gimletc.deploy.write import check_folder, render, summary_lines, write_folder
+        from gimletc.errors import ConfigError
         from gimletc.plan import load_plan
+        from gimletc.serving.saved import FORMAT as SEARCH_FORMAT
+        from gimletc.serving.saved import load_search_result
 
         check_folder(output)  # before any work
-        p = load_plan(plan)
         policy = backend.value if engine is EngineName.dynamo else engine.value
-        d = from_plan(p, engine.value, policy)
+        raw = read_data(plan)
+        if isinstance(raw, dict) and raw.get("format") == SEARCH_FORMAT:
+            saved = load_search_result(plan)
+            d = from_search(saved, str(plan), engine.value, config, policy)
+            p = None
+        else:
+            if config is not None:
+                raise ConfigError(f"--config {config}: {plan} is a plan, not a saved search result; --config picks "
+                                  "one configuration of a search saved with --save")
+            p = load_plan(plan)
+            d = from_plan(p, engine.value, policy)
         r = render(d, engine.value, backend.value)
-        d = write_folder(output, d, engine.value, r, backend=backend.value, plan=p, plan_path=plan)
+        d = write_folder(output, d, engine.value, r, backend=backend.value, plan=p, plan_path=plan if p else None)
         if as_json:
             sys.stdout.write((output / "deployment.json").read_text())
             return

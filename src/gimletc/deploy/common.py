@@ -20,7 +20,7 @@ from gimletc.hardware import get_chip
 from gimletc.models import get_model
 
 __all__ = ["VERSIONS", "Launch", "Rendered", "bash_script", "compact_json", "gpu_env", "kv_cache_dtype", "model_path",
-           "quantization", "served_name"]
+           "pool_of", "pools", "quantization", "served_name"]
 
 VERSIONS = {"vllm": "0.31.0", "sglang": "0.5.21", "sglang-router": "0.3.2", "dynamo": "1.6.1"}
 BASE_PORT = 8000  # the router / frontend; engines take the ports after it
@@ -165,6 +165,20 @@ def host_of(g: EngineGroup) -> str:
 def port_of(d: Deployment, g: EngineGroup) -> int:
     """The port an engine serves on: 8001, 8002, ... in group order (8000 is the Dynamo frontend's)."""
     return BASE_PORT + 1 + list(d.groups).index(g)
+
+
+def pools(d: Deployment) -> list[list[EngineGroup]]:
+    """The deployment's groups by pool (a search result's replicas of one role group), in order; a plan's
+    groups are each a pool of their own."""
+    out: dict[str, list[EngineGroup]] = {}
+    for g in d.groups:
+        out.setdefault(g.pool or g.name, []).append(g)
+    return list(out.values())
+
+
+def pool_of(d: Deployment, name: str) -> list[EngineGroup]:
+    """The groups of pool `name` (a plan's group: that group alone)."""
+    return next(p for p in pools(d) if (p[0].pool or p[0].name) == name)
 
 
 def router_port(d: Deployment, decode: EngineGroup) -> int:

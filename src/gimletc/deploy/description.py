@@ -4,8 +4,8 @@
 chips, with its role, parallel sizes, formats, batching knobs and speculation), the groups no
 serving engine can run (`NoEngine`: SRAM accelerators, Gaudi, host CPUs), the CPU workers of its
 tools, retrieval and code ops (`CPUWorker`), and the request shape the benchmark drives
-(`gimletc.deploy.request`). `from_plan` builds one from a compiled plan; an adapter from a saved
-serving search (`gimletc search --save`) builds the same objects (`from_search`), so the renderers
+(`gimletc.deploy.request`). `from_plan` builds one from a compiled plan; `gimletc.deploy.search`
+builds the same objects from a saved serving search (`gimletc search --save`), so the renderers
 (`gimletc.deploy.vllm`, `.sglang`, `.dynamo`) never look at a plan.
 
 How a plan becomes groups:
@@ -110,6 +110,7 @@ class EngineGroup:
     speculation: Speculation | None = None
     mem_fraction: float = MEM_FRACTION  # of each chip's memory this engine may take
     notes: tuple[str, ...] = ()
+    pool: str = ""  # a search result's role group this engine is one replica of ("" for a plan's groups)
 
     @property
     def base_model(self) -> str:
@@ -154,6 +155,9 @@ class Deployment:
     cpu_workers: tuple[CPUWorker, ...] = ()
     request: dict[str, Any] = field(default_factory=dict)  # the benchmark's request shape (gimletc.deploy.request)
     notes: tuple[str, ...] = ()
+    # a search result's own prediction for the configuration, in `gimletc simulate --json`'s shape (the
+    # figures the search's load simulation saved); None for a plan, which `gimletc simulate` predicts
+    prediction: dict[str, Any] | None = None
 
     def group(self, name: str) -> EngineGroup:
         for g in self.groups:

@@ -22,7 +22,7 @@ import yaml
 
 from gimletc.deploy import sglang as sglang_mod
 from gimletc.deploy import vllm as vllm_mod
-from gimletc.deploy.common import VERSIONS, Launch, Rendered, model_path
+from gimletc.deploy.common import VERSIONS, Launch, Rendered, model_path, pools
 from gimletc.deploy.description import CPUWorker, Deployment, EngineGroup, k8s_name
 from gimletc.hardware import get_chip
 
@@ -53,7 +53,8 @@ def _env(g: EngineGroup, backend: str) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in env if not k.endswith("VISIBLE_DEVICES")]  # Kubernetes assigns GPUs
 
 
-def _component(g: EngineGroup, backend: str, notes: list[str]) -> dict[str, Any]:
+def _component(g: EngineGroup, backend: str, notes: list[str], replicas: int = 1) -> dict[str, Any]:
+    """The component of a pool of `replicas` engines like `g` (Kubernetes places each replica's pod)."""
     n_nodes = max(1, len(g.nodes))
     gpus = g.parallel.chips // n_nodes
     vendor = get_chip(g.chip).vendor
@@ -69,7 +70,8 @@ def _component(g: EngineGroup, backend: str, notes: list[str]) -> dict[str, Any]
     env = _env(g, backend)
     if env:
         container["env"] = env
-    comp: dict[str, Any] = {"name": g.name, "type": "worker" if g.role == "agg" else g.role, "replicas": g.replicas}
+    comp: dict[str, Any] = {"name": g.pool or g.name, "type": "worker" if g.role == "agg" else g.role,
+                            "replicas": replicas}
     if n_nodes > 1:
         comp["multinode"] = {"nodeCount": n_nodes}
     comp["podTemplate"] = {"spec": {"containers": [container]}}
@@ -89,7 +91,7 @@ def manifest(d: Deployment, backend: str = "vllm") -> tuple[dict[str, Any], list
     frontend = {"name": "Frontend", "type": "frontend", "replicas": 1, "podTemplate": {"spec": {"containers": [{
         "name": "main", "image": _image(backend), "command": ["python3"], "args": ["-m", "dynamo.frontend"],
         "envFrom": [{"secretRef": {"name": HF_SECRET}}]}]}}}
-    comps = [frontend] + [_component(g, backend, notes) for g in d.groups]
+    comps = [frontend] + [_component(p[0], backend, notes, sum(g.replicas for g in p)) for p in pools(d)]
     return ({"apiVersion": "nvidia.com/v1beta1", "kind": "DynamoGraphDeployment",
              "metadata": {"name": k8s_name(d.name)}, "spec": {"components": comps}}, notes)
 
@@ -115,13 +117,13 @@ def render(d: Deployment, backend: str = "vllm") -> Rendered:
     header = [f"NVIDIA Dynamo {VERSIONS['dynamo']} ({backend} {VERSIONS[backend]} workers): {d.name}, from {d.source}",
               f"kubectl create secret generic {HF_SECRET} --from-literal=HF_TOKEN=...   # gated checkpoints",
               "kubectl apply -f deployment.yaml; then the frontend serves every model on port 8000",
-              *[f"note: {n}" for g in d.groups for n in g.notes], *[f"note: {n}" for n in notes]]
+              *[f"note: {n}" for p in pools(d) for n in p[0].notes], *[f"note: {n}" for n in notes]]
     text = "".join(f"# {h}\n" for h in header) + yaml.safe_dump(doc, sort_keys=False, width=120)
     r.files["dynamo/deployment.yaml"] = text
     r.notes += notes
-    for comp, g in zip(doc["spec"]["components"][1:], d.groups, strict=True):
+    for comp, g in zip(doc["spec"]["components"][1:], [p[0] for p in pools(d)], strict=True):
         c = comp["podTemplate"]["spec"]["containers"][0]
-        r.launches.append(Launch(g.name, g.node, tuple((e["name"], e["value"]) for e in c.get("env", [])),
+        r.launches.append(Launch(g.pool or g.name, g.node, tuple((e["name"], e["value"]) for e in c.get("env", [])),
                                  tuple(c["command"] + c["args"])))
     for g in d.groups:
         if g.role != "prefill":

@@ -22,19 +22,19 @@ The batching knobs are passed explicitly as the simulator resolved them for SGLa
 from __future__ import annotations
 
 from gimletc.deploy.common import (
-    VERSIONS, Launch, Rendered, bash_script, gpu_env, host_of, kv_cache_dtype, model_path, port_of, quantization,
-    router_port, served_name,
+    VERSIONS, Launch, Rendered, bash_script, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools, port_of,
+    quantization, router_port, served_name,
 )
 from gimletc.deploy.description import Deployment, EngineGroup, hf_repo
 
-__all__ = ["BOOTSTRAP_PORT", "render", "server_args"]
+__all__ = ["BOOTSTRAP_PORT", "bootstrap_port", "render", "server_args"]
 
 BOOTSTRAP_PORT = 8998  # ServerArgs.disaggregation_bootstrap_port's default
 
 
-def server_args(g: EngineGroup, notes: list[str]) -> list[str]:
+def server_args(g: EngineGroup, notes: list[str], bootstrap_port: int = BOOTSTRAP_PORT) -> list[str]:
     """SGLang server arguments of a group (shared by `sglang.launch_server` and Dynamo's
-    `dynamo.sglang`), without the model, host and port."""
+    `dynamo.sglang`), without the model, host and port; a prefill engine announces `bootstrap_port`."""
     p = g.parallel
     args = ["--served-model-name", served_name(g), "--tp-size", str(p.tp)]
     if p.pp > 1:
@@ -61,7 +61,7 @@ def server_args(g: EngineGroup, notes: list[str]) -> list[str]:
     if g.role in ("prefill", "decode"):
         args += ["--disaggregation-mode", g.role, "--disaggregation-transfer-backend", "nixl"]
         if g.role == "prefill":
-            args += ["--disaggregation-bootstrap-port", str(BOOTSTRAP_PORT)]
+            args += ["--disaggregation-bootstrap-port", str(bootstrap_port)]
     return args
 
 
@@ -72,12 +72,30 @@ def env(g: EngineGroup) -> list[tuple[str, str]]:
     return out
 
 
-def router(d: Deployment, pre: EngineGroup, dec: EngineGroup) -> Launch:
-    """sglang-router in front of a prefill/decode pair, on the prefill's node."""
-    return Launch(f"router-{dec.name}", pre.node, (), (
-        "python3", "-m", "sglang_router.launch_router", "--pd-disaggregation",
-        "--prefill", f"http://{host_of(pre)}:{port_of(d, pre)}", str(BOOTSTRAP_PORT),
-        "--decode", f"http://{host_of(dec)}:{port_of(d, dec)}", "--host", "0.0.0.0", "--port", str(router_port(d, dec))))
+def bootstrap_port(d: Deployment, g: EngineGroup) -> int:
+    """A prefill engine's bootstrap port: the default, then the next ones for further prefill engines on its
+    host (each listens on its own)."""
+    same_host = [o for o in d.groups if o.role == "prefill" and o.node == g.node]
+    return BOOTSTRAP_PORT + same_host.index(g)
+
+
+def router(d: Deployment, pre: list[EngineGroup], dec: list[EngineGroup]) -> Launch:
+    """sglang-router in front of prefill/decode pools (each server named once), on the first prefill's node."""
+    argv = ["python3", "-m", "sglang_router.launch_router", "--pd-disaggregation"]
+    for p in pre:
+        argv += ["--prefill", f"http://{host_of(p)}:{port_of(d, p)}", str(bootstrap_port(d, p))]
+    for g in dec:
+        argv += ["--decode", f"http://{host_of(g)}:{port_of(d, g)}"]
+    argv += ["--host", "0.0.0.0", "--port", str(router_port(d, dec[0]))]
+    return Launch(f"router-{dec[0].pool or dec[0].name}", pre[0].node, (), tuple(argv))
+
+
+def balancer(d: Deployment, pool: list[EngineGroup]) -> Launch:
+    """sglang-router in front of an aggregated pool's servers (its regular mode: --worker-urls)."""
+    g = pool[0]
+    return Launch(f"router-{g.pool or g.name}", g.node, (), (
+        "python3", "-m", "sglang_router.launch_router", "--worker-urls",
+        *[f"http://{host_of(x)}:{port_of(d, x)}" for x in pool], "--host", "0.0.0.0", "--port", str(router_port(d, g))))
 
 
 def render(d: Deployment) -> Rendered:
@@ -86,7 +104,7 @@ def render(d: Deployment) -> Rendered:
         notes: list[str] = []
         argv = ["python3", "-m", "sglang.launch_server", "--model-path", model_path(g, notes), "--host", "0.0.0.0",
                 "--port", str(port_of(d, g))]
-        argv += server_args(g, notes)
+        argv += server_args(g, notes, bootstrap_port(d, g) if g.role == "prefill" else BOOTSTRAP_PORT)
         launch = Launch(g.name, g.node, tuple(env(g)), tuple(argv))
         r.launches.append(launch)
         where = f"node {g.node}" if g.node else f"the nodes of {', '.join(g.devices)} (spans nodes: add --nnodes, --node-rank and --dist-init-addr per node)"
@@ -96,19 +114,32 @@ def render(d: Deployment) -> Rendered:
         r.files[path] = bash_script(launch, header)
         r.executables.add(path)
         r.notes += notes
-        if g.role == "agg":
+    for pool in pools(d):
+        g = pool[0]
+        if g.role == "agg" and len(pool) == 1:
             for c in g.calls:
                 r.endpoints[c] = f"http://{host_of(g)}:{port_of(d, g)}"
-        elif g.role == "decode" and g.peer is not None:
-            pre = d.group(g.peer)
-            rl = router(d, pre, g)
-            r.launches.append(rl)
-            path = f"sglang/{rl.group}.sh"
-            r.files[path] = bash_script(rl, [
-                f"sglang-router {VERSIONS['sglang-router']}: routes calls {', '.join(g.calls)} through prefill "
-                f"{pre.name} then decode {g.name} (KV cache over NIXL)", f"run on node {pre.node or 'any'}; "
-                "install with `pip install sglang-router`"])
-            r.executables.add(path)
+        elif g.role == "agg":
+            rl = balancer(d, pool)
+            _router_script(r, rl, [f"sglang-router {VERSIONS['sglang-router']}: balances calls {', '.join(g.calls)} over "
+                                   f"the {len(pool)} servers of pool {g.pool}", f"run on node {g.node or 'any'}; "
+                                   "install with `pip install sglang-router`"])
             for c in g.calls:
-                r.endpoints[c] = f"http://{host_of(pre)}:{router_port(d, g)}"
+                r.endpoints[c] = f"http://{host_of(g)}:{router_port(d, g)}"
+        elif g.role == "decode" and g.peer is not None:
+            pre = pool_of(d, g.peer)
+            rl = router(d, pre, pool)
+            _router_script(r, rl, [
+                f"sglang-router {VERSIONS['sglang-router']}: routes calls {', '.join(g.calls)} through prefill "
+                f"{', '.join(x.name for x in pre)} then decode {', '.join(x.name for x in pool)} (KV cache over NIXL)",
+                f"run on node {pre[0].node or 'any'}; install with `pip install sglang-router`"])
+            for c in g.calls:
+                r.endpoints[c] = f"http://{host_of(pre[0])}:{router_port(d, g)}"
     return r
+
+
+def _router_script(r: Rendered, rl: Launch, header: list[str]) -> None:
+    r.launches.append(rl)
+    path = f"sglang/{rl.group}.sh"
+    r.files[path] = bash_script(rl, header)
+    r.executables.add(path)

@@ -21,8 +21,8 @@ tests/v1/kv_connector/nixl_integration/toy_proxy_server.py, or `--engine dynamo`
 from __future__ import annotations
 
 from gimletc.deploy.common import (
-    VERSIONS, Launch, Rendered, bash_script, compact_json, gpu_env, host_of, kv_cache_dtype, model_path, port_of,
-    quantization, router_port, served_name,
+    VERSIONS, Launch, Rendered, bash_script, compact_json, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools,
+    port_of, quantization, router_port, served_name,
 )
 from gimletc.deploy.description import Deployment, EngineGroup, hf_repo
 
@@ -108,14 +108,23 @@ def render(d: Deployment) -> Rendered:
         r.files[path] = bash_script(launch, header)
         r.executables.add(path)
         r.notes += notes
-        url = f"http://{host_of(g)}:{port_of(d, g)}"
-        if g.role == "agg":
+    for pool in pools(d):
+        g = pool[0]
+        if g.role == "agg" and len(pool) == 1:
             for c in g.calls:
-                r.endpoints[c] = url
-        elif g.role == "decode":
+                r.endpoints[c] = f"http://{host_of(g)}:{port_of(d, g)}"
+        elif g.role == "agg":
             for c in g.calls:
                 r.endpoints[c] = f"http://localhost:{router_port(d, g)}"
-            r.notes.append(f"calls {', '.join(g.calls)}: prefill {g.peer} and decode {g.name} are separate vLLM servers "
+            r.notes.append(f"calls {', '.join(g.calls)}: {len(pool)} vLLM servers of pool {g.pool} ("
+                           + ", ".join(f"{host_of(x)}:{port_of(d, x)}" for x in pool) + "); vLLM ships no load balancer, "
+                           f"so run one in front on port {router_port(d, g)}, or deploy with --engine dynamo")
+        elif g.role == "decode":
+            pre = pool_of(d, g.peer) if g.peer is not None else []
+            for c in g.calls:
+                r.endpoints[c] = f"http://localhost:{router_port(d, g)}"
+            r.notes.append(f"calls {', '.join(g.calls)}: prefill {', '.join(x.name for x in pre)} and decode "
+                           f"{', '.join(x.name for x in pool)} are separate vLLM servers "
                            f"joined by NIXL; vLLM ships no router, so run one in front on port {router_port(d, g)} (the toy proxy of "
                            "vLLM's repository, tests/v1/kv_connector/nixl_integration/toy_proxy_server.py, or deploy "
                            "with --engine dynamo, whose frontend routes disaggregated requests)")

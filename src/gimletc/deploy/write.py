@@ -8,6 +8,7 @@
     DIR/dynamo/deployment.yaml  (--engine dynamo) the DynamoGraphDeployment; cpu-workers.yaml beside it
     DIR/benchmark/bench.py      the benchmark client (Python 3.9+, standard library only)
     DIR/benchmark/workload.json the request shape, and the endpoint serving each call
+    DIR/benchmark/predicted.json (a search result) the search's own prediction, in simulate --json's shape
     DIR/artifacts/...           ONNX partitions for chips no engine runs (`gimletc build`'s), where the
                                 plan's models are ONNX files
 
@@ -26,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gimletc.deploy.common import VERSIONS, Rendered
+from gimletc.deploy.common import VERSIONS, Rendered, pools
 from gimletc.deploy.description import Deployment, NoEngine
 from gimletc.errors import ConfigError
 
@@ -101,6 +102,8 @@ def write_folder(out: Path, d: Deployment, engine: str, r: Rendered, *, backend:
         files = dict(r.files)
         files["benchmark/bench.py"] = _bench_source()
         files["benchmark/workload.json"] = json.dumps(_workload(d, r), indent=2, sort_keys=True) + "\n"
+        if d.prediction is not None:
+            files["benchmark/predicted.json"] = json.dumps(d.prediction, indent=2, sort_keys=True) + "\n"
         files["deployment.json"] = json.dumps(_description(d, engine, backend, r), indent=2, sort_keys=True) + "\n"
         files["README.md"] = readme(d, engine, backend, r)
         for rel, text in sorted(files.items()):
@@ -187,9 +190,10 @@ def readme(d: Deployment, engine: str, backend: str, r: Rendered) -> str:
         knobs = f"{b.max_batch} / {b.max_prefill_tokens} / {chunk}" if b else "engine defaults"
         out.append(f"| {g.name} | {g.role} | {g.model} | {g.parallel.chips}x {g.chip} | {g.parallel.tp} x {g.parallel.pp} | "
                    f"{g.node or 'several'} | {', '.join(g.calls)} | {knobs} |")
-    out += ["", "Batching knobs are the ones the load simulator resolved for the engine's policy on these chips "
-            "(`gimletc simulate --json`, `engines[].batching`), passed explicitly so the engine runs what the "
-            "prediction assumed.", "", "## Launch", ""]
+    out += ["", ("Batching knobs are the ones the load simulator resolved for the engine's policy on these chips "
+                 "(`gimletc simulate --json`, `engines[].batching`)" if d.prediction is None and not d.source.startswith("search")
+                 else "Batching knobs are the ones the search predicted with (saved per group in the result)")
+            + ", passed explicitly so the engine runs what the prediction assumed.", "", "## Launch", ""]
     if engine == "dynamo":
         out += ["```sh", "kubectl apply -f dynamo/deployment.yaml", "```", "",
                 "The frontend serves every model on port 8000 (`kubectl port-forward` to reach it). The workers run:", ""]
@@ -208,12 +212,17 @@ def readme(d: Deployment, engine: str, backend: str, r: Rendered) -> str:
             out.append(f"| {w.host} ({w.cpu}) | {w.lanes} x {w.cpus_per_worker} | {ops} |")
         out += ["", "One single-CPU worker per lane: the plan's host runs that many CPU ops at once."
                 + (" `dynamo/cpu-workers.yaml` has them as Kubernetes Deployments (set the image)." if engine == "dynamo" else ""), ""]
-    notes = [*d.notes, *r.notes, *[f"{g.name}: {n}" for g in d.groups for n in g.notes]]
+    notes = [*d.notes, *r.notes, *[f"{p[0].pool or p[0].name}: {n}" for p in pools(d) for n in p[0].notes]]
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
-    endpoints = ", ".join(f"{c} -> {u}" for c, u in sorted(r.endpoints.items()))
-    out += ["## Benchmark: prediction against measurement", "",
-            "Once the deployment is up (endpoints: " + (endpoints or "none") + "):", "", "```sh",
+    endpoints = ", ".join(f"{c} -> {u}" for c, u in sorted(r.endpoints.items())) or "none"
+    out += ["## Benchmark: prediction against measurement", ""]
+    out += _plan_bench(endpoints, engine) if d.prediction is None else _search_bench(d, endpoints, engine)
+    return "\n".join(out)
+
+
+def _plan_bench(endpoints: str, engine: str) -> list[str]:
+    return ["Once the deployment is up (endpoints: " + endpoints + "):", "", "```sh",
             "python3 benchmark/bench.py --rate 0.5 --requests 200 --slo-ttft-ms 2000 --slo-tpot-ms 50 --out measured.json"
             + (" --base-url http://localhost:8000" if engine == "dynamo" else ""),
             "gimletc simulate PLAN.json --rate 0.5 --requests 200 --slo-ttft-ms 2000 --slo-tpot-ms 50 --json > predicted.json",
@@ -221,7 +230,24 @@ def readme(d: Deployment, engine: str, backend: str, r: Rendered) -> str:
             "`bench.py` needs Python 3.9+ and nothing else; it replays the plan's request shape "
             "(`benchmark/workload.json`) and writes the figures of `simulate --json`, measured. Use the same rate, "
             "requests and SLO for both; `--goodput` bisects the rate on the deployment as the simulator does.", ""]
-    return "\n".join(out)
+
+
+def _search_bench(d: Deployment, endpoints: str, engine: str) -> list[str]:
+    """A search result's deployment: its own prediction is benchmark/predicted.json, at the rate it was simulated."""
+    p = d.prediction or {}
+    a, slo = p.get("arrivals", {}), p.get("slo") or {}
+    opts = f"--rate {a.get('rate_req_s', 0)!r} --requests {a.get('requests', 200)}"  # the rate exactly: compare checks it
+    for key, flag in (("ttft_ms", "--slo-ttft-ms"), ("tpot_ms", "--slo-tpot-ms")):
+        if slo.get(key) is not None:
+            opts += f" {flag} {slo[key]:g}"
+    return ["Once the deployment is up (endpoints: " + endpoints + "):", "", "```sh",
+            f"python3 benchmark/bench.py {opts} --out measured.json"
+            + (" --base-url http://localhost:8000" if engine == "dynamo" else ""),
+            "gimletc compare benchmark/predicted.json measured.json", "```", "",
+            "`benchmark/predicted.json` is the search's own prediction for this configuration (its load simulation at "
+            "that rate: TTFT and TPOT p90, output tokens/s and, for a search, the goodput), so the benchmark runs at "
+            "the same rate, requests and SLO. `bench.py` needs Python 3.9+ and nothing else; it replays the saved "
+            "workload's LLM calls (`benchmark/workload.json`).", ""]
 
 
 def summary_lines(d: Deployment, engine: str, r: Rendered) -> list[str]:
