@@ -442,6 +442,28 @@ def test_aggregated_pool_gets_a_router_and_dynamo_replicas(saved_agg):
     assert workers[0]["podTemplate"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": str(group["tp"])}
 
 
+def test_speculative_search_drafts_on_the_targets_gpus_and_lists_the_sram_draft(tmp_path_factory):
+    """A speculative unit (verify on an H100, draft on a Corsair card): the engine gets the draft model and
+    the saved k, says it drafts on its own GPU, and the Corsair draft is a part no engine runs."""
+    path = tmp_path_factory.mktemp("spec") / "spec.json"
+    code, _, err = run_cli(_NoCapture(), "search", str(ROOT / "examples/scenarios/speculative.py"), "--cluster",
+                           str(ROOT / "examples/scenarios/clusters/gpu_corsair.yaml"), "--slo-ttft-ms", "5000",
+                           "--slo-tpot-ms", "20", "--modes", "spec", "--requests", "30", "--save", str(path))
+    assert code == 0, err
+    best = json.loads(path.read_text())["configurations"][0]["models"][0]
+    assert best["mode"] == "spec"
+    d = search_deployment(path, "sglang")
+    (g,) = d.groups
+    assert g.role == "agg" and g.speculation is not None and not g.speculation.colocated
+    assert (g.speculation.draft_model, g.speculation.k) == (best["spec"]["draft"], best["spec"]["k"])
+    assert any("drafts on its own" in n for n in g.notes)
+    (n,) = d.no_engine
+    assert n.role == "draft" and n.chip == "dmatrix-corsair" and n.toolchain
+    argv = list(render(d, "sglang").launches[0].argv)
+    assert argv[argv.index("--speculative-num-steps") + 1] == str(best["spec"]["k"])
+    check_argv(argv, read_flags(GOLDEN / "flags" / "sglang-0.5.21.txt"))
+
+
 def test_cli_deploys_a_saved_search_with_its_own_prediction(capsys, tmp_path, saved_disagg):
     out = tmp_path / "dep"
     r = gim(capsys, "deploy", str(saved_disagg), "--engine", "sglang", "-o", str(out))
