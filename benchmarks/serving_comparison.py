@@ -1,6 +1,6 @@
 """Disaggregated vs aggregated serving of a dense ~32B model on H200s, beside the published figure.
 
-The published result (AIConfigurator, NVIDIA; ../shared/hardware_sources.md): Qwen3-32B in FP8 on
+The published result (AIConfigurator, NVIDIA; docs/sources/hardware_sources.md): Qwen3-32B in FP8 on
 32 H200, ISL 4000 / OSL 500, TTFT <= 300 ms and TPOT <= 10 ms: disaggregated serving reaches 573
 output tokens/s per GPU, the best aggregated configuration 414 (1.38x).
 
@@ -105,7 +105,7 @@ def run(requests: int, seed: int, plot: Path | None) -> str:
                        f"{d.config.label if d else '-'} | {_fmt(d.per_chip if d else None)} | {ratio} |")
         detail.append(f"- `{prof}`: {r.candidates} candidates predicted, {len(r.evaluations)} simulated in "
                       f"{wall:.0f} s ({requests:,} Poisson requests per simulation, seed {seed}).")
-    summary.append("| published: AIConfigurator, TensorRT-LLM, FP8 (hardware_sources.md) | best aggregated | "
+    summary.append("| published: AIConfigurator, TensorRT-LLM, FP8 (docs/sources/hardware_sources.md) | best aggregated | "
                    f"{PUBLISHED['agg']:.0f} | disaggregated | {PUBLISHED['disagg']:.0f} | "
                    f"{PUBLISHED['disagg'] / PUBLISHED['agg']:.2f}x |")
     lines += summary + [""] + detail

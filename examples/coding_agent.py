@@ -9,7 +9,7 @@ repeats until the tests pass: 3 rounds on average, at most 8; gpt-oss-20b
 summarises what changed.
 
 The speculative configuration is the published d-Matrix scenario in
-shared/hardware_sources.md: a gpt-oss-120b target with a ~1.6B-class draft,
+docs/sources/hardware_sources.md: a gpt-oss-120b target with a ~1.6B-class draft,
 4 drafted tokens per step, acceptance 0.7 (Leviathan et al., 2023, report
 acceptance rates of roughly 0.5-0.9 for small drafts). llama-3.2-1b (~1.2B
 parameters) stands in for the draft's size: the catalog has no small model

@@ -1,5 +1,6 @@
-"""Every `gimletc simulate` and `gimletc search` command in the README and docs/ runs, as written, on the
-plans the same document's own commands write (its `gimletc compile` lines, or `make demo`).
+"""Every `gimletc simulate`, `gimletc search` and `gimletc deploy` command in the README and docs/ runs, as
+written, on the plans and saved searches the same document's own commands write (its `gimletc compile`
+lines, or `make demo`; its `search --save` lines).
 
 The commands are parsed out of the markdown (fenced and indented code blocks, `\\` continuations), so this
 test follows the docs: optional parts in [brackets] are left out, `# comments` dropped, files a command
@@ -19,7 +20,7 @@ from gimletc.cli import main
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-RUN = ("simulate", "search")  # what the test checks
+RUN = ("simulate", "search", "deploy")  # what the test checks
 SETUP = ("compile",)  # what writes the plans they read
 OUTPUTS = ("-o", "--output", "--trace", "--plot", "--timeline", "--save")
 
@@ -125,10 +126,12 @@ def test_the_parser_finds_the_documented_commands():
     assert commands("```sh\n.venv/bin/gimletc search g.py \\\n    --slo-ttft-ms 5 --json > s.json\n```\n") == \
         [["search", "g.py", "--slo-ttft-ms", "5", "--json", ">", "s.json"]]
     assert demo_command()[:2] == ["compile", "examples/coding_agent.py"]
+    assert any(c[0] == "deploy" and "plan.json" in c for c in readme)
+    assert any(c[0] == "deploy" and "--config" in c for c in commands((ROOT / "docs" / "deploy.md").read_text()))
 
 
 @pytest.mark.parametrize("doc", docs_with_commands(), ids=lambda p: p.name)
-def test_documented_simulate_and_search_commands_run(doc, tmp_path, monkeypatch):
+def test_documented_simulate_search_and_deploy_commands_run(doc, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     written: dict[str, Path] = {}
     ran = 0

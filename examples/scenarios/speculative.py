@@ -1,6 +1,6 @@
 """Scenario: an interactive coding-agent request on gpt-oss-120b with a ~1.6B-class draft model.
 
-The published case (d-Matrix, shared/hardware_sources.md): the draft on a d-Matrix Corsair card,
+The published case (d-Matrix, docs/sources/hardware_sources.md): the draft on a d-Matrix Corsair card,
 verification on a GPU, 2-5x end-to-end for interactive use versus the same setup on GPUs alone at
 the same power. The request: a task with repository context (2,000 + 4,096 tokens) answered with an
 800-token patch at batch 1 (interactive). The draft is llama-3.2-1b stored as MXINT8 (1.27 GB, so it

@@ -98,7 +98,7 @@ def _model_with_dtypes(model: str, weight: str | None, kv: str | None, compute: 
 
 
 # `estimate` prices one step as measured at the PyTorch level unless told otherwise: that is what the
-# shared H200 step times (and step times people time themselves with torch) measure. compile, simulate
+# bundled H200 step times (and step times people time themselves with torch) measure. compile, simulate
 # and search default to the engine stack a deployment runs (issue 10).
 ESTIMATE_STACK_NOTE = "; estimate's default: reference (one step as PyTorch runs it)"
 
@@ -124,7 +124,7 @@ def estimate(
 ) -> None:
     """Predict the latency, FLOPs, bytes, bound and energy of one step of a model on a chip.
 
-    One step as PyTorch runs it by default (`--stack reference`, what the shared H200 step times measure);
+    One step as PyTorch runs it by default (`--stack reference`, what the bundled H200 step times measure);
     `--stack vllm` (or sglang, trtllm) prices it as that serving engine runs it."""
     from gimletc.cost.roofline import estimate_workload
     from gimletc.cost.uncertainty import band
@@ -159,7 +159,10 @@ def estimate(
         ("stack", canonical if canonical == stack else f"{canonical} ({stack} is a deprecated alias)"),
         ("latency", f"{est.latency_ms:.3f} ms {b}"),
         ("bound", est.bound),
-        ("compute / memory / overhead", f"{est.compute_s * 1e3:.3f} / {est.memory_s * 1e3:.3f} / {est.overhead_s * 1e3:.3f} ms"),
+        # latency is the sum of three parts: time in operators bound by compute, time in operators bound
+        # by memory, fixed costs; a decode's GEMMs are memory-bound, so its compute part may be 0
+        ("latency = compute-bound ops + memory-bound ops + overhead",
+         f"{est.latency_ms:.3f} = {est.compute_s * 1e3:.3f} + {est.memory_s * 1e3:.3f} + {est.overhead_s * 1e3:.3f} ms"),
         ("FLOPs", _fmt_rate(est.flops, "FLOP")),
         ("bytes moved", _fmt_bytes(est.bytes)),
         ("tokens/s", f"{est.tokens_per_s:,.1f}"),
@@ -521,7 +524,7 @@ def graph_cmd(
 @app.command()
 def calibrate(
     data: Annotated[Path | None, typer.Argument(
-        help="measurement file, e.g. ../shared/data/h200_llama_calibration.json (the reference stack)")] = None,
+        help="measurement file, e.g. src/gimletc/cost/data/h200_llama_calibration.json (the H200 rows gimletc ships; the reference stack)")] = None,
     gpu: Annotated[str, typer.Option(help="catalog chip the GPU rows were measured on")] = "h200",
     cpu: Annotated[str, typer.Option(help="catalog chip the CPU rows were measured on")] = "xeon-host-16c",
     from_aiconfigurator: Annotated[str | None, typer.Option(
@@ -632,6 +635,7 @@ from gimletc.cli_serving import register as _register_serving; _register_serving
 from gimletc.cli_runtime import register as _register_runtime; _register_runtime(app)  # noqa: E402, E702
 from gimletc.cli_report import register as _register_report; _register_report(app)  # noqa: E402, E702
 from gimletc.cli_opt import register as _register_opt; _register_opt(app)  # noqa: E402, E702
+from gimletc.cli_deploy import register as _register_deploy; _register_deploy(app)  # noqa: E402, E702
 
 
 REPORT_BUGS = ("this is a bug in gimletc: please report it to the gimletc maintainers with the command line and "

@@ -149,6 +149,9 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}g}"
 
 
+SIM_REQUESTS = 1000  # simulate's generated arrivals when --requests is not given
+
+
 def register(app: typer.Typer) -> None:
     """Add `simulate` and `search` to the gimletc app."""
 
@@ -156,7 +159,10 @@ def register(app: typer.Typer) -> None:
     def simulate_cmd(
         plan: Annotated[Path, typer.Argument(help="a plan written by `gimletc compile`")],
         rate: Annotated[float | None, typer.Option("--rate", help="mean arrival rate, requests/s")] = None,
-        requests: Annotated[int | None, typer.Option("--requests", "-n", help="requests to simulate")] = None,
+        requests: Annotated[int | None, typer.Option(
+            "--requests", "-n",
+            help=f"requests to simulate (default: {SIM_REQUESTS} generated arrivals; with --arrival-trace, "
+                 "every request of the trace)")] = None,
         slo_ttft_ms: Annotated[float | None, typer.Option("--slo-ttft-ms", help="TTFT target, ms")] = None,
         slo_tpot_ms: Annotated[float | None, typer.Option("--slo-tpot-ms", help="TPOT target, ms")] = None,
         slo_share: Annotated[float, typer.Option("--slo-share", help="share of requests that must meet the SLO")] = 0.9,
@@ -229,8 +235,8 @@ def register(app: typer.Typer) -> None:
         else:
             if rate is None:
                 raise GimletError("--rate is required (or give --arrival-trace)")
-            estimate(wl, requests or 1000, cfg).check(f"{plan}: ")  # before the arrivals are drawn
-            arr = generate(arrivals.value, rate, requests or 1000, seed, cv)
+            estimate(wl, requests or SIM_REQUESTS, cfg).check(f"{plan}: ")  # before the arrivals are drawn
+            arr = generate(arrivals.value, rate, requests or SIM_REQUESTS, seed, cv)
         progress = _progress(verbose)
         if progress:
             progress(f"simulating {len(arr)} requests of {p.name} at {arr.rate:.4g} req/s ({arr.kind})")

@@ -137,6 +137,7 @@ def _compile(
         raise GimletError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if power_budget_w is not None and not (power_budget_w > 0 and math.isfinite(power_budget_w)):
         raise GimletError(f"power budget must be a positive, finite number of watts; got {power_budget_w} W")
+    objective = pipeline_objective(pipeline, objective)
     g, cl = _as_graph(graph), _as_cluster(cluster)
     result = _compile_one(g, cl, objective, power_budget_w, dict(pins or {}), pipeline, dump_after, progress, stack)
     if baseline:
@@ -155,6 +156,15 @@ def _compile(
             plan = plan.model_copy(update={"sources": sources})
         result.plan = plan
     return result
+
+
+def pipeline_objective(pipeline: str | Sequence[Pass], objective: str) -> str:
+    """The objective the pipeline's placement optimises: its `place{objective=...}` where it names one
+    (the last place pass's), else `objective`. The plan records it, the baseline is chosen by it and
+    `compile` prints it, so a header never names an objective the placement did not use."""
+    passes = PassManager(pipeline).passes
+    named = [p.objective for p in passes if isinstance(p, Place) and p.objective is not None]
+    return named[-1] if named else objective
 
 
 def _compile_one(

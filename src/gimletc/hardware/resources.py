@@ -19,6 +19,11 @@ def accelerator_id(node: str, chip: str, index: int) -> str:
     return f"{node}.{chip}.{index}"
 
 
+def node_of_accelerator(device: str) -> str:
+    """The node of an accelerator id (`accelerator_id`'s inverse for the node)."""
+    return device.rsplit(".", 2)[0]
+
+
 def host_id(node: str) -> str:
     return f"{node}.host"
 
