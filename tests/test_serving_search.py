@@ -36,7 +36,8 @@ from gimletc.serving import (
 )
 from gimletc.serving.layout import lower_to_model_level
 from gimletc.serving.saved import document_text, load_search_result, search_document
-from gimletc.serving.search import _Option, _Perf, _space, best_split, calls_of, solve
+from gimletc.serving.mix import best_split, solve
+from gimletc.serving.options import _Option, _Perf, _space, calls_of
 from gimletc.sim.arrivals import Arrivals, generate
 from gimletc.sim.load import SimConfig, simulate
 from gimletc.sim.metrics import SLO

@@ -476,7 +476,7 @@ def _role_policy(text: str | None) -> tuple[tuple[str, str], ...]:
 
 def _recommend(g: Any, cl: Any, slo: Any, rate: float, settings: Any, save: Path | None, as_json: bool,
                verbose: bool) -> None:
-    from gimletc.serving.search import recommend
+    from gimletc.serving.recommend import recommend
 
     rec = recommend(g, cl, slo, rate, settings, progress=_progress(verbose))
     if save is not None:

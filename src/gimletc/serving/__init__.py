@@ -16,14 +16,13 @@ from gimletc.serving.search import (
     Candidate,
     Evaluation,
     ParetoPoint,
-    Recommendation,
     SearchResult,
     SearchSettings,
     pareto_front,
     predict,
-    recommend,
     search,
 )
+from gimletc.serving.recommend import Recommendation, recommend
 
 __all__ = [
     "MODES",

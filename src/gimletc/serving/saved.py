@@ -33,7 +33,10 @@ from gimletc.serving.layout import (
     Split,
     serving_workload,
 )
-from gimletc.serving.search import Call, Evaluation, Recommendation, SearchResult, SearchSettings
+from gimletc.serving.options import Call
+from gimletc.serving.recommend import Recommendation
+from gimletc.serving.search import Evaluation, SearchResult
+from gimletc.serving.settings import SearchSettings
 from gimletc.sim.config import SimConfig
 from gimletc.sim.metrics import SLO
 from gimletc.sim.policies import batch_params, policy_name
