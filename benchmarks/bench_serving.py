@@ -7,6 +7,8 @@ puts the table into docs/serving.md (between the serving-speed markers).
 Workloads, each compiled by `gimletc.compiler.compile` (no baseline) and simulated from the
 plan (`gimletc.sim.load.simulate_plan`) under Poisson arrivals, seed 0:
 - mm1: one tool on one CPU lane with exponential times (the M/M/1 validation case), load 0.8;
+- one call: a single LLM call (llama-3.2-1b, 1,000-token prompt, 200-token answer) on one H200,
+  10,000 requests at 20 req/s (the single-call speed the simulator is held to: about a second);
 - rag: examples/rag.py on examples/clusters/gpu_only.yaml at 10 req/s;
 - agent20: a seeded 20-op agent graph (input, 2 retrievals, 7 LLM calls on three model sizes,
   5 tools, 3 code runs, a loop of an LLM call and a tool run 2 times on average and at most 4, output)
@@ -31,6 +33,7 @@ from gimletc import AgentGraph
 from gimletc.compiler import compile
 from gimletc.hardware import get_chip
 from gimletc.ir import ASYNC_TOKEN, Graph, Op, Type, Value
+from gimletc.models import get_model
 from gimletc.sim.arrivals import generate
 from gimletc.sim.load import SimConfig, plan_workload, simulate, simulate_plan
 
@@ -77,6 +80,17 @@ def _tool_graph() -> Graph:
     return Graph((Op("exec.compute", "t", (), res, attrs),))
 
 
+def _one_call_graph(prompt: int = 1000, out: int = 200) -> Graph:
+    kv = Type("kv", get_model("llama-3.2-1b").kv_cache_bytes(prompt))
+    common = {"llm": "a", "model": "llama-3.2-1b", "device": "n.g0", "devices": ("n.g0",), "seconds": 0.0}
+    return Graph((
+        Op("exec.compute", "a.prefill", (), (Value("a.kv", kv), Value("a.prefill.done", ASYNC_TOKEN)),
+           {"kind_of": "model.prefill", "of": "a.prefill", "tokens": prompt, "ctx": 0, **common}),
+        Op("exec.compute", "a.decode", ("a.kv",), (Value("a", Type("tokens", out)), Value("a.decode.done", ASYNC_TOKEN)),
+           {"kind_of": "model.decode", "of": "a.decode", "tokens": out, "ctx": prompt, **common}),
+    ))
+
+
 def run(name: str, fn, requests: int) -> dict:
     t0 = time.perf_counter()
     res = fn()
@@ -94,6 +108,9 @@ def main(requests: int = 100_000, write: bool = False) -> None:
     wl = plan_workload(_tool_graph(), devices)
     rows.append(run("mm1 (1 tool lane, load 0.8)", lambda: simulate(
         wl, generate("poisson", 0.8, 200_000, 0), SimConfig(host_lanes=1, tool_times="exponential")), 200_000))
+    one = plan_workload(_one_call_graph(), {"n.g0": ("n", get_chip("h200"), "accelerator")})
+    rows.append(run("one call on 1x H200 at 20 req/s", lambda: simulate(one, generate("poisson", 20.0, 10_000, 0)),
+                    10_000))
     rag = compile(str(ROOT / "examples" / "rag.py"), CLUSTER, baseline=False).plan
     rows.append(run("rag on 8x H100 at 10 req/s", lambda: simulate_plan(rag, generate("poisson", 10.0, 20_000, 0)),
                     20_000))

@@ -63,7 +63,9 @@ def test_a_planted_import_breaks_the_contracts(tmp_path, plant):
 
 
 def test_no_module_imports_itself_through_others():
-    graph = grimp.build_graph("gimletc", cache_dir=None)
+    """No cycle among the imports that run (function-level ones included). Imports under TYPE_CHECKING
+    never run; the three the contracts allow are the load simulator's annotation-only back references."""
+    graph = grimp.build_graph("gimletc", cache_dir=None, exclude_type_checking_imports=True)
     g = nx.DiGraph()
     for m in graph.modules:
         g.add_node(m)

@@ -183,7 +183,10 @@ def test_partitioned_plans_match_the_replay_at_low_load(partitions):
     plan = compile_graph(graph, str(EXAMPLES / "scenarios" / "clusters" / "h200_x16.yaml"), pipeline=pipe,
                          baseline=False).plan
     makespan = replay(parse_graph(plan.ir)).makespan
-    res = simulate_plan(plan, generate("constant", 1 / (2 * makespan), 2), SimConfig(loops="mean"))
+    # The plan prefills its 512 sequences as one batch, as prefill-first does; an engine's token
+    # budget would split them over iterations (each stage still priced for its layers).
+    cfg = SimConfig(loops="mean", engine=EngineConfig(policy="prefill-first"))
+    res = simulate_plan(plan, generate("constant", 1 / (2 * makespan), 2), cfg)
     assert np.allclose(res.e2e, makespan, rtol=1e-3)
 
 
@@ -257,13 +260,15 @@ def test_chunked_prefill_interleaves_prompts_with_decode():
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_fast_forward_changes_nothing_but_speed(chunked):
+@pytest.mark.parametrize("policy", ["vllm", "sglang", "trtllm", "prefill-first"])
+def test_fast_forward_changes_nothing_but_speed(chunked, policy):
     """Runs of unchanging decode batches (two models taking turns on one engine here) computed in
-    closed form give the step-by-step simulation's results. (The reference stack's plan puts exactly two
-    models on the engine; the vllm plan adds a speculative draft there, whose rounds break the runs.)"""
+    closed form give the step-by-step simulation's results, under every batching policy. (The reference
+    stack's plan puts exactly two models on the engine; the vllm plan adds a speculative draft there,
+    whose rounds break the runs.)"""
     plan = compile_graph(str(EXAMPLES / "coding_agent.py"), GPU_ONLY, baseline=False, stack="reference").plan
     arr = generate("poisson", 0.3, 120, seed=4)
-    eng = EngineConfig(chunked_prefill=chunked)
+    eng = EngineConfig(chunked_prefill=chunked, policy=policy)
     slow = simulate_plan(plan, arr, SimConfig(fast_forward=False, engine=eng), seed=4)
     fast = simulate_plan(plan, arr, SimConfig(engine=eng), seed=4)
     assert len(fast.engines[0]["models"]) == 2
@@ -282,6 +287,14 @@ def test_same_seed_same_json_and_another_seed_differs(rag_plan):
     b = json.dumps(summary(simulate_plan(path, generate("poisson", 8.0, 300, seed=5), seed=5), slo), sort_keys=True)
     c = json.dumps(summary(simulate_plan(path, generate("poisson", 8.0, 300, seed=6), seed=6), slo), sort_keys=True)
     assert a == b and a != c
+
+
+def test_the_simulators_seed_defaults_to_zero(coding_plan):
+    # the coding agent's loops draw their iterations from the seed
+    arr = generate("constant", 1.0, 20)
+    e2e = simulate_plan(coding_plan.plan, arr).e2e.tolist()
+    assert e2e == simulate_plan(coding_plan.plan, arr, seed=0).e2e.tolist()
+    assert e2e != simulate_plan(coding_plan.plan, arr, seed=1).e2e.tolist()
 
 
 def test_summary_reports_energy_utilisation_and_per_llm_figures(rag_plan):
@@ -391,6 +404,10 @@ def test_cli_simulate_json_fields(capsys, rag_plan, tmp_path):
     for key in ("throughput_tok_s", "goodput_req_s", "energy_per_request_j"):
         assert d[key] > 0
     assert d["requests"] == 200 and d["slo"] == {"ttft_ms": 500, "tpot_ms": 20, "share": 0.9}
+    # The batching policy: the plan's stack's default (vLLM for the reference stack), and what it ran with.
+    assert d["policy"] == "vllm" and d["config"]["engine"]["policy"] is None
+    assert d["preemptions"] == 0 and d["recomputed_tokens"] == 0
+    assert all(e["policy"] == "vllm" and e["batching"]["llama-3.1-8b"]["chunked_prefill"] for e in d["engines"])
     events = json.loads(trace.read_text())["traceEvents"]
     assert any(e.get("name") == "decode" for e in events)
     code, out, _ = run(capsys, "simulate", str(path), "--rate", "6", "--requests", "50")
@@ -423,6 +440,32 @@ def test_cli_simulate_bad_plans_are_one_line(capsys, tmp_path):
     bad.write_text('{"name": "x"}')
     code, _, err = run(capsys, "simulate", str(bad), "--rate", "1")
     assert code == 2 and "bad.json" in err and err.count("\n") == 1
+
+
+def test_cli_simulate_policy_and_its_knobs(capsys, rag_plan):
+    _, path = rag_plan
+    code, out, err = run(capsys, "simulate", str(path), "--rate", "6", "-n", "100", "--json", "--policy", "sglang",
+                         "--no-chunked-prefill", "--max-batch", "64", "--max-prefill-tokens", "4096")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["policy"] == "sglang" and d["config"]["engine"]["policy"] == "sglang"
+    assert {k: d["config"]["engine"][k] for k in ("max_batch", "max_prefill_tokens", "chunked_prefill")} == \
+        {"max_batch": 64, "max_prefill_tokens": 4096, "chunked_prefill": False}
+    assert all(e["batching"]["llama-3.1-8b"]["max_batch"] == 64 for e in d["engines"])
+    code, _, err = run(capsys, "simulate", str(path), "--rate", "6", "--policy", "tgi")
+    assert code == 2 and "tgi" in err and "Traceback" not in err
+    code, _, err = run(capsys, "simulate", str(path), "--rate", "6", "--max-batch", "9000")
+    assert code == 2 and err.count("\n") == 1 and "max_batch 9000 is above the token budget 8192" in err
+
+
+def test_cli_simulate_model_step_on_a_host_is_one_line(capsys, tmp_path):
+    """mixed_rack places a small prefill on the host CPU; the load simulator batches on accelerators only."""
+    plan = tmp_path / "multi.json"
+    compile_graph(str(EXAMPLES / "multi_agent.py"), str(EXAMPLES / "clusters" / "mixed_rack.yaml"),
+                  baseline=False).plan.write(plan)
+    code, _, err = run(capsys, "simulate", str(plan), "--rate", "0.1", "-n", "5")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "op @worker_2.prefill: the model.prefill runs on host gpu0.host" in err
 
 
 def test_cli_search_prints_rankings_and_writes_the_plot(capsys, tmp_path):

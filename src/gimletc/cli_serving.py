@@ -32,13 +32,51 @@ class ArrivalKind(str, Enum):
     constant = "constant"
 
 
-class ProfileName(str, Enum):
+# ---- the software stack: one option, one set of names, on every command --------------------------
+
+STACK_HELP = ("software stack the cost model prices: vllm, sglang, trtllm (serving engines, fitted to measured kernel "
+              "tables; on CPUs and SRAM accelerators, where no engine runs, the chip's own fixed costs apply: "
+              "docs/cost-model.md) or reference (PyTorch-level, calibrated on the H200 rows); fused: deprecated name "
+              "of vllm")
+PROFILE_HELP = "deprecated: use --stack (calibrated = reference; fused, fused-engine = vllm)"
+# The simulator's old profile names: the stack each meant.
+PROFILE_ALIASES: dict[str, str] = {"calibrated": "reference", "fused": "vllm", "fused-engine": "vllm"}
+
+
+def _warn(msg: str) -> None:
+    print(f"gimletc: warning: {msg}", file=sys.stderr)
+
+
+def stack_option(stack: str | None, profile: str | None = None, default: str | None = None) -> str | None:
+    """The canonical stack named by `--stack` or the deprecated `--profile` (`default` when neither is given).
+
+    A deprecated name prints a one-line note on stderr; an unknown one, or `--stack` and `--profile`
+    naming different stacks, is a GimletError naming what is available."""
+    from gimletc.models.workload import STACK_ALIASES, STACKS, resolve_stack
+
+    if profile is not None:
+        new = PROFILE_ALIASES.get(profile, profile)
+        if new not in STACKS:
+            old = ", ".join(f"{a} (= {b})" for a, b in PROFILE_ALIASES.items())
+            raise GimletError(f"unknown --profile {profile!r}; --profile is deprecated: use --stack "
+                              f"{' | '.join(STACKS)} (old names: {old})")
+        _warn(f"--profile is deprecated; use --stack {new}" + (f" ({profile} is {new})" if new != profile else ""))
+        if stack is not None and resolve_stack(stack) != new:
+            raise GimletError(f"--stack {stack} and --profile {profile} name different stacks; give --stack only")
+        return new
+    if stack is None:
+        return default
+    canonical = resolve_stack(stack)
+    if stack in STACK_ALIASES:
+        _warn(f"stack {stack!r} is deprecated; it is {canonical} (use --stack {canonical})")
+    return canonical
+
+
+class PolicyName(str, Enum):
     vllm = "vllm"
     sglang = "sglang"
     trtllm = "trtllm"
-    calibrated = "calibrated"  # the reference stack
-    fused = "fused"  # deprecated: vllm
-    fused_engine = "fused-engine"  # deprecated: vllm
+    prefill_first = "prefill-first"
 
 
 class LoopMode(str, Enum):
@@ -88,19 +126,20 @@ def _dtype(name: str, value: str | None) -> str | None:
     return value
 
 
-def _sim_config(max_batch: int, max_prefill_tokens: int, chunked: bool, chunk_tokens: int, profile: str | None,
-                host_lanes: int | None, loops: str = "geometric", tool_times: str = "fixed", timeline: bool = False,
-                weight_dtype: str | None = None, kv_dtype: str | None = None) -> Any:
+def _sim_config(max_batch: int | None, max_prefill_tokens: int | None, chunked: bool | None,
+                chunk_tokens: int | None, stack: str | None, host_lanes: int | None, loops: str = "geometric",
+                tool_times: str = "fixed", timeline: bool = False, weight_dtype: str | None = None,
+                kv_dtype: str | None = None, policy: str | None = None) -> Any:
     from gimletc.sim.load import EngineConfig, SimConfig
-    from gimletc.sim.steps import profile as get_profile
+    from gimletc.sim.steps import profile_for_stack
 
     for name, v in (("--max-batch", max_batch), ("--max-prefill-tokens", max_prefill_tokens),
                     ("--chunk-tokens", chunk_tokens), ("--host-lanes", host_lanes)):
         _positive(name, v, integer=True)
     return SimConfig(
         engine=EngineConfig(max_batch=max_batch, max_prefill_tokens=max_prefill_tokens, chunked_prefill=chunked,
-                            chunk_tokens=chunk_tokens),
-        profile=get_profile(profile) if profile else None, host_lanes=host_lanes, loops=loops, tool_times=tool_times,  # type: ignore[arg-type]
+                            chunk_tokens=chunk_tokens, policy=policy),
+        profile=profile_for_stack(stack) if stack else None, host_lanes=host_lanes, loops=loops, tool_times=tool_times,  # type: ignore[arg-type]
         record_timeline=timeline, weight_dtype=_dtype("--weight-dtype", weight_dtype),
         kv_dtype=_dtype("--kv-dtype", kv_dtype),
     )
@@ -126,22 +165,33 @@ def register(app: typer.Typer) -> None:
         arrival_trace: Annotated[Path | None, typer.Option("--arrival-trace",
                                                            help="CSV/JSONL of arrival_s[,input_tokens,output_tokens]")] = None,
         seed: Annotated[int, typer.Option(help="random seed (arrivals, loops, branches, tool times)")] = 0,
-        max_batch: Annotated[int, typer.Option(help="sequences per decode batch")] = 256,
-        max_prefill_tokens: Annotated[int, typer.Option(help="prompt tokens per prefill step")] = 8192,
-        chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill", help="interleave prompt chunks with decode")] = False,
-        chunk_tokens: Annotated[int, typer.Option(help="tokens per chunked-prefill iteration")] = 2048,
-        profile: Annotated[ProfileName | None, typer.Option(
-            help="software stack the step times model (default: the one the plan was compiled for)")] = None,
+        policy: Annotated[PolicyName | None, typer.Option(
+            help="batching policy (default: the software stack's engine; docs/serving.md)")] = None,
+        max_batch: Annotated[int | None, typer.Option(
+            help="running-set cap, sequences (prefill-first: the decode batch; default: the policy's)")] = None,
+        max_prefill_tokens: Annotated[int | None, typer.Option(
+            help="token budget per iteration (prefill-first, sglang: prompt tokens per prefill batch)")] = None,
+        chunked_prefill: Annotated[bool | None, typer.Option(
+            "--chunked-prefill/--no-chunked-prefill",
+            help="split prompts across iterations (default: the policy's; vllm and sglang chunk)")] = None,
+        chunk_tokens: Annotated[int | None, typer.Option(
+            help="chunk size (per policy: docs/serving.md; prefill-first: tokens per mixed iteration)")] = None,
+        stack: Annotated[str | None, typer.Option(
+            help=STACK_HELP + " (default: the stack the plan was compiled for, which compile defaults to vllm)")] = None,
+        profile: Annotated[str | None, typer.Option(help=PROFILE_HELP)] = None,
         host_lanes: Annotated[int | None, typer.Option(
             help="concurrent tool/code/retrieval tasks per host (default: each host's lanes in its cluster)")] = None,
         loops: Annotated[LoopMode, typer.Option(help="loop iterations: geometric with the loop's mean, or the mean")] = LoopMode.geometric,
         tool_times: Annotated[ToolTimes, typer.Option(help="tool/code times: as given, or exponential with that mean")] = ToolTimes.fixed,
         goodput: Annotated[bool, typer.Option(help="with an SLO, bisect the rate for the goodput")] = True,
         timeline: Annotated[Path | None, typer.Option(help="write the per-device timeline as a Chrome/Perfetto trace")] = None,
+        bands: Annotated[bool, typer.Option(
+            help="also simulate with every step at the low and the high edge of its uncertainty band, for the "
+                 "band of each figure (about three times the work)")] = True,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="progress on stderr (default on a terminal)")] = False,
     ) -> None:
-        """Simulate a plan under load: latency percentiles, throughput, goodput under SLOs, energy."""
+        """Simulate a plan under load: latency percentiles, throughput, goodput under SLOs, energy, each with its band."""
         from gimletc._io import write_atomic
         from gimletc.plan import load_plan
         from gimletc.sim.arrivals import generate, load_trace
@@ -155,8 +205,9 @@ def register(app: typer.Typer) -> None:
             _positive("--cv", cv)
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
         cfg = _sim_config(max_batch, max_prefill_tokens, chunked_prefill, chunk_tokens,
-                          profile.value if profile else None, host_lanes,
-                          loops.value, tool_times.value, timeline is not None)
+                          stack_option(stack, profile), host_lanes,
+                          loops.value, tool_times.value, timeline is not None,
+                          policy=policy.value if policy else None)
         p = load_plan(plan)
         if arrival_trace is not None:
             arr = load_trace(arrival_trace)
@@ -184,6 +235,8 @@ def register(app: typer.Typer) -> None:
 
             good = find_goodput(lambda r: simulate_plan(p, arr.at_rate(r), quiet, seed), slo, arr.rate, progress=tell)
         d = summary(result, slo, good)
+        if bands:
+            d["bands"] = _simulation_bands(p, arr, cfg, seed, slo, good, d, progress)
         trace_text = json.dumps(timeline_trace(result), sort_keys=True) + "\n" if timeline is not None else None
         if timeline is not None and trace_text is not None:
             write_atomic(timeline, trace_text)
@@ -210,12 +263,19 @@ def register(app: typer.Typer) -> None:
         tp: Annotated[str | None, typer.Option(help="tensor-parallel sizes to try, e.g. 1,2,4")] = None,
         modes: Annotated[str, typer.Option(help="agg, disagg or both (comma-separated)")] = "agg,disagg",
         chips: Annotated[str | None, typer.Option(help="chip types to use (default: all accelerators)")] = None,
-        profile: Annotated[ProfileName, typer.Option(help="software stack the step times model")] = ProfileName.vllm,
+        stack: Annotated[str | None, typer.Option(help=STACK_HELP + " (default: vllm)")] = None,
+        profile: Annotated[str | None, typer.Option(help=PROFILE_HELP)] = None,
         weight_dtype: Annotated[str | None, typer.Option(help="serve every model's weights in this format, e.g. fp8")] = None,
         kv_dtype: Annotated[str | None, typer.Option(help="keep KV caches in this format, e.g. fp8")] = None,
-        max_batch: Annotated[int, typer.Option(help="sequences per decode batch")] = 256,
+        policy: Annotated[PolicyName | None, typer.Option(
+            help="batching policy (default: the software stack's engine; docs/serving.md)")] = None,
+        max_batch: Annotated[int | None, typer.Option(
+            help="running-set cap, sequences (default: the policy's)")] = None,
         host_lanes: Annotated[int | None, typer.Option(
             help="concurrent tool/code/retrieval tasks on the host (default: its lanes in the cluster)")] = None,
+        bands: Annotated[bool, typer.Option(
+            help="also bisect each configuration's goodput with every step at the low and the high edge of its "
+                 "band, so rankings and the frontier say which configurations are not distinguishable")] = True,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="progress on stderr (default on a terminal)")] = False,
     ) -> None:
@@ -244,8 +304,10 @@ def register(app: typer.Typer) -> None:
         mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
         if not mode_list or any(m not in ("agg", "disagg") for m in mode_list):
             raise GimletError(f"--modes takes agg, disagg or agg,disagg; got {modes!r}")
-        cfg = _sim_config(max_batch, 8192, False, 2048, profile.value, host_lanes,
-                          weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+        from gimletc.models.workload import DEFAULT_STACK
+
+        cfg = _sim_config(max_batch, None, None, None, stack_option(stack, profile, DEFAULT_STACK), host_lanes,
+                          weight_dtype=weight_dtype, kv_dtype=kv_dtype, policy=policy.value if policy else None)
         cl = load_cluster(cluster)
         chip_list = tuple(c.strip() for c in chips.split(",")) if chips else None
         if chip_list:
@@ -257,6 +319,11 @@ def register(app: typer.Typer) -> None:
                                   modes=mode_list, chips=chip_list, sim=cfg)
         g = load_graph(graph)
         result = search(g, cl, slo, settings, progress=_progress(verbose))
+        eval_bands = None
+        if bands:
+            from gimletc.serving.bands import evaluation_bands
+
+            eval_bands = evaluation_bands(g, cl, slo, settings, result, progress=_progress(verbose))
         png = None
         if plot is not None:
             slo_d = slo.to_dict()
@@ -268,39 +335,79 @@ def register(app: typer.Typer) -> None:
         if as_json:
             d = result.to_dict(top)
             d["plot"] = str(plot) if plot else None
+            if eval_bands is not None:
+                _add_search_bands(d, result, eval_bands, top)
             sys.stdout.write(json.dumps(d, indent=2, sort_keys=True, allow_nan=False) + "\n")
             return
-        _print_search(result, top)
+        _print_search(result, top, eval_bands)
         if plot is not None:
             _out().print(f"wrote {plot}")
+
+
+def _simulation_bands(p: Any, arr: Any, cfg: Any, seed: int, slo: Any, good: Any, d: dict,
+                      progress: Any) -> dict:
+    """The `bands` of `simulate --json`: the same run (and goodput bisection) with every step at the low,
+    then the high edge of its band (`gimletc.sim.bands`)."""
+    from gimletc.sim.bands import edge_config, edge_plan, plan_stack, summary_bands
+    from gimletc.sim.load import simulate_plan
+    from gimletc.sim.metrics import goodput as find_goodput
+    from gimletc.sim.metrics import summary
+
+    edges = []
+    for edge in (-1, 1):
+        if progress:
+            progress(f"bands: the same run with every step at the {'low' if edge < 0 else 'high'} edge of its band")
+        pe, ce = edge_plan(p, edge), edge_config(cfg, plan_stack(p), edge)
+        res = simulate_plan(pe, arr, ce, seed)
+        ge = None
+        if good is not None:
+            start = good.rate if good.rate > 0 else arr.rate
+            ge = find_goodput(lambda r, pe=pe, ce=ce: simulate_plan(pe, arr.at_rate(r), ce, seed), slo, start)
+        edges.append(summary(res, slo, ge))
+    return summary_bands(d, edges)
+
+
+def _banded(d: dict, key: str, sub: str | None = None) -> str:
+    """A figure of a simulation summary with its band (`6.3 ±8%`), "-" when missing."""
+    from gimletc.cost.uncertainty import with_band
+
+    v = d.get(key) if sub is None else (d.get(key) or {}).get(sub)
+    if v is None:
+        return "-"
+    b = (d.get("bands") or {}).get(key)
+    if sub is not None and isinstance(b, dict):
+        b = b.get(sub)
+    return with_band(v, (b["lo"], b["hi"]) if isinstance(b, dict) and "lo" in b else None)
 
 
 def _print_simulation(d: dict) -> None:
     out = _out()
     a = d["arrivals"]
     out.print(f"[bold]{d['name']}[/bold] under load: {d['requests']} requests, {a['kind']} arrivals at "
-              f"{a['rate_req_s']:.4g} req/s, {d['duration_s']:.4g} s simulated")
-    t = Table(title="latency (ms, predicted)")
+              f"{a['rate_req_s']:.4g} req/s, {d['duration_s']:.4g} s simulated; {d['policy']} batching")
+    banded = "bands" in d
+    t = Table(title="latency (ms, predicted" + (", with the band each lies in)" if banded else ")"))
     for col in ("metric", "p50", "p90", "p99", "mean", "max"):
         t.add_column(col, justify="left" if col == "metric" else "right")
     for key, label in (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "end-to-end")):
-        v = d[key]
-        t.add_row(label, *(_fmt(v[k]) for k in ("p50", "p90", "p99", "mean", "max")))
+        t.add_row(label, *(_banded(d, key, k) for k in ("p50", "p90", "p99", "mean", "max")))
     out.print(t)
-    t = Table(title="throughput and energy (predicted)")
+    t = Table(title="throughput and energy (predicted" + (", with bands)" if banded else ")"))
     t.add_column("metric")
     t.add_column("value", justify="right")
     rows = [
-        ("output tokens/s", d["throughput_tok_s"]),
-        ("requests/s", d["throughput_req_s"]),
-        ("energy per request, J", d["energy_per_request_j"]),
-        ("energy per output token, J", d["energy_per_token_j"]),
+        ("output tokens/s", _banded(d, "throughput_tok_s")),
+        ("requests/s", _banded(d, "throughput_req_s")),
+        ("energy per request, J", _banded(d, "energy_per_request_j")),
+        ("energy per output token, J", _banded(d, "energy_per_token_j")),
+        ("preemptions (KV cache full)", _fmt(d["preemptions"])),
+        ("tokens recomputed after preemption", _fmt(d["recomputed_tokens"])),
     ]
     if d.get("slo"):
-        rows.append((f"share meeting the SLO ({_slo_text(d['slo'])})", d["slo_attainment"]))
-        rows.append((f"goodput, req/s ({d['slo']['share']:.0%} within the SLO)", d["goodput_req_s"]))
+        rows.append((f"share meeting the SLO ({_slo_text(d['slo'])})", _banded(d, "slo_attainment")))
+        rows.append((f"goodput, req/s ({d['slo']['share']:.0%} within the SLO)", _banded(d, "goodput_req_s")))
     for k, v in rows:
-        t.add_row(k, _fmt(v))
+        t.add_row(k, v)
     out.print(t)
     t = Table(title="engines")
     for col in ("engine", "chip", "models", "iterations", "mean batch", "max batch", "utilisation"):
@@ -309,6 +416,14 @@ def _print_simulation(d: dict) -> None:
         t.add_row(e["id"], e["chip"], ", ".join(e["models"]), str(e["iterations"]), f"{e['mean_decode_batch']:.1f}",
                   str(e["max_decode_batch"]), f"{e['utilisation']:.1%}")
     out.print(t)
+
+
+def _ties(ranked: list, metric: str, bands: dict | None) -> list[int | None]:
+    if bands is None:
+        return [None] * len(ranked)
+    from gimletc.serving.bands import rank_ties
+
+    return rank_ties(ranked, metric, bands)
 
 
 def _slo_text(slo: dict) -> str:
@@ -320,7 +435,29 @@ def _slo_text(slo: dict) -> str:
     return ", ".join(parts)
 
 
-def _print_search(result: Any, top: int) -> None:
+def _add_search_bands(d: dict, result: Any, bands: dict, top: int) -> None:
+    """Band fields of `search --json` (added beside the existing keys): each evaluation's `bands`, the
+    ranked configurations not distinguishable from a better-ranked one, and the configurations within
+    bands of the Pareto frontier."""
+    from gimletc.serving.bands import SOURCE, rank_ties, within_bands_of_frontier
+
+    for e, ev in zip(d["evaluations"], result.top("per_chip", len(result.evaluations)), strict=True):
+        b = bands.get(ev.config.label)
+        e["bands"] = b.to_dict() if b is not None else None
+    ties: dict[str, list[dict]] = {}
+    for metric in ("per_chip", "per_watt", "per_dollar"):
+        ranked = result.top(metric, top)
+        ties[metric] = [{"config": e.config.label, "rank": i + 1, "from": ranked[j].config.label, "from_rank": j + 1}
+                        for i, (e, j) in enumerate(zip(ranked, rank_ties(ranked, metric, bands), strict=True))
+                        if j is not None]
+    d["not_distinguishable"] = ties
+    d["pareto_within_bands"] = within_bands_of_frontier(result.points(), result.pareto(), result.evaluations, bands)
+    d["bands_source"] = SOURCE
+
+
+def _print_search(result: Any, top: int, bands: dict | None = None) -> None:
+    from gimletc.cost.uncertainty import with_band
+
     out = _out()
     s = result.settings
     out.print(f"[bold]serving search[/bold]: {result.candidates} candidate configurations, {len(result.evaluations)} "
@@ -333,17 +470,36 @@ def _print_search(result: Any, top: int) -> None:
         for col in ("#", "configuration", "chips", "goodput req/s", "tok/s", "tok/s/chip", "tok/J", "tok/$",
                     "tok/s/user"):
             t.add_column(col, justify="left" if col == "configuration" else "right")
-        for i, e in enumerate(result.top(metric, top), 1):
+        ranked = result.top(metric, top)
+        ties = _ties(ranked, metric, bands)
+        for i, e in enumerate(ranked):
             at = e.at_goodput
-            t.add_row(str(i), e.config.label, str(e.chips), _fmt(e.goodput_req_s), _fmt(e.goodput_tok_s),
-                      _fmt(e.per_chip), _fmt(e.per_watt), _fmt(e.per_dollar), _fmt(at.tok_s_per_user if at else None))
+            b = bands.get(e.config.label) if bands is not None else None
+
+            def cell(v: float | None, attr: str, b: Any = b) -> str:
+                iv = getattr(b, attr, None) if b is not None else None
+                return "-" if v is None else with_band(v, iv)
+
+            rank = str(i + 1) if ties[i] is None else f"={ties[i] + 1}"
+            t.add_row(rank, e.config.label, str(e.chips), cell(e.goodput_req_s, "goodput_req_s"),
+                      cell(e.goodput_tok_s, "goodput_tok_s"), cell(e.per_chip, "per_chip"), cell(e.per_watt, "per_watt"),
+                      cell(e.per_dollar, "per_dollar"), cell(at.tok_s_per_user if at else None, "tok_s_per_user"))
         out.print(t)
+        if any(x is not None for x in ties):
+            out.print(f"[dim]=n: not distinguishable from #n (their {title.split(' (')[0]} bands overlap)[/dim]")
     t = Table(title="Pareto frontier: tokens/s per user vs tokens/s per chip (operating points meeting the SLO)")
     for col in ("configuration", "rate req/s", "tok/s/user", "tok/s/chip"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for p in result.pareto():
         t.add_row(p.label, _fmt(p.rate), _fmt(p.tok_s_per_user), _fmt(p.tok_s_per_chip))
     out.print(t)
+    if bands is not None:
+        from gimletc.serving.bands import within_bands_of_frontier
+
+        near = within_bands_of_frontier(result.points(), result.pareto(), result.evaluations, bands)
+        out.print("[dim]not distinguishable from the frontier within bands: "
+                  + (", ".join(near) if near else "none (every other configuration is beaten beyond its bands)")
+                  + "[/dim]")
     for what, why in result.skipped:
         out.print(f"[dim]skipped {what}: {why}[/dim]")
     for what, why in result.failed:

@@ -27,17 +27,8 @@ from gimletc.errors import ConfigError
 from gimletc.hardware import Cluster, get_chip
 from gimletc.ir import Graph, Op
 from gimletc.passes.costs import op_seconds
-from gimletc.sim.load import (
-    CPU,
-    DECODE,
-    PREFILL,
-    ZERO,
-    EngineSpec,
-    HostSpec,
-    SimConfig,
-    TaskSpec,
-    Workload,
-)
+from gimletc.sim.config import SimConfig
+from gimletc.sim.workload import CPU, DECODE, PREFILL, ZERO, EngineSpec, HostSpec, TaskSpec, Workload
 
 __all__ = ["EngineKind", "ModelServing", "ServingConfig", "lower_to_model_level", "serving_workload"]
 

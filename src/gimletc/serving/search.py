@@ -41,8 +41,11 @@ from gimletc.errors import ConfigError, GimletError
 from gimletc.hardware import Cluster, get_chip
 from gimletc.ir import Graph
 from gimletc.sim.arrivals import generate
-from gimletc.sim.load import LoadResult, SimConfig, SimulationError, simulate
+from gimletc.sim.config import SimConfig, SimulationError
+from gimletc.sim.load import simulate
+from gimletc.sim.results import LoadResult
 from gimletc.sim.metrics import SLO, GoodputPoint, GoodputResult, goodput, point
+from gimletc.sim.policies import batch_params
 from gimletc.sim.steps import StepCost, profile_for_stack
 from gimletc.serving.deploy import EngineKind, ModelServing, ServingConfig, lower_to_model_level, serving_workload
 
@@ -169,8 +172,9 @@ def _predict_kind(model: str, kind: EngineKind, calls: list[_Call], slo: SLO, si
     heaviest = max(calls, key=lambda c: c.prompt + c.ctx + c.out)
     mid = heaviest.prompt + heaviest.ctx + heaviest.out // 2
     kv_one = m.kv_cache_bytes(heaviest.prompt + heaviest.ctx + heaviest.out, heaviest.seqs)
-    b_kv = int(kv_cap // kv_one) if kv_one > 0 else sim.engine.max_batch
-    b_max = max(0, min(sim.engine.max_batch, b_kv))
+    cap = batch_params(sim, m, chip, kv_cap / max(m.kv_cache_bytes(1), 1e-30)).max_batch
+    b_kv = int(kv_cap // kv_one) if kv_one > 0 else cap
+    b_max = max(0, min(cap, b_kv))
     limit = slo.tpot_s if slo.tpot_s is not None else math.inf
     best_b = 0
     lo, hi = 1, b_max
@@ -223,6 +227,22 @@ def _kinds(cluster: Cluster, model: str, settings: SearchSettings) -> list[Engin
     return out
 
 
+def _nothing_holds(model: str, cluster: Cluster, settings: SearchSettings) -> str:
+    """Why no engine kind serves `model`: the --tp or --chips filter, or no chip type large enough."""
+    unfiltered = _kinds(cluster, model, replace(settings, tp=None, chips=None))
+    if not unfiltered:
+        return f"{model}: no chip type of {cluster.name} holds it (at tensor-parallel sizes up to a node's chips, at most 8)"
+    sizes = ", ".join(f"{c} at tp {'/'.join(str(k.tp) for k in unfiltered if k.chip == c)}"
+                      for c in dict.fromkeys(k.chip for k in unfiltered))
+    asked = []
+    if settings.tp is not None:
+        asked.append(f"--tp {','.join(map(str, settings.tp))}")
+    if settings.chips is not None:
+        asked.append(f"--chips {','.join(settings.chips)}")
+    return (f"{model}: no engine fits {' and '.join(asked)} on {cluster.name}; it can be served as {sizes} "
+            "(tensor-parallel sizes are powers of two, from the smallest that holds the model up to a node's chips)")
+
+
 def _budgets(cluster: Cluster, settings: SearchSettings) -> dict[str, int]:
     out: dict[str, int] = {}
     for node in cluster.nodes:
@@ -252,7 +272,7 @@ def predict(graph: Graph, cluster: Cluster, slo: SLO, settings: SearchSettings =
                 skipped.append((f"{model} on {kind.label}", p.why))
             ps.append(p)
         if not ps:
-            raise ConfigError(f"{model}: no chip type of {cluster.name} holds it")
+            raise ConfigError(_nothing_holds(model, cluster, settings))
         preds[model] = ps
         usable = [p for p in ps if p.decode_req_s > 0]
         weights[model] = min((p.kind.tp * (p.prefill_s + 1.0 / p.decode_req_s) for p in usable), default=1.0)
@@ -467,8 +487,8 @@ def evaluate(graph: Graph, cluster: Cluster, config: ServingConfig, slo: SLO, se
     """Simulate one configuration and bisect its goodput."""
     g = lower_to_model_level(graph, cluster)
     sim = settings.sim
-    if any(m.chunked for m in config.models):
-        sim = replace(sim, engine=replace(sim.engine, chunked_prefill=True))
+    # The aggregated variants, with and without chunked prefill, ask for it explicitly (the engines' own default is on).
+    sim = replace(sim, engine=replace(sim.engine, chunked_prefill=any(m.chunked for m in config.models)))
     wl = serving_workload(g, cluster, config, sim)
     base = generate("poisson", 1.0, settings.requests, settings.seed)
 

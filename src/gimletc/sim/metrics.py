@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gimletc.errors import GimletError
-from gimletc.sim.load import LoadResult
+from gimletc.sim.results import LoadResult
 
 __all__ = ["SLO", "GoodputPoint", "GoodputResult", "goodput", "percentiles", "summary", "timeline_trace"]
 
@@ -204,6 +204,9 @@ def summary(result: LoadResult, slo: SLO | None = None, good: GoodputResult | No
         },
         "events": result.events,
         "heap_events": result.heap_events,
+        "policy": result.policy,
+        "preemptions": result.preemptions,
+        "recomputed_tokens": result.recomputed_tokens,
         "config": result.config.to_dict(),
         "slo": slo.to_dict() if slo is not None and not slo.empty else None,
         "slo_attainment": slo.met(result) if slo is not None and not slo.empty else None,
