@@ -165,6 +165,8 @@ def register(app: typer.Typer) -> None:
         arrival_trace: Annotated[Path | None, typer.Option("--arrival-trace",
                                                            help="CSV/JSONL of arrival_s[,input_tokens,output_tokens]")] = None,
         seed: Annotated[int, typer.Option(help="random seed (arrivals, loops, branches, tool times)")] = 0,
+        memory_limit: Annotated[float | None, typer.Option(
+            "--memory-limit", help="GB the simulation may hold (default: 80% of the memory available)")] = None,
         policy: Annotated[PolicyName | None, typer.Option(
             help="batching policy (default: the software stack's engine; docs/serving.md)")] = None,
         max_batch: Annotated[int | None, typer.Option(
@@ -192,15 +194,20 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="progress on stderr (default on a terminal)")] = False,
     ) -> None:
         """Simulate a plan under load: latency percentiles, throughput, goodput under SLOs, energy, each with its band."""
-        from gimletc._io import write_atomic
+        from gimletc._io import check_outputs, write_atomic
         from gimletc.plan import load_plan
         from gimletc.sim.arrivals import generate, load_trace
-        from gimletc.sim.load import simulate_plan
+        from gimletc.sim.limits import MAX_SPAN_S, estimate
+        from gimletc.sim.load import simulate, workload_of_plan
         from gimletc.sim.metrics import goodput as find_goodput
         from gimletc.sim.metrics import summary, timeline_trace
 
+        check_outputs([timeline])
         _positive("--rate", rate)
         _positive("--requests", requests, integer=True)
+        _positive("--memory-limit", memory_limit)
+        if seed < 0:
+            raise GimletError(f"--seed must be an integer >= 0; got {seed}")
         if arrivals == ArrivalKind.bursty:
             _positive("--cv", cv)
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
@@ -208,21 +215,26 @@ def register(app: typer.Typer) -> None:
                           stack_option(stack, profile), host_lanes,
                           loops.value, tool_times.value, timeline is not None,
                           policy=policy.value if policy else None)
+        if memory_limit is not None:
+            cfg = dataclasses.replace(cfg, memory_limit=memory_limit * 1e9)
         p = load_plan(plan)
+        wl = workload_of_plan(p, source=str(plan))  # what the simulator relies on in the plan, checked
         if arrival_trace is not None:
             arr = load_trace(arrival_trace)
             if requests is not None:
                 arr = arr.head(requests)
+            estimate(wl, len(arr), cfg).check(f"{plan}: ")
             if rate is not None:
                 arr = arr.at_rate(rate)
         else:
             if rate is None:
                 raise GimletError("--rate is required (or give --arrival-trace)")
+            estimate(wl, requests or 1000, cfg).check(f"{plan}: ")  # before the arrivals are drawn
             arr = generate(arrivals.value, rate, requests or 1000, seed, cv)
         progress = _progress(verbose)
         if progress:
             progress(f"simulating {len(arr)} requests of {p.name} at {arr.rate:.4g} req/s ({arr.kind})")
-        result = simulate_plan(p, arr, cfg, seed, progress=progress)
+        result = simulate(wl, arr, cfg, seed, progress=progress)
         good = None
         if goodput and not slo.empty:
             if progress:
@@ -233,7 +245,10 @@ def register(app: typer.Typer) -> None:
                 if progress:
                     progress(f"  {pt.rate:.4g} req/s -> {pt.attainment:.1%} meet the SLO")
 
-            good = find_goodput(lambda r: simulate_plan(p, arr.at_rate(r), quiet, seed), slo, arr.rate, progress=tell)
+            # The bisection lowers the rate at most to where the arrivals would span MAX_SPAN_S.
+            floor = max(2.0**-12, 2 * float(arr.times[-1]) / MAX_SPAN_S)
+            good = find_goodput(lambda r: simulate(wl, arr.at_rate(r), quiet, seed), slo, arr.rate,
+                                floor_factor=floor, progress=tell)
         d = summary(result, slo, good)
         if bands:
             d["bands"] = _simulation_bands(p, arr, cfg, seed, slo, good, d, progress)
@@ -249,8 +264,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("search")
     def search_cmd(
-        graph: Annotated[Path, typer.Argument(help="agent graph: a .py file defining `graph`, or .yaml/.json")],
-        cluster: Annotated[str, typer.Option("--cluster", "-c", help="cluster file or preset name")],
+        graph: Annotated[Path | None, typer.Argument(
+            help="agent graph: a .py file defining `graph`, or .yaml/.json")] = None,
+        cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="cluster file or preset name")] = None,
         slo_ttft_ms: Annotated[float | None, typer.Option("--slo-ttft-ms", help="TTFT target, ms")] = None,
         slo_tpot_ms: Annotated[float | None, typer.Option("--slo-tpot-ms", help="TPOT target, ms")] = None,
         slo_share: Annotated[float, typer.Option("--slo-share", help="share of requests that must meet the SLO")] = 0.9,
@@ -261,7 +277,9 @@ def register(app: typer.Typer) -> None:
         requests: Annotated[int, typer.Option("--requests", "-n", help="requests per simulation")] = 1000,
         seed: Annotated[int, typer.Option(help="random seed")] = 0,
         tp: Annotated[str | None, typer.Option(help="tensor-parallel sizes to try, e.g. 1,2,4")] = None,
-        modes: Annotated[str, typer.Option(help="agg, disagg or both (comma-separated)")] = "agg,disagg",
+        modes: Annotated[str | None, typer.Option(
+            help="agg, disagg, spec, attn-ffn (comma-separated; default: agg, disagg, spec where the call names a "
+                 "draft, attn-ffn for MoE models)")] = None,
         chips: Annotated[str | None, typer.Option(help="chip types to use (default: all accelerators)")] = None,
         stack: Annotated[str | None, typer.Option(help=STACK_HELP + " (default: vllm)")] = None,
         profile: Annotated[str | None, typer.Option(help=PROFILE_HELP)] = None,
@@ -278,6 +296,22 @@ def register(app: typer.Typer) -> None:
                  "band, so rankings and the frontier say which configurations are not distinguishable")] = True,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="progress on stderr (default on a terminal)")] = False,
+        recommend: Annotated[bool, typer.Option(
+            "--recommend", help="the fewest chips, least power and least cost that serve --rate within the SLO")] = False,
+        rate: Annotated[float | None, typer.Option("--rate", help="with --recommend: requests/s to serve")] = None,
+        save: Annotated[Path | None, typer.Option(
+            "--save", help="write the result as a versioned JSON for deployment (docs/serving.md)")] = None,
+        draft: Annotated[str | None, typer.Option(help="spec: the draft model (default: the one the call names)")] = None,
+        acceptance: Annotated[float | None, typer.Option(
+            help="spec: per-token acceptance of the draft (default: the call's, else 0.7; docs/serving.md)")] = None,
+        dp: Annotated[str | None, typer.Option(
+            help="attention data-parallel sizes with expert parallelism, e.g. 2,4,8 (default: those for MoE models)")] = None,
+        ratios: Annotated[str, typer.Option(help="attn-ffn: attention engines per FFN engine to try (M of M:1)")] = "1,2,4,8",
+        mix: Annotated[bool, typer.Option("--mix/--no-mix", help="let a role's replicas span chip types")] = True,
+        role_policy: Annotated[str | None, typer.Option(
+            "--role-policy", help="a role's own batching policy, e.g. prefill=sglang,decode=vllm")] = None,
+        load: Annotated[Path | None, typer.Option(
+            "--load", help="print a result saved with --save (validated) instead of searching")] = None,
     ) -> None:
         """Search replica mixes and chip types for the best goodput per chip, per watt and per dollar under SLOs."""
         from gimletc.graph_io import load_graph
@@ -285,6 +319,12 @@ def register(app: typer.Typer) -> None:
         from gimletc._io import write_atomic
         from gimletc.serving.plot import frontier_png
         from gimletc.serving.search import SearchSettings, search
+
+        if load is not None:
+            _print_saved(load, as_json)
+            return
+        if graph is None or cluster is None:
+            raise GimletError("search needs an agent graph and --cluster (or --load FILE)")
 
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
         if slo.empty:
@@ -301,9 +341,7 @@ def register(app: typer.Typer) -> None:
                 raise GimletError(f"--tp takes comma-separated integers; got {tp!r}") from None
             for x in tps:
                 _positive("--tp", x, integer=True)
-        mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
-        if not mode_list or any(m not in ("agg", "disagg") for m in mode_list):
-            raise GimletError(f"--modes takes agg, disagg or agg,disagg; got {modes!r}")
+        mode_list = _modes(modes)
         from gimletc.models.workload import DEFAULT_STACK
 
         cfg = _sim_config(max_batch, None, None, None, stack_option(stack, profile, DEFAULT_STACK), host_lanes,
@@ -315,9 +353,26 @@ def register(app: typer.Typer) -> None:
             for c in chip_list:
                 if c not in have:
                     raise GimletError(f"--chips: {cl.name} has no {c!r}; it has {', '.join(have) or 'no accelerators'}")
+        if recommend != (rate is not None):
+            raise GimletError("--recommend and --rate go together: --recommend --rate R finds the least hardware "
+                              "that serves R requests/s")
+        _positive("--rate", rate)
+        if recommend and plot is not None:
+            raise GimletError("--plot draws a search's frontier; --recommend has none")
+        if draft is not None:
+            from gimletc.models import get_model
+
+            get_model(draft)  # an unknown model is its own one-line error
+        if acceptance is not None and not 0 <= acceptance < 1:
+            raise GimletError(f"--acceptance must be in [0, 1); got {acceptance:g}")
         settings = SearchSettings(requests=requests, seed=seed, top_k=configs, max_chips=max_chips, tp=tps,
-                                  modes=mode_list, chips=chip_list, sim=cfg)
+                                  modes=mode_list, chips=chip_list, sim=cfg, dp=_ints("--dp", dp),
+                                  ratios=_ints("--ratios", ratios) or (1,), draft=draft, acceptance=acceptance,
+                                  mix=mix, role_policy=_role_policy(role_policy))
         g = load_graph(graph)
+        if recommend:
+            _recommend(g, cl, slo, float(rate or 0.0), settings, save, as_json, verbose)
+            return
         result = search(g, cl, slo, settings, progress=_progress(verbose))
         eval_bands = None
         if bands:
@@ -330,8 +385,15 @@ def register(app: typer.Typer) -> None:
             parts = [f"{k[:-3].upper()} <= {v:g} ms" for k, v in slo_d.items() if k.endswith("_ms") and v is not None]
             png = frontier_png(result.points(), f"{g.attrs.get('gimlet.name', graph.stem)} on {cl.name}: "
                                                 f"{', '.join(parts)} for {slo.share:.0%}")
+        saved = None
+        if save is not None:
+            from gimletc.serving.saved import document_text, search_document
+
+            saved = document_text(search_document(result, g, cl))
         if png is not None and plot is not None:
             write_atomic(plot, png)
+        if saved is not None and save is not None:
+            write_atomic(save, saved)
         if as_json:
             d = result.to_dict(top)
             d["plot"] = str(plot) if plot else None
@@ -342,6 +404,103 @@ def register(app: typer.Typer) -> None:
         _print_search(result, top, eval_bands)
         if plot is not None:
             _out().print(f"wrote {plot}")
+        if save is not None:
+            _out().print(f"wrote {save}")
+
+
+def _print_saved(path: Path, as_json: bool) -> None:
+    from gimletc.serving.saved import document_text, load_search_result
+
+    doc = load_search_result(path)
+    if as_json:
+        sys.stdout.write(document_text(doc))
+        return
+    out = _out()
+    what = f"the least hardware for {doc.rate_req_s:g} req/s" if doc.kind == "recommend" else "a serving search"
+    s = doc.slo
+    slo = _slo_text({"ttft_ms": s.ttft_ms, "tpot_ms": s.tpot_ms})
+    out.print(f"[bold]{path}[/bold]: {what} for {doc.graph} on {doc.cluster} ({doc.stack} stack, {doc.policy} batching), "
+              f"{slo} for {s.share:.0%} of requests; {len(doc.configurations)} configurations")
+    t = Table(title="saved configurations (predicted: cost model; simulated: load simulator)")
+    for col in ("#", "configuration", "chips", "chosen for", "predicted req/s", "simulated req/s", "tok/s/chip",
+                "TPOT p90 ms"):
+        t.add_column(col, justify="left" if col in ("configuration", "chosen for") else "right")
+    for c in doc.configurations:
+        sim = c.simulated
+        t.add_row(str(c.rank), c.label, str(sum(c.chips.values())), ", ".join(c.chosen_for) or "-",
+                  _fmt(c.predicted.req_s), _fmt(sim.rate_req_s if sim else None),
+                  _fmt(sim.tok_s_per_chip if sim else None), _fmt(sim.tpot_p90_ms if sim else None))
+    out.print(t)
+
+
+def _modes(text: str | None) -> tuple[str, ...] | None:
+    from gimletc.serving.layout import MODES
+
+    if text is None:
+        return None
+    out = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not out or any(m not in MODES for m in out):
+        raise GimletError(f"--modes takes a comma-separated subset of {', '.join(MODES)}; got {text!r}")
+    return out
+
+
+def _ints(name: str, text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise GimletError(f"{name} takes comma-separated integers; got {text!r}") from None
+    for x in out:
+        _positive(name, x, integer=True)
+    return out
+
+
+def _role_policy(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    out = []
+    for part in text.split(","):
+        role, eq, pol = part.partition("=")
+        if not eq or not role.strip() or not pol.strip():
+            raise GimletError(f"--role-policy takes ROLE=POLICY pairs, e.g. prefill=sglang; got {part!r}")
+        out.append((role.strip(), pol.strip()))
+    return tuple(out)
+
+
+def _recommend(g: Any, cl: Any, slo: Any, rate: float, settings: Any, save: Path | None, as_json: bool,
+               verbose: bool) -> None:
+    from gimletc.serving.search import recommend
+
+    rec = recommend(g, cl, slo, rate, settings, progress=_progress(verbose))
+    if save is not None:
+        from gimletc.serving.saved import save_recommendation
+
+        save_recommendation(save, rec, g, cl)
+    if as_json:
+        sys.stdout.write(json.dumps(rec.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n")
+        return
+    out = _out()
+    s = rec.settings
+    out.print(f"[bold]least hardware for {rate:g} req/s[/bold] with {rec.slo.share:.0%} of requests within "
+              f"{_slo_text(rec.slo.to_dict())} (predicted by the cost model, each checked by simulating "
+              f"{s.requests} Poisson requests at that rate, seed {s.seed})")
+    t = Table(title="recommendation")
+    for col in ("least", "configuration", "chips", "power W", "USD/h", "predicted req/s", "band",
+                "share within SLO", "TTFT p90 ms", "TPOT p90 ms", "tok/s/chip"):
+        t.add_column(col, justify="left" if col in ("least", "configuration") else "right")
+    names = {"chips": "chips", "power": "power", "price": "cost"}
+    for objective, e in rec.picks.items():
+        pt = e.goodput.points[0]
+        t.add_row(names[objective], e.config.label, str(e.chips), _fmt(e.power_w), _fmt(e.price_per_hour),
+                  _fmt(e.predicted_req_s), str(e.band) if e.band else "-", f"{pt.attainment:.1%}",
+                  _fmt(pt.ttft_p90_ms), _fmt(pt.tpot_p90_ms), _fmt(pt.throughput_tok_s / e.chips))
+    out.print(t)
+    for objective, label, att in rec.tried:
+        out.print(f"[dim]{objective}: {label} predicted to serve it, simulated {att:.1%} within the SLO; "
+                  "asked for more[/dim]")
+    if save is not None:
+        out.print(f"wrote {save}")
 
 
 def _simulation_bands(p: Any, arr: Any, cfg: Any, seed: int, slo: Any, good: Any, d: dict,
@@ -349,6 +508,7 @@ def _simulation_bands(p: Any, arr: Any, cfg: Any, seed: int, slo: Any, good: Any
     """The `bands` of `simulate --json`: the same run (and goodput bisection) with every step at the low,
     then the high edge of its band (`gimletc.sim.bands`)."""
     from gimletc.sim.bands import edge_config, edge_plan, plan_stack, summary_bands
+    from gimletc.sim.limits import MAX_SPAN_S
     from gimletc.sim.load import simulate_plan
     from gimletc.sim.metrics import goodput as find_goodput
     from gimletc.sim.metrics import summary
@@ -362,7 +522,10 @@ def _simulation_bands(p: Any, arr: Any, cfg: Any, seed: int, slo: Any, good: Any
         ge = None
         if good is not None:
             start = good.rate if good.rate > 0 else arr.rate
-            ge = find_goodput(lambda r, pe=pe, ce=ce: simulate_plan(pe, arr.at_rate(r), ce, seed), slo, start)
+            # As the run's own bisection: never so low a rate that the arrivals would span MAX_SPAN_S.
+            floor = max(2.0**-12, 2 * float(arr.times[-1]) * arr.rate / (start * MAX_SPAN_S))
+            ge = find_goodput(lambda r, pe=pe, ce=ce: simulate_plan(pe, arr.at_rate(r), ce, seed), slo, start,
+                              floor_factor=floor)
         edges.append(summary(res, slo, ge))
     return summary_bands(d, edges)
 

@@ -4,6 +4,8 @@ iteration count and every `agent.branch` reduced to a sampled arm, flattened int
 Iteration counts are geometric on 1..max, truncated at `max`, with the success probability
 solved so the truncated mean equals the loop's `expected` (so the mean work per request
 equals the compiler's); with `loops="mean"` every loop runs round(expected) times instead.
+A partitioning's decode loop (named as its call's decode: speculative rounds, token steps)
+always runs round(expected) times: its count is the call's tokens, not a sampled retry count.
 A loop or branch starts once every value it uses is ready, and each iteration starts after
 the previous one has finished (as in the single-request replay). Templates are built once
 per request shape and shared by every request of that shape.
@@ -17,7 +19,9 @@ import numpy as np
 
 from gimletc.ir import Graph, Op
 from gimletc.ir.core import _uses_including_regions
+from gimletc.ir.names import call_of_decode
 from gimletc.sim.config import SimulationError
+from gimletc.sim.limits import MAX_TASKS_PER_REQUEST
 from gimletc.sim.workload import DECODE, MARK, PREFILL, XFER, ZERO, Classifier, TaskSpec
 
 __all__ = ["Builder", "Shapes", "Template", "loop_probability", "reference_tokens"]
@@ -50,7 +54,10 @@ class Shapes:
         self.mode = mode
         self._p: dict[str, float] = {}
         self._probs: dict[str, np.ndarray] = {}
+        self._size: dict[int, int] = {}  # tasks of a region's own ops (each nested loop or branch: its start)
         for op, _ in graph.walk():
+            for r in op.regions:
+                self._size[id(r)] = sum(1 for b in r.ops if b.kind != "agent.yield")
             if op.kind == "agent.loop":
                 self._p[op.name] = loop_probability(float(op.attr("expected", 1.0)), int(op.attr("max", 1)))
             elif op.kind == "agent.branch":
@@ -59,25 +66,48 @@ class Shapes:
                     raise SimulationError(
                         f"branch @{op.name}: {len(probs)} probabilities for {len(op.regions)} arms (sum {probs.sum():g})")
                 self._probs[op.name] = np.cumsum(probs / probs.sum())
+        # A loop a partitioning made of an LLM call's decode (speculative rounds, a pipeline's or an
+        # attention/FFN split's token steps) counts tokens or rounds, not an agent's retries: it runs its
+        # expected count (a request's rounds vary by a few percent around it, not geometrically).
+        self.decode_loops = frozenset(op.name for op, _ in graph.walk()
+                                      if op.kind == "agent.loop" and call_of_decode(op.name) is not None)
         self.static = not self._p and not self._probs
+        for name in self.decode_loops:
+            del self._p[name]
 
     def sample(self, graph: Graph, rng: np.random.Generator) -> tuple:
+        """A request's shape. One that would unroll to more than `MAX_TASKS_PER_REQUEST` tasks is a
+        SimulationError naming the loop and its draw (gimletc.sim.limits)."""
+        self._left = MAX_TASKS_PER_REQUEST - sum(1 for op in graph.ops if op.kind != "agent.yield")
+        return self._sample(graph, rng)
+
+    def _sample(self, graph: Graph, rng: np.random.Generator) -> tuple:
         out = []
         for op in graph.ops:
             if op.kind == "agent.loop":
                 most = int(op.attr("max", 1))
                 expected = float(op.attr("expected", 1.0))
-                if self.mode == "mean":
+                if self.mode == "mean" or op.name in self.decode_loops:
                     k = min(most, max(1, round(expected)))
                 else:
                     p = self._p[op.name]
                     k = most if p <= 0.0 else min(most, int(rng.geometric(p)))
                 body = op.regions[0]
-                out.append((k, tuple(self.sample(body, rng) for _ in range(k))))
+                self._left -= k * (self._size[id(body)] + 1)  # each iteration's body and join
+                iters = []
+                for _ in range(k):
+                    if self._left < 0:
+                        raise SimulationError(
+                            f"loop @{op.name} drew {k:,} iterations ({self.mode}, mean {expected:g}, at most {most:,}): "
+                            f"this request would unroll to more than {MAX_TASKS_PER_REQUEST:,} tasks, the most the "
+                            "simulator builds for one request: lower the loop's `expected` and `max`")
+                    iters.append(self._sample(body, rng))
+                out.append((k, tuple(iters)))
             elif op.kind == "agent.branch":
                 arm = int(np.searchsorted(self._probs[op.name], rng.random(), side="right"))
                 arm = min(arm, len(op.regions) - 1)
-                out.append((arm, self.sample(op.regions[arm], rng)))
+                self._left -= self._size[id(op.regions[arm])] + 1
+                out.append((arm, self._sample(op.regions[arm], rng)))
         return tuple(out)
 
 
