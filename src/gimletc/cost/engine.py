@@ -66,8 +66,6 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gimletc.errors import GimletError, UnknownNameError
 from gimletc.hardware.schema import Chip
 from gimletc.models.workload import (
@@ -383,6 +381,8 @@ def routing(tokens: int, topk: int, experts: int) -> tuple[float, float, float]:
     aiconfigurator-core draws each expert's share from a power law of exponent `ROUTING_ALPHA` on [1, 0.8·M]
     (on [0.01, 2] when there are fewer token-expert pairs than experts), scales the shares to the M·k pairs and
     rounds them; this takes the expected draw (the E quantiles of that law) instead of a random one."""
+    import numpy as np  # here, not at module level: estimates never route this way, and the CLI need not load it
+
     e, pairs = int(experts), int(round(tokens * topk))
     if e <= 0 or pairs <= 0:
         return 0.0, 0.0, 0.0
