@@ -5,26 +5,47 @@ dozen parameters are fitted, per chip and engine, to the kernel tables NVIDIA
 measured with those engines (`aiconfigurator-core`; see
 `gimletc.cost.aiconfigurator`, which refits them, and `docs/cost-model.md`):
 
-- GEMM (projections, router, LM head), per instance:
-  `max(2·M·N·K / (peak[dtype]·gemm_eff), bytes / (BW·mem_eff)) + kernel_s`;
-  fp8 GEMMs run at `gemm_fp8_eff` of the fp8 peak and first quantise their
-  input activations (one more pass over them); weight-only formats (int4,
-  int8, mxfp4 on a chip without fp4 units) stream their own bytes and compute
-  in bf16.
+- GEMM (projections, router, LM head), per instance, over a chip of P SMs:
+  `‖2·M·N·K / (peak[dtype]·gemm_eff·u) + tiles·tile_s / P, bytes / (BW·mem_eff)‖₃ + kernel_s`,
+  (`‖c, m‖₃ = (c³ + m³)^⅓`: compute and memory overlap imperfectly near the ridge, `OVERLAP`),
+  `tiles = ⌈M/BM⌉·⌈N/BN⌉` output tiles (`gemm_tile`), each costing its SM `tile_s` of
+  prologue and epilogue (filling the pipeline, writing the tile) besides its multiply-adds.
+  `u` is the last wave's occupancy: on Ampere a GEMM launches one CTA per tile, so a grid of
+  `tiles` CTAs over P SMs keeps `tiles / (⌈tiles/P⌉·P)` of them busy (at least `gemm_wave_floor`,
+  what the library's tile and split-K choice recovers); Hopper and Blackwell GEMMs run persistent,
+  tile-scheduled kernels (stream-K), so `u = 1` there (`gemm_wave_floor = 1`, not fitted).
+  fp8 GEMMs run at `gemm_fp8_eff` of the fp8 peak after a separate kernel quantises their input
+  activations (`M·K·(2a + 1)` bytes: a read for the scale, a read and a one-byte write);
+  weight-only formats (int4, int8, mxfp4 on a chip without fp4 units) stream their own bytes and
+  compute in bf16.
 - attention, one kernel per layer for every sequence of the step, each over
   its own context (decode, a prefill chunk after its prefix, a verify of k
   tokens packed per KV head):
-  `max((FLOPs + 4·rows·d·attn_pad_keys) / (peak·attn_eff), KV bytes / (BW·mem_eff))
-  + attn_kernel_s + sequences·KV heads·attn_seq_s`.
+  `‖max((FLOPs + 4·rows·d·attn_pad_keys) / (peak·attn_eff), (√λ + √(KV bytes / (BW·attn_mem_eff)))²),
+  sequences·KV heads·attn_seq_s‖₃ + 3·kernel_s`: the paged KV reads reach their own fraction of
+  bandwidth, `attn_mem_eff`, through a pipeline of load latency λ (`MEM_LATENCY_S`); the per-unit
+  work (paging metadata, split-KV merge) runs beside the stream; three launches (the KV-cache write,
+  the attention, the split-KV merge).
 - MoE (router top-k, dispatch, grouped GEMMs of the experts the step touches,
-  combine): the grouped GEMM pads each touched expert's rows by
-  `moe_pad_tokens` (its tile), reads the touched experts' weights and moves
-  every token-expert pair's activations twice (dispatch and combine):
-  `max(2·(pairs + touched·pad)·3·h·f / (peak·moe_eff), bytes / (BW·mem_eff)) + 6·kernel_s`;
+  combine). How tokens route fixes how many experts run and how many rows each
+  gets: the fit and its held-out checks use the skew aiconfigurator-core's tables
+  were collected with (`routing`: a power law of exponent 1.01 over experts);
+  estimates route uniformly, as load-balanced trained routers do (`uniform_routing`:
+  the workload's expected distinct experts, the pairs shared evenly among them); each
+  touched expert's rows pad to the fused-MoE kernel's row block `BM` (16 while
+  there are no more tokens than experts, else 64: the engines' default fused-MoE
+  configuration), and each of its output tiles (`BM x MOE_TILE_N`) pays the same
+  per-tile `tile_s` as a dense GEMM's:
+  `‖2·rows·3·h·f / (peak·moe_eff) + tiles·tile_s / P, (touched·3hf·w + pairs·(2h+3f)·a) / (BW·mem_eff)‖₃`
+  `+ (pairs·(3f + h) + M·h)·a / (BW·mem_eff) + 6·kernel_s` — the last pass is the
+  activation and the combine, separate kernels that no GEMM overlaps;
   fp8 experts run at `moe_eff · gemm_fp8_eff / gemm_eff` of the fp8 peak
-  (six kernels: top-k, permute, two grouped GEMMs, activation, combine).
+  (six kernels: top-k, align, two grouped GEMMs, activation, combine).
 - tensor-parallel all-reduce (the engine's own one-shot/two-shot kernel in a
-  captured graph): `ar_latency_s + 2·(n−1)/n · bytes / ar_bw`.
+  captured graph, NCCL for large messages), pipelined over chunks:
+  `(√ar_latency_s + √(2·(n−1)/n · bytes / ar_bw))²`, the time of an optimally
+  chunked pipeline whose stages cost `ar_latency_s`: it approaches `ar_bw` only
+  for messages far above `ar_latency_s·ar_bw`.
 
 What the tables do not measure is assumed and stated here: a layer runs
 four fused elementwise kernels (`gimletc.cost.roofline.ELEMENTWISE_KERNELS`: (residual-add + RMSNorm twice,
@@ -41,18 +62,36 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 from gimletc.errors import GimletError, UnknownNameError
 from gimletc.hardware.schema import Chip
-from gimletc.models.workload import DEFAULT_STACK, ENGINE_STACKS, STACK_ALIASES, STACKS, resolve_stack
+from gimletc.models.workload import (
+    DEFAULT_STACK,
+    ENGINE_STACKS,
+    STACK_ALIASES,
+    STACKS,
+    distinct_experts,
+    resolve_stack,
+)
 
 __all__ = ["DEFAULT_STACK", "ENGINE_STACKS", "STACKS", "STACK_ALIASES", "EngineProfile", "engine_profile",
            "resolve_stack", "sram_floor_s"]
 
 STEP_OVERHEAD_S = 20e-6  # per step: graph launch and sampling the engine does not overlap (assumed)
+
+# Paged KV-cache reads are pointer chases (the page table, then the page), so an attention kernel's
+# stream of KV is a pipeline whose stages wait a load's latency: by Little's law it reaches the
+# bandwidth only once enough bytes are in flight. Streaming B bytes at bandwidth W with a load latency
+# λ, an optimally chunked pipeline takes (√λ + √(B/W))²: λ for a tiny read, B/W for a huge one, and a
+# slow approach in between. GEMMs stream contiguous weights through deep asynchronous copy pipelines
+# (TMA, cp.async) that hide the latency, so their memory time stays B/W. λ = MEM_LATENCY_S is stated:
+# GPU DRAM load-to-use latency is a few hundred nanoseconds to half a microsecond on A100/H100-class
+# parts (published microbenchmarks, e.g. Chips and Cheese's H100 article, 2023); SRAM accelerators
+# stream at zero.
+MEM_LATENCY_S = 0.5e-6
 
 # What each engine's tables are called in aiconfigurator-core, and the catalog chip of each system.
 FRAMEWORK_OF: dict[str, str] = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm"}
@@ -64,17 +103,32 @@ PARAMS: dict[str, tuple[float, float, float]] = {
     # name: (start, lower, upper) for the fit; fractions of peak are <= 1 by construction
     "gemm_eff": (0.7, 0.05, 1.0),
     "gemm_fp8_eff": (0.6, 0.05, 1.0),
+    "gemm_wave_floor": (0.7, 0.2, 1.0),
     "mem_eff": (0.8, 0.05, 1.0),
     "kernel_s": (4e-6, 0.0, 5e-5),
+    "tile_s": (1e-6, 0.0, 2e-5),
     "attn_eff": (0.5, 0.02, 1.0),
-    "attn_kernel_s": (1e-5, 0.0, 1e-4),
+    "attn_mem_eff": (0.8, 0.05, 1.0),
     "attn_seq_s": (2e-8, 0.0, 1e-5),
     "attn_pad_keys": (500.0, 0.0, 1e4),
     "moe_eff": (0.5, 0.02, 1.0),
-    "moe_pad_tokens": (32.0, 0.0, 512.0),
-    "ar_latency_s": (8e-6, 0.0, 1e-4),
+    "ar_latency_s": (4e-6, 1e-8, 1e-4),
     "ar_bw": (2e11, 1e9, 2e12),
 }
+# A profile fits at most twelve of them: `gemm_fp8_eff` where the chip has fp8 units (elsewhere it equals
+# `gemm_eff`), `gemm_wave_floor` where GEMMs are wave-quantised (Ampere; elsewhere it is 1).
+MAX_FITTED = 12
+WAVE_QUANTISED = frozenset({"ampere"})  # chip generations whose GEMMs launch one CTA per output tile
+
+
+def fitted_params(chip: Chip) -> tuple[str, ...]:
+    """The parameters a fit of `chip`'s profile adjusts (the others follow from them, see PARAMS)."""
+    drop = set()
+    if "fp8" not in chip.peak_flops:
+        drop.add("gemm_fp8_eff")
+    if chip.generation not in WAVE_QUANTISED:
+        drop.add("gemm_wave_floor")
+    return tuple(n for n in PARAMS if n not in drop)
 
 
 def is_engine(stack: str) -> bool:
@@ -91,14 +145,16 @@ class EngineProfile:
     gemm_fp8_eff: float
     mem_eff: float
     kernel_s: float
+    tile_s: float
     attn_eff: float
-    attn_kernel_s: float
+    attn_mem_eff: float
     attn_seq_s: float
     attn_pad_keys: float
     moe_eff: float
-    moe_pad_tokens: float
     ar_latency_s: float
     ar_bw: float
+    gemm_wave_floor: float = 1.0
+    mem_latency_s: float = MEM_LATENCY_S  # stated, not fitted
     origin: str = ""
     bands: dict[str, float] = field(default_factory=dict, compare=False)  # op kind -> held-out p90 |rel. error|
     measured: bool = True
@@ -118,6 +174,10 @@ def load_profile_file(path: Path) -> EngineProfile:
     raw = json.loads(path.read_text())
     names = {f.name for f in fields(EngineProfile)}
     kw: dict[str, Any] = {k: raw[k] for k in ("chip", "stack")}
+    missing = [n for n in PARAMS if n not in raw["params"]]
+    if missing:
+        raise GimletError(f"engine profile {path.name} lacks {', '.join(missing)} (written by an older gimletc); "
+                          f"refit it: make calibrate")
     kw.update({k: float(v) for k, v in raw["params"].items() if k in names})
     kw["origin"] = raw.get("origin", "")
     kw["bands"] = {k: float(v) for k, v in raw.get("bands", {}).items()}
@@ -202,7 +262,7 @@ def derive_profile(chip: Chip, stack: str) -> EngineProfile:
         r = get_chip(ref.chip)
         ar_bw = ref.ar_bw * (chip.scale_up_bw or r.scale_up_bw or 1.0) / (r.scale_up_bw or 1.0)
         return replace(ref, chip=chip.name, origin=origin, bands=bands, measured=False, ar_bw=ar_bw)
-    zero = {"kernel_s": 0.0, "attn_kernel_s": 0.0, "attn_seq_s": 0.0}
+    zero = {"kernel_s": 0.0, "attn_seq_s": 0.0, "tile_s": 0.0, "gemm_wave_floor": 1.0, "mem_latency_s": 0.0}
     issue, sync = SRAM_FLOOR.get(chip.name, SRAM_FLOOR_DEFAULT)
     origin = (f"derived: {ref.chip} {stack} fractions of peak, no per-kernel costs (one static program per step), "
               f"per-step floor of {issue * 1e6:.3g} us issue per layer + {sync * 1e6:.3g} us per cross-card sync "
@@ -236,46 +296,144 @@ def _max(a, b):  # noqa: ANN001, ANN202 - works on floats and numpy arrays
     return (a + b + abs(a - b)) * 0.5
 
 
+def _ceil(x):  # noqa: ANN001, ANN202 - works on floats and numpy arrays
+    return -(-x // 1.0)
+
+
+# How a kernel's math and its memory streaming overlap. A roofline's max(compute, memory) assumes they
+# overlap perfectly; near the ridge point they do not (the pipeline stalls on loads while tiles finish),
+# and the kernel takes the OVERLAP-norm of the two: (c^q + m^q)^(1/q), equal to the max far from the ridge
+# and 2^(1/q) = 1.26x of it on the ridge. Stated for every chip and engine (q = 3: the GEMM and fused-MoE
+# tables of the H200 under vLLM, where it brings the GEMM fit from 7.2% to 6.8% median and the fused-MoE
+# fit from 9.8% to 7.9%; see docs/cost-model.md), not fitted per profile.
+OVERLAP = 3.0
+
+
+def _overlap(c, m):  # noqa: ANN001, ANN202 - works on floats and numpy arrays
+    return (c ** OVERLAP + m ** OVERLAP) ** (1.0 / OVERLAP)
+
+
+def stream_s(p: EngineProfile, nbytes, bw: float, eff: float):  # noqa: ANN001, ANN201
+    """Seconds for one kernel to stream `nbytes` at `eff` of `bw`, through the load-latency pipeline."""
+    return (p.mem_latency_s ** 0.5 + (nbytes / (bw * eff)) ** 0.5) ** 2
+
+
+# Output tile (rows, columns) of the dense GEMM kernels: CUTLASS/cuBLAS on Ampere run 128x128 tiles; Hopper
+# and Blackwell's warp-specialised kernels 128x256 (stated, from the libraries' default tile shapes).
+GEMM_TILE: dict[str, tuple[int, int]] = {"ampere": (128, 128)}
+GEMM_TILE_DEFAULT = (128, 256)
+MOE_TILE_N = 64  # fused-MoE (Triton) output tile columns of the engines' default configuration
+
+
+def gemm_tile(chip: Chip) -> tuple[int, int]:
+    return GEMM_TILE.get(chip.generation, GEMM_TILE_DEFAULT)
+
+
 def gemm_s(p: EngineProfile, peak: float, bw: float, m, n, k, wbytes: float, abytes: float = 2.0,  # noqa: ANN001
-           low_precision: bool = False):  # noqa: ANN201
-    """Seconds of one GEMM of M rows, N columns, inner size K (weights `wbytes` per element)."""
+           low_precision: bool = False, sms: float = 132.0, tile: tuple[int, int] = GEMM_TILE_DEFAULT):  # noqa: ANN201
+    """Seconds of one GEMM of M rows, N columns, inner size K (weights `wbytes` per element) on `sms` SMs
+    running `tile`-shaped output tiles."""
     eff = p.gemm_fp8_eff if low_precision else p.gemm_eff
+    tiles = _ceil(m / tile[0]) * _ceil(n / tile[1])
     comp = 2.0 * m * n * k / (peak * eff)
-    act = (m * k + m * n) * abytes
-    if low_precision:  # quantise the input activations first: read them, write them at one byte
-        act = act + m * k * (abytes + 1.0)
+    if p.gemm_wave_floor < 1.0:  # one CTA per tile: the last wave runs part-empty
+        busy = tiles / (_ceil(tiles / sms) * sms)
+        comp = comp / _max(busy, p.gemm_wave_floor)
+    comp = comp + tiles * p.tile_s / sms
+    act = m * k * (1.0 if low_precision else abytes) + m * n * abytes
     mem = (n * k * wbytes + act) / (bw * p.mem_eff)
-    return _max(comp, mem) + p.kernel_s
+    t = _overlap(comp, mem) + p.kernel_s
+    if low_precision:  # a kernel before it quantises the input: finds its scale (one read), converts (read, write)
+        t = t + m * k * (2.0 * abytes + 1.0) / (bw * p.mem_eff) + p.kernel_s
+    return t
+
+
+ATTN_KERNELS = 3  # per attention layer: the KV-cache write, the attention kernel, the split-KV merge (assumed)
 
 
 def attention_s(p: EngineProfile, peak: float, bw: float, flops, kv_bytes, act_bytes, rows, head_dim,  # noqa: ANN001
                 units):  # noqa: ANN001, ANN201
-    """Seconds of one attention kernel doing `flops` over `rows` query rows (sequences x new tokens x
-    query heads) of `head_dim`, reading `kv_bytes` of KV cache, scheduled as `units` (sequence, KV head)
-    work units. Each query row also pays for `attn_pad_keys` keys of fixed work (its tile's prologue,
-    softmax rescaling, the causal diagonal), each unit for `attn_seq_s` (paging metadata, split-KV merge)."""
+    """Seconds of one attention layer doing `flops` over `rows` query rows (sequences x new tokens x
+    query heads) of `head_dim`, reading `kv_bytes` of KV cache at the attention kernels' own fraction of
+    bandwidth, scheduled as `units` (sequence, KV head) work units. Each query row also pays for
+    `attn_pad_keys` keys of fixed work (its tile's prologue, softmax rescaling, the causal diagonal), each
+    unit for `attn_seq_s` (paging metadata, split-KV merge), the layer for its `ATTN_KERNELS` launches."""
     comp = (flops + 4.0 * rows * head_dim * p.attn_pad_keys) / (peak * p.attn_eff)
-    mem = (kv_bytes + act_bytes) / (bw * p.mem_eff)
-    return _max(comp, mem) + p.attn_kernel_s + units * p.attn_seq_s
+    mem = stream_s(p, kv_bytes + act_bytes, bw, p.attn_mem_eff)
+    return _overlap(_max(comp, mem), units * p.attn_seq_s) + ATTN_KERNELS * p.kernel_s
 
 
 MOE_KERNELS = 6  # per MoE layer: top-k, align/permute, two grouped GEMMs, activation, combine (assumed)
+ROUTING_ALPHA = 1.01  # power-law exponent of tokens over experts: aiconfigurator-core's default ("power_law_1.01")
 
 
-def moe_s(p: EngineProfile, peak: float, bw: float, tokens, hidden, inter, topk, experts, touched,  # noqa: ANN001
-          wbytes: float, abytes: float = 2.0, low_precision: bool = False):  # noqa: ANN201
-    """Seconds of one MoE layer's fused kernels for `tokens` tokens on one chip holding `experts`
-    experts of inner size `inter` (already divided by tensor parallelism); `touched` of them run.
-    Low-precision (fp8, fp4) grouped GEMMs keep the fraction of their peak that the chip's dense
-    low-precision GEMMs keep: `moe_eff · gemm_fp8_eff / gemm_eff`."""
+def moe_block_m(tokens: float, experts: float) -> int:
+    """Rows per fused-MoE block: 16 while tokens <= experts (decode), else 64 (vLLM's and SGLang's default
+    fused-MoE configuration)."""
+    return 16 if tokens <= experts else 64
+
+
+@lru_cache(maxsize=4096)
+def routing(tokens: int, topk: int, experts: int) -> tuple[float, float, float]:
+    """(experts touched, rows after padding each to its block, row blocks) when `tokens` tokens route to
+    `topk` of `experts` experts with the power-law skew the engine tables were measured with.
+
+    aiconfigurator-core draws each expert's share from a power law of exponent `ROUTING_ALPHA` on [1, 0.8·M]
+    (on [0.01, 2] when there are fewer token-expert pairs than experts), scales the shares to the M·k pairs and
+    rounds them; this takes the expected draw (the E quantiles of that law) instead of a random one."""
+    import numpy as np  # here, not at module level: estimates never route this way, and the CLI need not load it
+
+    e, pairs = int(experts), int(round(tokens * topk))
+    if e <= 0 or pairs <= 0:
+        return 0.0, 0.0, 0.0
+    lo, hi = (1.0, 0.8 * tokens) if pairs > e else (0.01, 2.0)
+    a = 1.0 - ROUTING_ALPHA
+    u = (np.arange(e) + 0.5) / e
+    x = ((hi ** a - lo ** a) * u + lo ** a) ** (1.0 / a) if hi > lo else np.full(e, lo)
+    c = np.sort(np.round(x / x.sum() * pairs))[::-1]
+    d = int(pairs - c.sum())
+    if d > 0:  # as the collector does: hand the remainder to the largest shares, take any excess from the smallest
+        c[np.arange(d) % e] += 1.0
+    elif d < 0:
+        np.subtract.at(c, e - 1 - (np.arange(-d) % e), 1.0)
+    c = np.maximum(c, 0.0)
+    bm = moe_block_m(tokens, experts)
+    blocks = np.ceil(c / bm)
+    return float((c > 0).sum()), float(blocks.sum() * bm), float(blocks.sum())
+
+
+def uniform_routing(tokens: float, topk: int, experts: int) -> tuple[float, float, float]:
+    """(experts touched, padded rows, row blocks) as `routing` gives them, for a serving step whose tokens
+    route top-`topk` uniformly (trained routers are load-balanced): the expected number of distinct experts
+    (`distinct_experts`, the workload's count), the token-expert pairs shared evenly among them, each
+    expert's share padded to the fused-MoE row block. The fit uses `routing`, the skew the tables were
+    measured with, so that the fitted efficiencies are not biased by it; estimates use this."""
     pairs = tokens * topk
-    rows = pairs + touched * p.moe_pad_tokens  # each touched expert's rows padded to its tiles
+    if experts <= 0 or pairs <= 0:
+        return 0.0, 0.0, 0.0
+    touched = distinct_experts(experts, topk, tokens)
+    bm = moe_block_m(tokens, experts)
+    blocks = touched * math.ceil(pairs / touched / bm - 1e-9)
+    return touched, blocks * bm, blocks
+
+
+def moe_s(p: EngineProfile, peak: float, bw: float, tokens, hidden, inter, topk, touched, rows, blocks,  # noqa: ANN001
+          wbytes: float, abytes: float = 2.0, low_precision: bool = False, sms: float = 132.0):  # noqa: ANN201
+    """Seconds of one MoE layer's fused kernels for `tokens` tokens on one chip holding experts of inner
+    size `inter` (already divided by tensor parallelism), of which `touched` run on `rows` padded rows in
+    `blocks` row blocks (`routing`). Low-precision (fp8, fp4) grouped GEMMs keep the fraction of their peak
+    that the chip's dense low-precision GEMMs keep: `moe_eff · gemm_fp8_eff / gemm_eff`."""
+    pairs = tokens * topk
     eff = p.moe_eff * (p.gemm_fp8_eff / p.gemm_eff if low_precision else 1.0)
-    comp = 2.0 * rows * 3.0 * hidden * inter / (peak * eff)
-    mem = (touched * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes * 2.0) / (bw * p.mem_eff)
-    return _max(comp, mem) + MOE_KERNELS * p.kernel_s
+    tiles = blocks * (_ceil(2.0 * inter / MOE_TILE_N) + _ceil(hidden / MOE_TILE_N))  # gate/up, then down
+    comp = 2.0 * rows * 3.0 * hidden * inter / (peak * eff) + tiles * p.tile_s / sms
+    mem = (touched * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes) / (bw * p.mem_eff)
+    aux = (pairs * (3.0 * inter + hidden) + tokens * hidden) * abytes / (bw * p.mem_eff)  # activation, combine
+    return _overlap(comp, mem) + aux + MOE_KERNELS * p.kernel_s
 
 
 def allreduce_s(p: EngineProfile, nbytes, n):  # noqa: ANN001, ANN201
-    """Seconds of one all-reduce of `nbytes` over `n` chips."""
-    return p.ar_latency_s + 2.0 * (n - 1) / n * nbytes / p.ar_bw
+    """Seconds of one all-reduce of `nbytes` over `n` chips: a chunked pipeline of stages costing
+    `ar_latency_s`, moving 2(n-1)/n of the bytes at `ar_bw`."""
+    wire = 2.0 * (n - 1) / n * nbytes / p.ar_bw
+    return (p.ar_latency_s ** 0.5 + wire ** 0.5) ** 2

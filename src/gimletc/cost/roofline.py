@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from gimletc.cost.accounting import energy_j
 from gimletc.cost.engine import (
+    ATTN_KERNELS,
     MOE_KERNELS,
     STEP_OVERHEAD_S,
     EngineProfile,
@@ -46,8 +47,11 @@ from gimletc.cost.engine import (
     attention_s,
     engine_profile,
     gemm_s,
+    gemm_tile,
     moe_s,
+    routing,
     sram_floor_s,
+    uniform_routing,
 )
 from gimletc.dtypes import compute_dtype, nbytes
 from gimletc.errors import DoesNotFitError, EstimateError
@@ -264,10 +268,12 @@ def _allreduce_s(model: Model, chip: Chip, work: Workload, chips: int) -> float:
 
 
 def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, check_fit: bool = True,
-                      profile: EngineProfile | None = None) -> PhaseEstimate:
+                      profile: EngineProfile | None = None, table_routing: bool = False) -> PhaseEstimate:
     """Price an already-built workload on `chips` chips of one kind.
 
-    Engine stacks use `profile` (default: the chip's committed or derived profile of the stack)."""
+    Engine stacks use `profile` (default: the chip's committed or derived profile of the stack). MoE tokens
+    route uniformly (`uniform_routing`), unless `table_routing` asks for the skew aiconfigurator-core's
+    tables were measured with (`routing`: the held-out checks against those tables)."""
     if chips < 1:
         raise EstimateError(f"chips must be >= 1; got {chips}")
     need = memory_need(model, work.batch, work.tokens, work.ctx)
@@ -275,7 +281,8 @@ def estimate_workload(model: Model, chip: Chip, work: Workload, chips: int = 1, 
         check_fits(model, chip, need, chips)
     tiers = sram_tiers(model, chip, need, chips)
     if work.stack in ENGINE_STACKS and chip.kind != "cpu":
-        return _engine_estimate(model, chip, work, chips, need, tiers, profile or engine_profile(chip, work.stack))
+        return _engine_estimate(model, chip, work, chips, need, tiers, profile or engine_profile(chip, work.stack),
+                                table_routing)
     masked = MASKED_VERIFY[work.stack]
     peaks = _gemm_peaks(model, chip)
     costs = tuple(_op_cost(op, model, chip, work.phase, chips, tiers, masked, peaks) for op in work.ops)
@@ -348,12 +355,13 @@ def _gemm_mode(chip: Chip, model: Model, dtype: str) -> tuple[float, bool]:
 
 
 def _engine_estimate(model: Model, chip: Chip, work: Workload, chips: int, need: MemoryNeed, tiers: _Tiers,
-                     p: EngineProfile) -> PhaseEstimate:
+                     p: EngineProfile, table_routing: bool = False) -> PhaseEstimate:
     ab = nbytes(model.act_dtype)
     wb, eb = nbytes(model.weight_dtype), nbytes(model.expert_dtype)
     bw, bw_w, bw_kv = chip.stream_bw, _tier_bw(chip, tiers.weights), _tier_bw(chip, tiers.kv)
     peak_w, low_w = _gemm_mode(chip, model, model.weight_dtype)
     peak_a = chip.flops_for(model.act_dtype)[1]
+    sms, tile = float(chip.compute_units), gemm_tile(chip)
     costs: list[OpCost] = []
     compute_s = memory_s = 0.0
     for op in work.ops:
@@ -363,9 +371,10 @@ def _engine_estimate(model: Model, chip: Chip, work: Workload, chips: int, need:
             moe = model.moe
             assert moe is not None
             peak_e, low_e = _gemm_mode(chip, model, model.expert_dtype)
-            touched = op.weight_bytes / (3.0 * op.k * op.n * eb)
-            t1 = moe_s(p, peak_e, bw_w, op.seqs, op.k, op.n / chips, moe.active_experts, moe.experts, touched, eb, ab,
-                       low_e)
+            touched, rows, blocks = (routing(int(op.seqs), moe.active_experts, moe.experts) if table_routing
+                                     else uniform_routing(op.seqs, moe.active_experts, moe.experts))
+            t1 = moe_s(p, peak_e, bw_w, op.seqs, op.k, op.n / chips, moe.active_experts, touched, rows, blocks, eb, ab,
+                       low_e, sms)
             fixed, comp = MOE_KERNELS * p.kernel_s, op.flops / chips / (peak_e * p.moe_eff)
             mem = op.bytes / chips / (bw_w * p.mem_eff)
         elif op.kind == "gemm":
@@ -374,7 +383,7 @@ def _engine_estimate(model: Model, chip: Chip, work: Workload, chips: int, need:
                 k /= chips
             elif op.name not in REPLICATED:
                 cols /= chips
-            t1 = gemm_s(p, peak_w, bw_w, op.m, cols, k, wb, ab, low_w)
+            t1 = gemm_s(p, peak_w, bw_w, op.m, cols, k, wb, ab, low_w, sms, tile)
             fixed = p.kernel_s
             comp = 2.0 * op.m * cols * k / (peak_w * (p.gemm_fp8_eff if low_w else p.gemm_eff))
             mem = (cols * k * wb + op.m * (k + cols) * ab) / (bw_w * p.mem_eff)
@@ -383,13 +392,14 @@ def _engine_estimate(model: Model, chip: Chip, work: Workload, chips: int, need:
             rows = op.seqs * op.m * model.heads / chips
             d = op.flops / max(1.0, 4.0 * op.seqs * model.heads * visible_keys(int(op.m), int(op.ctx), None)) \
                 if model.mla is not None else model.head_dim
-            fixed = p.attn_kernel_s + op.seqs * kv_heads * p.attn_seq_s
+            fixed = ATTN_KERNELS * p.kernel_s + op.seqs * kv_heads * p.attn_seq_s
             t1 = attention_s(p, peak_a, bw_kv, op.flops / chips, op.kv_bytes / chips, op.act_bytes / chips, rows, d,
                              op.seqs * kv_heads)
             comp = op.flops / chips / (peak_a * p.attn_eff)
-            mem = op.kv_bytes / chips / (bw_kv * p.mem_eff)
+            mem = op.kv_bytes / chips / (bw_kv * p.attn_mem_eff)
         else:  # fused elementwise kernels and the embedding gather: one pass over their bytes
-            fixed = ELEMENTWISE_KERNELS.get(op.name, 1) * p.kernel_s
+            kernels = ELEMENTWISE_KERNELS.get(op.name, 1)
+            fixed = kernels * p.kernel_s
             comp, mem = 0.0, op.bytes / chips / (bw * p.mem_eff)
             t1 = mem + fixed
         c = OpCost(op.name, op.kind, t1 * n, comp * n, mem * n, flops, nb)
