@@ -341,6 +341,7 @@ def _print_plan(plan: Any) -> None:
             conv = f"{tr.convert.from_layout}->{tr.convert.to_layout}" if tr.convert else ""
             t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes), f"{tr.seconds * 1e3:.3f}", str(tr.chunks), conv)
         out.print(t)
+    _print_kv_reuse(p)
     t = Table(title="metrics per request (predicted)")
     t.add_column("metric")
     t.add_column("this plan", justify="right")
@@ -366,6 +367,28 @@ def _print_plan(plan: Any) -> None:
         out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "
                   f"objective {s.objective_value:.4g}, bound {s.bound:.4g} (gap {s.gap:.1%})")
     out.print(f"critical path: {' -> '.join(p.critical_path)}")
+
+
+def _print_kv_reuse(p: Any) -> None:
+    """The plan's KV reuse: each prefill that reuses a cached prefix, and the metrics without it."""
+    r = p.kv_reuse
+    if r is None or not r.reused:
+        return
+    t = Table(title="KV reuse: cached prompt prefixes (predicted, cost model)")
+    for col in ("prefill", "reuses", "route", "cached tokens", "ms with", "ms without", "runs", "saved ms"):
+        t.add_column(col, justify="left" if col in ("prefill", "reuses", "route") else "right")
+    for x in r.reused:
+        cached = f"{x.cached_first}/{x.prompt_tokens}" + (
+            f", then {x.cached_later}" if x.cached_later != x.cached_first else "")
+        t.add_row(x.op, ", ".join(x.sources), x.route, cached, f"{x.seconds * 1e3:.2f}",
+                  f"{x.seconds_without * 1e3:.2f}", f"{x.runs:g}", f"{x.saved_s * 1e3:.1f}")
+    out.print(t)
+    m = p.metrics
+    out.print(f"KV reuse saves {r.saved_prefill_s * 1e3:.1f} ms of prefill per request: latency "
+              f"{r.latency_ms_without:.4g} -> {m.latency_ms:.4g} ms, energy {r.energy_j_without:.4g} -> "
+              f"{m.energy_j:.4g} J" + "".join(f", TTFT {k} {v:.4g} -> {m.ttft_ms.get(k, v):.4g} ms"
+                                                for k, v in r.ttft_ms_without.items())
+              + " (without -> with, predicted)")
 
 
 @app.command()
