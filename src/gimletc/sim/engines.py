@@ -24,7 +24,7 @@ from gimletc.sim.batching import BatchPolicy, DecodeStep, MixedStep, PrefillStep
 from gimletc.sim.config import SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
 from gimletc.sim.kv import KVMemory
-from gimletc.sim.policies import default_policy, make_policy
+from gimletc.sim.policies import default_policy, make_policy, prefix_block
 from gimletc.sim.results import note_iteration
 from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
 from gimletc.sim.steps import SoftwareProfile, StepCost
@@ -70,6 +70,9 @@ class Engines:
         self.policy_name = self.ec.policy or default_policy(profile.name)
         self.policy = make_policy(self.policy_name, self.ec, self.kv)
         self.grows_kv = self.policy.grows_kv
+        self.prefix_block = prefix_block(self.policy, self.ec)
+        if self.prefix_block:
+            self.kv.enable_prefix_caching(self.prefix_block)
         # The per-step hook, only where the policy listens (SGLang's new-token ratio).
         self.decoded = self.policy.decoded if type(self.policy).decoded is not BatchPolicy.decoded else None
         for e in self.engines:
@@ -136,6 +139,12 @@ class Engines:
         req.engine[task] = e
         job = Job(req, task, tokens, ctx, s.seqs, kv, next(self._seq))
         job.out = out
+        if self.prefix_block and s.prompt and s.seqs == 1 and ctx == 0:
+            chain = tpl.chain[task]
+            if chain:  # keys of values are this request's own
+                rid = req.id
+                job.prefix = tuple((k if k.__class__ is str else (rid, k), end) for k, end in chain)
+                job.given = tpl.given[task]
         mq.pq.append(job)
         eng.outstanding += 1
         self.kick(eng, t)
@@ -403,7 +412,7 @@ class Engines:
             if p >= 0 and tpl.adopt[p] == task:
                 hold = req.kv_hold.pop(p, None)
                 if hold is not None:
-                    kv.free(self.engines[hold[0]], hold[1])
+                    kv.drop(hold)
             self.sim.complete(req, task, t)
         if mq.B == 0:
             mq.ctx_sum = mq.out_sum = mq.base_sum = 0.0
@@ -416,6 +425,12 @@ class Engines:
         tpl = req.tpl
         marks = tpl.marks[job.task]
         if m == marks[-1]:
+            if job.prefix is not None:  # its prompt's segments join its engine's prefix cache
+                hold = req.kv_hold.get(job.task)
+                if hold is not None:
+                    eng = self.engines[hold[0]]
+                    s = tpl.spec[job.task]
+                    self.kv.insert(eng.mq_by_model[(s.model, s.chips, s.part)], eng, job.prefix, job.tokens, hold)
             req.pf_end[job.task] = t
             ttft = t - req.t0
             if ttft < req.first:
@@ -426,7 +441,7 @@ class Engines:
             if tpl.kv_users[job.task] == 0 and tpl.adopt[job.task] < 0:
                 hold = req.kv_hold.pop(job.task, None)
                 if hold is not None:
-                    self.kv.release(self.engines[hold[0]], hold[1], t)
+                    self.kv.drop(hold, t)
         self.sim.complete(req, m, t)
 
 

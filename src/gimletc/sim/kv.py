@@ -11,17 +11,87 @@ Policies that grow caches as tokens are made (vLLM, SGLang) reserve a prompt's c
 admitted and one token per running sequence per decode iteration (`grow`); when the next
 iteration's tokens do not fit, the policy preempts (`gimletc.sim.policies`). Memory is counted
 in bytes, token by token: the engines' 16- or 32-token pages are not modelled.
+
+Prefix caching (`PrefixCache`): an engine keeps the KV of the prompts it has prefilled, as vLLM's
+automatic prefix caching, SGLang's radix cache and TensorRT-LLM's block reuse do. A prompt is a
+chain of segments (its system prompt, then its values, as the compiler's `kv-reuse` pass records
+them; `gimletc.sim.template`), and the cache a tree of them per model. A prompt that starts with a
+cached chain prefills only the rest: whole blocks of the engine (`PREFIX_BLOCK`), never its last
+token. A finished prefill's new segments move from its request's reservation into the tree; its
+request holds (pins) its chain until it frees its KV cache, then the segments stay cached, unpinned.
+Unpinned segments count as free room: a reservation that needs their bytes evicts them, least
+recently used leaves first (a segment goes only after the segments that extend it). Hits, misses,
+evictions and the prompt tokens not prefilled again are counted per engine.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from gimletc.hardware.schema import Chip
+from gimletc.models.workload import cached_prefix_tokens
 from gimletc.sim.config import SimulationError
-from gimletc.sim.state import Engine, Job, Req
+from gimletc.sim.state import Engine, Job, ModelQueue, Req
 
-__all__ = ["KVMemory"]
+__all__ = ["KVMemory", "PrefixCache", "PrefixNode"]
+
+
+class PrefixNode:
+    """One cached prompt segment: the KV of tokens (parent's end, end] of the chain leading to it."""
+
+    __slots__ = ("key", "parent", "children", "end", "bytes", "refs", "last", "alive")
+
+    def __init__(self, key: Any, parent: PrefixNode | None, end: int, nbytes: float):
+        self.key, self.parent, self.end, self.bytes = key, parent, end, nbytes
+        self.children: dict[Any, PrefixNode] = {}
+        self.refs = 0  # requests holding it (a chain through it)
+        self.last = 0  # when it was last used (a counter: least recently used goes first)
+        self.alive = True
+
+
+class PrefixCache:
+    """One engine's cached prompt prefixes: a tree of segments per model, and its counters."""
+
+    def __init__(self, eng: Engine, block: int):
+        self.eng, self.block = eng, block
+        self.roots: dict[int, PrefixNode] = {}  # per model queue (id)
+        self.heap: list[tuple[int, int, PrefixNode]] = []  # (last use, tie, node): candidate leaves to evict
+        self.lookups = 0
+        self.hits = 0
+        self.hit_tokens = 0  # prompt tokens served from cache: prefill not done again
+        self.evictions = 0
+        self.evicted_tokens = 0
+        self.inserted = 0
+
+    def root(self, mq: ModelQueue) -> PrefixNode:
+        r = self.roots.get(id(mq))
+        if r is None:
+            r = self.roots[id(mq)] = PrefixNode(None, None, 0, 0.0)
+            r.refs = 1  # the root is never evicted
+        return r
+
+    def match(self, mq: ModelQueue, chain: tuple, tokens: int) -> tuple[PrefixNode | None, int]:
+        """The deepest cached node of `chain` and the prompt tokens it saves (whole blocks, never the
+        last token of a `tokens`-token prompt); (None, 0) when nothing usable is cached."""
+        node = self.root(mq)
+        found: PrefixNode | None = None
+        for key, end in chain:
+            nxt = node.children.get(key)
+            if nxt is None or nxt.end != end:
+                break
+            node = found = nxt
+        if found is None:
+            return None, 0
+        hit = cached_prefix_tokens(found.end, tokens, self.block)
+        return (found, hit) if hit > 0 else (None, 0)
+
+
+def _evictable(entry: tuple[int, int, PrefixNode]) -> bool:
+    n = entry[2]
+    return n.alive and n.refs == 0 and not n.children and n.last == entry[0]
 
 
 class KVMemory:
@@ -40,14 +110,139 @@ class KVMemory:
                     f"device {dev}: weights of {', '.join(sorted(names[d]))} take {weights[d] / 1e9:.1f} GB of the "
                     f"{cap / 1e9:.1f} GB usable ({mem_fraction:.0%} of a {dev_chip[d].name}); "
                     "no room for a KV cache")
+        self.ev = [0.0] * len(dev_ids)  # bytes of unpinned cached prefixes (evictable) per device
+        self.caches: list[PrefixCache | None] = [None] * len(engines)
+        self._tick = itertools.count(1)
+        self._tie = itertools.count(1)
         # Called for every engine near one that freed memory (the engines set it): it may start now.
         self.wake: Callable[[Engine, float], None] = lambda eng, t: None
 
+    # ---- prefix caches ------------------------------------------------------------------
+    # Every cached node's bytes are in `used` on its engine's devices; an unpinned node's also in `ev`.
+    def enable_prefix_caching(self, block: int) -> None:
+        for e in self.engines:
+            self.caches[e.idx] = PrefixCache(e, block)
+
+    def _ev(self, eng: Engine, node: PrefixNode, sign: float) -> None:
+        per = sign * node.bytes / eng.n
+        ev = self.ev
+        for d in eng.devs:
+            ev[d] += per
+
+    def _offer(self, cache: PrefixCache, node: PrefixNode) -> None:
+        """Offer an unpinned leaf for eviction."""
+        if node.refs == 0 and not node.children and node.alive and node.parent is not None:
+            heapq.heappush(cache.heap, (node.last, next(self._tie), node))
+
+    def pin(self, cache: PrefixCache, node: PrefixNode) -> None:
+        """A request holds the chain ending at `node` and uses it now."""
+        now = next(self._tick)
+        n = node
+        while n.parent is not None:
+            if n.refs == 0:
+                self._ev(cache.eng, n, -1.0)
+            n.refs += 1
+            n.last = now
+            n = n.parent
+
+    def unpin(self, cache: PrefixCache, node: PrefixNode) -> None:
+        """A request no longer holds the chain ending at `node`: unheld segments become evictable."""
+        n = node
+        while n.parent is not None:
+            n.refs -= 1
+            if n.refs == 0:
+                self._ev(cache.eng, n, 1.0)
+                self._offer(cache, n)
+            n = n.parent
+
+    def insert(self, mq: ModelQueue, eng: Engine, chain: tuple, tokens: int, hold: list) -> None:
+        """A prefill of `tokens` prompt tokens with `chain` is done on `eng`: its segments not cached yet
+        join the tree, their bytes moving out of `hold` ([engine, bytes, held node]), and the request
+        holds its whole chain until it frees its KV cache."""
+        cache = self.caches[eng.idx]
+        if cache is None or not chain:
+            return
+        node = cache.root(mq)
+        kv_bytes = mq.cost.kv_bytes
+        prev = 0
+        for key, end in chain:
+            if end > tokens:
+                break
+            nxt = node.children.get(key)
+            if nxt is None:
+                nb = kv_bytes(end, 1) - kv_bytes(prev, 1)
+                if nb > hold[1] + 1e-6:
+                    break
+                nxt = PrefixNode(key, node, end, nb)
+                node.children[key] = nxt
+                hold[1] -= nb  # still used: the tree holds the bytes now, unpinned until pinned below
+                self._ev(eng, nxt, 1.0)
+                cache.inserted += 1
+            elif nxt.end != end:
+                break  # the same value at another length (a request's own token count): not shared
+            node = nxt
+            prev = end
+        if node.parent is None or node is hold[2]:
+            return
+        self.pin(cache, node)
+        if hold[2] is not None:
+            self.unpin(cache, hold[2])
+        hold[2] = node
+
+    def drop(self, hold: list, t: float | None = None) -> None:
+        """Free a request's hold on a prefill's KV cache ([engine, bytes, held node]); with `t`, wake the
+        engines sharing its devices."""
+        eng = self.engines[hold[0]]
+        if hold[2] is not None:
+            cache = self.caches[eng.idx]
+            if cache is not None:
+                self.unpin(cache, hold[2])
+            hold[2] = None
+        if t is None:
+            self.free(eng, hold[1])
+        else:
+            self.release(eng, hold[1], t)
+
+    def _evict(self, eng: Engine, per: float) -> None:
+        """Evict unpinned cached prefixes, least recently used leaves first, from the engines sharing a
+        device with `eng`, until `per` more bytes fit on each of its devices."""
+        used, cap = self.used, self.cap
+        while any(used[d] + per > cap[d] + 1e-6 for d in eng.devs):
+            best: tuple[int, int, PrefixNode] | None = None
+            owner: PrefixCache | None = None
+            for o in eng.near:
+                c = self.caches[o.idx]
+                if c is None:
+                    continue
+                h = c.heap
+                while h and not _evictable(h[0]):
+                    heapq.heappop(h)
+                if h and (best is None or h[0][:2] < best[:2]):
+                    best, owner = h[0], c
+            if best is None or owner is None:
+                return
+            heapq.heappop(owner.heap)
+            node = best[2]
+            parent = node.parent
+            assert parent is not None
+            node.alive = False
+            del parent.children[node.key]
+            per_dev = node.bytes / owner.eng.n
+            for d in owner.eng.devs:
+                used[d] -= per_dev
+                self.ev[d] -= per_dev
+            owner.evictions += 1
+            owner.evicted_tokens += node.end - parent.end
+            self._offer(owner, parent)
+
     def reserve(self, eng: Engine, need: float, what: str) -> bool:
-        """Reserve `need` bytes of KV cache, split evenly over the engine's devices."""
+        """Reserve `need` bytes of KV cache, split evenly over the engine's devices (evicting unpinned
+        cached prefixes where their room is needed)."""
         per = need / eng.n
         used, cap = self.used, self.cap
         if self.fits(eng, need):
+            if self.caches[eng.idx] is not None:
+                self._evict(eng, per)
             for d in eng.devs:
                 used[d] += per
             return True
@@ -59,27 +254,31 @@ class KVMemory:
         return False
 
     def room(self, eng: Engine) -> float:
-        """Bytes the engine could still reserve (its fullest device's room, times its devices)."""
-        cap, used = self.cap, self.used
+        """Bytes the engine could still reserve (its fullest device's room, unpinned cached prefixes
+        counted as room, times its devices)."""
+        cap, used, ev = self.cap, self.used, self.ev
         devs = eng.devs
-        room = cap[devs[0]] - used[devs[0]]
+        d0 = devs[0]
+        room = cap[d0] - used[d0] + ev[d0]
         for d in devs:
-            r = cap[d] - used[d]
+            r = cap[d] - used[d] + ev[d]
             if r < room:
                 room = r
         return room * eng.n
 
     def fits(self, eng: Engine, need: float) -> bool:
-        used, cap = self.used, self.cap
+        used, cap, ev = self.used, self.cap, self.ev
         per = need / eng.n
         for d in eng.devs:
-            if used[d] + per > cap[d] + 1e-6:
+            if used[d] - ev[d] + per > cap[d] + 1e-6:
                 return False
         return True
 
     def grow(self, eng: Engine, amount: float) -> None:
         """Caches grew by `amount` bytes as tokens were made (checked by the policy beforehand)."""
         per = amount / eng.n
+        if self.caches[eng.idx] is not None:
+            self._evict(eng, per)
         used = self.used
         for d in eng.devs:
             used[d] += per
@@ -97,12 +296,24 @@ class KVMemory:
             self.wake(o, t)
 
     def admit_prefill(self, eng: Engine, job: Job, what: str) -> bool:
-        """Reserve a prefill's KV cache for its request, held until its last user is done."""
+        """Reserve a prefill's KV cache for its request, held until its last user is done; a prompt that
+        starts with a cached prefix (`job.node`) holds that prefix from now on."""
+        cache = self.caches[eng.idx]
+        node = job.node if cache is not None else None
+        if node is not None:
+            self.pin(cache, node)  # before reserving: the reservation must not evict it
         if not self.reserve(eng, job.kv, what):
+            if node is not None:
+                self.unpin(cache, node)
             return False
         req = job.req
-        req.kv_hold[job.task] = (eng.idx, job.kv)
+        req.kv_hold[job.task] = [eng.idx, job.kv, node]
         req.kv_left[job.task] = req.tpl.kv_users[job.task]
+        if cache is not None and job.prefix:
+            cache.lookups += 1
+            if node is not None:
+                cache.hits += 1
+                cache.hit_tokens += job.done
         return True
 
     def user_done(self, req: Req, head: int, t: float, kick: bool = True) -> None:
@@ -112,10 +323,7 @@ class KVMemory:
         if left <= 0:
             hold = req.kv_hold.pop(head, None)
             if hold is not None:
-                if kick:
-                    self.release(self.engines[hold[0]], hold[1], t)
-                else:
-                    self.free(self.engines[hold[0]], hold[1])
+                self.drop(hold, t if kick else None)
 
     def capacity_bytes(self, eng: Engine) -> float:
         return sum(self.cap[d] for d in eng.devs)

@@ -59,7 +59,7 @@ class Job:
     `resume` rejoins the running batch."""
 
     __slots__ = ("req", "task", "tokens", "ctx", "seqs", "kv", "seq", "done", "next_mark", "resume", "adm", "out",
-                 "counted")
+                 "counted", "prefix", "node", "kv_full", "given")
 
     def __init__(self, req: Req, task: int, tokens: int, ctx: int, seqs: int, kv: float, seq: int):
         self.req, self.task, self.tokens, self.ctx, self.seqs, self.kv, self.seq = req, task, tokens, ctx, seqs, kv, seq
@@ -69,6 +69,13 @@ class Job:
         self.adm = 0  # when it was admitted (the policy's count, 0 before), for choosing whom to preempt
         self.out = 0  # a prefill: output tokens of the decode that continues its cache here (0: none)
         self.counted = False  # it holds its sequences' place in the running set (`ModelQueue.active`)
+        # Prefix caching (`gimletc.sim.kv.PrefixCache`): a prefill's prompt as a chain of (segment key, end token),
+        # the cached node its prompt starts with (looked up until it is admitted), its KV cache without a hit,
+        # and the prompt tokens whose KV cache another engine sent it (a transferred prefix).
+        self.prefix: tuple | None = None
+        self.node: Any = None
+        self.kv_full = kv
+        self.given = 0
 
 
 class ModelQueue:
