@@ -366,7 +366,8 @@ class _Planner:
             a_devs = _devices(ops[a.name])
             if self.movable(graph, b):
                 out.append(("moved", a.name, a_devs))
-            out.append(("transfer", a.name, here))
+            if a_devs[0] != here[0]:  # an explicit transfer (insert-transfers moves values between primary devices)
+                out.append(("transfer", a.name, here))
             break
         return out
 
