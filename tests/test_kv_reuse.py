@@ -231,3 +231,122 @@ def test_the_coding_agent_demo_reuses_the_plans_prefix_and_show_says_what_it_sav
     code, text, _ = run_cli(capsys, "show", str(out))
     assert code == 0
     assert "KV reuse saves" in text and "edit.prefill" in text and "7584/8396" in text
+
+
+# ---- the simulator's prefix caches ----------------------------------------------------------------------
+
+from gimletc.analysis.replay import replay  # noqa: E402
+from gimletc.ir import parse_graph  # noqa: E402
+from gimletc.sim.arrivals import generate  # noqa: E402
+from gimletc.sim.config import EngineConfig, SimConfig, SimulationError  # noqa: E402
+from gimletc.sim.load import simulate_plan  # noqa: E402
+from gimletc.sim.metrics import summary  # noqa: E402
+from gimletc.sim.steps import PROFILES, StepCost  # noqa: E402
+
+
+def one_call_graph(q_tokens: int = 1000) -> AgentGraph:
+    g = AgentGraph("one")
+    q = g.input("q", tokens=q_tokens)
+    a = g.llm("a", model=M, prompt=[q], system_tokens=500, system="s", output_tokens=20)
+    g.output("out", [a])
+    return g
+
+
+def cfg(**engine) -> SimConfig:
+    return SimConfig(engine=EngineConfig(**engine))
+
+
+def test_a_later_request_prefills_only_what_the_cache_lacks():
+    """Requests far apart on one H200 (vLLM): the first prefills its 1500 tokens; each later one finds the
+    500-token system prompt cached, 31 whole 16-token blocks (496 tokens), and prefills 1004 tokens after
+    them: its TTFT is shorter by exactly the difference of the two prefills' step times."""
+    plan = compile(one_call_graph(), ONE, baseline=False).plan
+    arr = generate("constant", 0.05, 4)
+    res = simulate_plan(plan, arr)
+    off = simulate_plan(plan, arr, cfg(prefix_caching=False))
+    cost = StepCost(get_model(M), get_chip("h200"), 1, PROFILES["vllm"])
+    full, hit = cost.prefill(1, 1500, 0)[0], cost.prefill(1, 1004, 496)[0]
+    assert np.allclose(off.ttft, off.ttft[0], rtol=1e-12)
+    assert res.ttft[0] == pytest.approx(off.ttft[0], rel=1e-12)
+    assert np.allclose(res.ttft[1:], off.ttft[0] - (full - hit), rtol=1e-9)
+    pc = summary(res)["prefix_cache"]
+    assert (pc["lookups"], pc["hits"], pc["misses"], pc["saved_tokens"], pc["evictions"]) == (4, 3, 1, 3 * 496, 0)
+    assert summary(off)["prefix_cache"] is None
+    assert summary(res)["config"]["engine"]["prefix_caching"] is None  # the engine's default: on
+
+
+def test_the_simulator_finds_the_compilers_hits_at_low_load():
+    """The chain graph's b reuses a's 1500-token prefix in the compiler's plan (1488 tokens: 93 vLLM blocks);
+    the simulator's cache gives the first request the same hit, so its latency is the plan's replay."""
+    res = compile(chain_graph(), ONE, baseline=False)
+    edit = res.plan.kv_reuse.reused[0]
+    assert edit.cached_first == 1488
+    sim = simulate_plan(res.plan, generate("constant", 0.05, 3))
+    assert sim.e2e[0] == pytest.approx(replay(parse_graph(res.plan.ir)).makespan, rel=1e-5)
+    # Against the plan without reuse, simulated without caches: faster by what the compiler says it saves.
+    plain = compile(chain_graph(), ONE, baseline=False, pipeline=OFF).plan
+    base = simulate_plan(plain, generate("constant", 0.05, 1), cfg(prefix_caching=False))
+    assert base.e2e[0] - sim.e2e[0] == pytest.approx(edit.saved_s, rel=1e-6)
+    # Later requests also find the system prompt a's prefill cached earlier (a hit of 496 tokens for a).
+    assert (sim.e2e[1:] < sim.e2e[0]).all()
+
+
+def test_a_transferred_prefix_is_reused_where_it_arrives():
+    """Pinned apart, b receives a's KV cache (an exec transfer) and prefills only its new tokens; the
+    simulator runs the plan's transfer and hit: one request at low load takes the replay's time."""
+    res = compile(chain_graph(), TWO, baseline=False, pins={"a": "g.h200.0", "b": "g.h200.1"})
+    assert [x.route for x in res.plan.kv_reuse.reused] == ["transfer"]
+    assert any(t.value == "a.kv" for t in res.plan.transfers)
+    sim = simulate_plan(res.plan, generate("constant", 0.05, 1))
+    assert sim.e2e[0] == pytest.approx(replay(parse_graph(res.plan.ir)).makespan, rel=1e-5)
+
+
+def test_under_kv_pressure_cold_prefixes_are_evicted_and_the_shared_one_stays():
+    """KV room for about seven requests' prompts: every request's own 1000-token value stays cached after it
+    finishes until the room is needed, then goes, least recently used first; the system prompt every request
+    uses is never the least recently used, so every request after the first still hits it."""
+    plan = compile(one_call_graph(), ONE, baseline=False).plan
+    m = get_model(M)
+    room = 7.5 * m.kv_cache_bytes(1520, 1)
+    frac = (m.weight_bytes + room) / get_chip("h200").capacity_bytes
+    res = simulate_plan(plan, generate("constant", 0.05, 40), cfg(mem_fraction=frac))
+    e = summary(res)["engines"][0]["prefix_cache"]
+    assert e["hits"] == 39 and e["saved_tokens"] == 39 * 496
+    assert e["evictions"] > 20
+    assert e["evicted_tokens"] == 1000 * e["evictions"]  # only the requests' own values, never the system prompt
+    assert res.preemptions == 0
+
+
+@pytest.mark.parametrize("policy", ["vllm", "sglang", "trtllm"])
+def test_a_hit_takes_only_its_new_tokens_and_their_kv(policy):
+    """Under each engine's policy a prompt that starts cached is scheduled for its new tokens only (after the
+    cached ones) and reserves KV cache for them only. Block: vLLM 16, SGLang any token, TensorRT-LLM 32."""
+    plan = compile(one_call_graph(), ONE, baseline=False).plan
+    res = simulate_plan(plan, generate("constant", 0.05, 2), SimConfig(engine=EngineConfig(policy=policy),
+                                                                       record_schedule=True))
+    cached = {"vllm": 496, "sglang": 500, "trtllm": 480}[policy]
+    prefills = [p for row in res.schedule for p in row["prefills"]]
+    assert [(rid, take) for rid, take, _ in prefills] == [(0, 1500), (1, 1500 - cached)]
+    assert summary(res)["prefix_cache"]["saved_tokens"] == cached
+
+
+def test_prefill_first_has_no_prefix_cache():
+    plan = compile(one_call_graph(), ONE, baseline=False).plan
+    with pytest.raises(SimulationError, match="prefill-first policy has no prefix cache"):
+        simulate_plan(plan, generate("constant", 0.05, 2), cfg(policy="prefill-first", prefix_caching=True))
+    res = simulate_plan(plan, generate("constant", 0.05, 2), cfg(policy="prefill-first"))
+    assert res.prefix_cache is None
+
+
+def test_simulate_json_counts_prefix_cache_hits(tmp_path, capsys):
+    path = tmp_path / "plan.json"
+    compile(one_call_graph(), ONE, baseline=False).plan.write(path)
+    code, out, err = run_cli(capsys, "simulate", str(path), "--rate", "0.05", "--requests", "3", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["prefix_cache"]["hits"] == 2 and d["prefix_cache"]["hit_rate"] == pytest.approx(2 / 3)
+    assert d["engines"][0]["prefix_cache"]["block"] == 16
+    code, out, _ = run_cli(capsys, "simulate", str(path), "--rate", "0.05", "--requests", "3", "--json",
+                           "--no-prefix-caching")
+    d = json.loads(out)
+    assert d["prefix_cache"] is None and d["config"]["engine"]["prefix_caching"] is False
