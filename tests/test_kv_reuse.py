@@ -350,3 +350,34 @@ def test_simulate_json_counts_prefix_cache_hits(tmp_path, capsys):
                            "--no-prefix-caching")
     d = json.loads(out)
     assert d["prefix_cache"] is None and d["config"]["engine"]["prefix_caching"] is False
+
+
+def test_a_prompts_own_segments_are_one_tail_cached_and_evicted_together():
+    """Segments no other prompt can share (this request's values, after the shared system prompt and what
+    another prompt of the same model in the request also starts with) are one tail: cached and evicted as
+    one piece, counted as the segments it merges."""
+    from types import SimpleNamespace
+
+    from gimletc.sim.template import Tail, _merge_tails
+
+    spec = [SimpleNamespace(model=M), SimpleNamespace(model=M), SimpleNamespace(model="other")]
+    a, b, c = ("s", 500), ("s", 500), ("s", 500)
+    chains = [(a, (0, 1500)), (b, (0, 1500), (1, 1510), (4, 1600)), (c, (0, 1500), (1, 1510))]
+    got = _merge_tails(chains, spec)
+    assert got[0] == chains[0]  # b starts with all of it
+    assert got[1][:2] == chains[1][:2] and got[1][2][1] == 1600 and isinstance(got[1][2][0], Tail)
+    assert got[1][2][0].segs == 2 and len(got[1]) == 3
+    assert got[2][:1] == chains[2][:1] and got[2][1][0].segs == 2  # another model: shares only the system prompt
+
+    g = AgentGraph("two")
+    q, r = g.input("q", tokens=1000), g.input("r", tokens=200)
+    x = g.llm("x", model=M, prompt=[q, r], system_tokens=500, system="s", output_tokens=20)
+    g.output("out", [x])
+    plan = compile(g, ONE, baseline=False).plan
+    m = get_model(M)
+    frac = (m.weight_bytes + 7.5 * m.kv_cache_bytes(1720, 1)) / get_chip("h200").capacity_bytes
+    res = simulate_plan(plan, generate("constant", 0.05, 40), cfg(mem_fraction=frac))
+    e = summary(res)["engines"][0]["prefix_cache"]
+    assert e["hits"] == 39 and e["inserted"] == 1 + 2 * 40  # the system prompt, then each request's q and r
+    assert e["evictions"] > 20 and e["evictions"] % 2 == 0  # q and r always go together
+    assert e["evicted_tokens"] == 1200 * e["evictions"] // 2

@@ -153,20 +153,13 @@ def _defined_in(region: Graph) -> set[str]:
     return names
 
 
-def _eligible(op: Op, ctx: PassContext) -> bool:
+def _eligible(op: Op, devices: dict) -> bool:
     """A prefill of a whole model for one sequence, on accelerators (what engines prefix-cache here)."""
     if op.kind != "model.prefill" or op.attr("layers") is not None or int(op.attr("batch", 1)) != 1:
         return False
     dev = op.attr("device")
-    if dev is None or ctx.cluster is None:
-        return False
-    d = _device(ctx, str(dev))
+    d = devices.get(device_of(str(dev))) if dev is not None else None
     return d is not None and d.role != "host"
-
-
-def _device(ctx: PassContext, dev: str):  # noqa: ANN202 - a hardware Device
-    devices = {d.id: d for d in ctx.cluster.devices()} if ctx.cluster is not None else {}
-    return devices.get(device_of(dev))
 
 
 def _prefills(graph: Graph, ctx: PassContext) -> dict[str, _Prefill]:
@@ -178,9 +171,10 @@ def _prefills(graph: Graph, ctx: PassContext) -> dict[str, _Prefill]:
             values.update({a.name: a for a in r.args})
     values.update({a.name: a for a in graph.args})
     ops = {op.name: op for op, _ in graph.walk()}
+    devices = {d.id: d for d in ctx.cluster.devices()} if ctx.cluster is not None else {}
     out: dict[str, _Prefill] = {}
     for op, path, _region in _walk(graph):
-        if not _eligible(op, ctx):
+        if not _eligible(op, devices):
             continue
         words = [v for v in op.operands if v in values and values[v].type.kind == "tokens"]
         total = int(op.attr("tokens"))

@@ -23,7 +23,7 @@ from gimletc.hardware.schema import Chip
 from gimletc.sim.batching import BatchPolicy, DecodeStep, MixedStep, PrefillStep
 from gimletc.sim.config import SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
-from gimletc.sim.kv import KVMemory
+from gimletc.sim.kv import KEY_SPAN, KVMemory
 from gimletc.sim.policies import default_policy, make_policy, prefix_block
 from gimletc.sim.results import note_iteration
 from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
@@ -141,9 +141,9 @@ class Engines:
         job.out = out
         if self.prefix_block and s.prompt and s.seqs == 1 and ctx == 0:
             chain = tpl.chain[task]
-            if chain:  # keys of values are this request's own
-                rid = req.id
-                job.prefix = tuple((k if k.__class__ is str else (rid, k), end) for k, end in chain)
+            if chain:
+                job.prefix = chain
+                job.koff = req.id * KEY_SPAN  # keys of values are this request's own
                 job.given = tpl.given[task]
         mq.pq.append(job)
         eng.outstanding += 1
@@ -430,7 +430,8 @@ class Engines:
                 if hold is not None:
                     eng = self.engines[hold[0]]
                     s = tpl.spec[job.task]
-                    self.kv.insert(eng.mq_by_model[(s.model, s.chips, s.part)], eng, job.prefix, job.tokens, hold)
+                    self.kv.insert(eng.mq_by_model[(s.model, s.chips, s.part)], eng, job.prefix, job.koff, job.tokens,
+                                   hold)
             req.pf_end[job.task] = t
             ttft = t - req.t0
             if ttft < req.first:

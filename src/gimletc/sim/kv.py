@@ -32,11 +32,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gimletc.hardware.schema import Chip
-from gimletc.models.workload import cached_prefix_tokens
 from gimletc.sim.config import SimulationError
 from gimletc.sim.state import Engine, Job, ModelQueue, Req
+from gimletc.sim.template import Tail
 
-__all__ = ["KVMemory", "PrefixCache", "PrefixNode"]
+__all__ = ["KEY_SPAN", "KVMemory", "PrefixCache", "PrefixNode"]
+
+# A value segment's key in a template is the task that made it; a request's own key is that plus its id
+# times KEY_SPAN (a template has fewer tasks), so requests never share a value and keys stay plain ints.
+KEY_SPAN = 1 << 32
 
 
 class PrefixNode:
@@ -46,7 +50,7 @@ class PrefixNode:
 
     def __init__(self, key: Any, parent: PrefixNode | None, end: int, nbytes: float):
         self.key, self.parent, self.end, self.bytes = key, parent, end, nbytes
-        self.children: dict[Any, PrefixNode] = {}
+        self.children: dict[Any, PrefixNode] | None = None  # made when the first child comes
         self.refs = 0  # requests holding it (a chain through it)
         self.last = 0  # when it was last used (a counter: least recently used goes first)
         self.alive = True
@@ -65,32 +69,43 @@ class PrefixCache:
         self.evictions = 0
         self.evicted_tokens = 0
         self.inserted = 0
+        self.version = 0  # changes whenever a node joins or leaves the tree (a lookup may then differ)
 
     def root(self, mq: ModelQueue) -> PrefixNode:
-        r = self.roots.get(id(mq))
+        r = mq.prefix_root
         if r is None:
-            r = self.roots[id(mq)] = PrefixNode(None, None, 0, 0.0)
+            r = mq.prefix_root = PrefixNode(None, None, 0, 0.0)
             r.refs = 1  # the root is never evicted
         return r
 
-    def match(self, mq: ModelQueue, chain: tuple, tokens: int) -> tuple[PrefixNode | None, int]:
-        """The deepest cached node of `chain` and the prompt tokens it saves (whole blocks, never the
-        last token of a `tokens`-token prompt); (None, 0) when nothing usable is cached."""
-        node = self.root(mq)
+    def match(self, mq: ModelQueue, chain: tuple, koff: int, tokens: int) -> tuple[PrefixNode | None, int]:
+        """The deepest cached node of `chain` (value keys offset by `koff`) and the prompt tokens it saves
+        (whole blocks, never the last token of a `tokens`-token prompt); (None, 0) when nothing usable is
+        cached."""
+        node = mq.prefix_root
+        if node is None:
+            return None, 0
         found: PrefixNode | None = None
         for key, end in chain:
-            nxt = node.children.get(key)
+            ch = node.children
+            if ch is None or key.__class__ is Tail:
+                break
+            nxt = ch.get(key if key.__class__ is str else key + koff)
             if nxt is None or nxt.end != end:
                 break
             node = found = nxt
         if found is None:
             return None, 0
-        hit = cached_prefix_tokens(found.end, tokens, self.block)
+        usable = min(found.end, tokens - 1)
+        b = self.block
+        hit = usable // b * b if b > 1 else usable
         return (found, hit) if hit > 0 else (None, 0)
 
 
-def _evictable(entry: tuple[int, int, PrefixNode]) -> bool:
+def _evictable(entry: tuple) -> bool:
     n = entry[2]
+    if n.__class__ is tuple:
+        return True  # a prompt's own tail: nobody else's prompt shares it, it is never held again
     return n.alive and n.refs == 0 and not n.children and n.last == entry[0]
 
 
@@ -114,6 +129,7 @@ class KVMemory:
         self.caches: list[PrefixCache | None] = [None] * len(engines)
         self._tick = itertools.count(1)
         self._tie = itertools.count(1)
+        self._kvb: dict[tuple[int, int], float] = {}
         # Called for every engine near one that freed memory (the engines set it): it may start now.
         self.wake: Callable[[Engine, float], None] = lambda eng, t: None
 
@@ -122,6 +138,14 @@ class KVMemory:
     def enable_prefix_caching(self, block: int) -> None:
         for e in self.engines:
             self.caches[e.idx] = PrefixCache(e, block)
+
+    def kv_bytes(self, mq: ModelQueue, tokens: int) -> float:
+        """KV bytes of one sequence of `tokens` tokens of `mq`'s model (memoised: prompts' segment ends recur)."""
+        key = (id(mq), tokens)
+        v = self._kvb.get(key)
+        if v is None:
+            v = self._kvb[key] = mq.cost.kv_bytes(tokens, 1) if tokens > 0 else 0.0
+        return v
 
     def _ev(self, eng: Engine, node: PrefixNode, sign: float) -> None:
         per = sign * node.bytes / eng.n
@@ -155,60 +179,105 @@ class KVMemory:
                 self._offer(cache, n)
             n = n.parent
 
-    def insert(self, mq: ModelQueue, eng: Engine, chain: tuple, tokens: int, hold: list) -> None:
+    def insert(self, mq: ModelQueue, eng: Engine, chain: tuple, koff: int, tokens: int, hold: list) -> None:
         """A prefill of `tokens` prompt tokens with `chain` is done on `eng`: its segments not cached yet
         join the tree, their bytes moving out of `hold` ([engine, bytes, held node]), and the request
         holds its whole chain until it frees its KV cache."""
         cache = self.caches[eng.idx]
         if cache is None or not chain:
             return
-        node = cache.root(mq)
-        kv_bytes = mq.cost.kv_bytes
+        node = base = cache.root(mq)
         prev = 0
+        now = 0
         for key, end in chain:
             if end > tokens:
                 break
-            nxt = node.children.get(key)
+            if key.__class__ is Tail:  # the prompt's own tail: cached as one piece, outside the tree (nobody shares it)
+                nb = self.kv_bytes(mq, end) - self.kv_bytes(mq, prev)
+                if nb <= hold[1] + 1e-6:
+                    hold[3], hold[4], hold[5] = nb, (end - prev, key.segs), next(self._tick)
+                    cache.inserted += key.segs  # counted as the segments it merges
+                break
+            if key.__class__ is not str:
+                key += koff
+            ch = node.children
+            nxt = ch.get(key) if ch is not None else None
             if nxt is None:
-                nb = kv_bytes(end, 1) - kv_bytes(prev, 1)
+                nb = self.kv_bytes(mq, end) - self.kv_bytes(mq, prev)
                 if nb > hold[1] + 1e-6:
                     break
                 nxt = PrefixNode(key, node, end, nb)
-                node.children[key] = nxt
-                hold[1] -= nb  # still used: the tree holds the bytes now, unpinned until pinned below
-                self._ev(eng, nxt, 1.0)
+                if ch is None:
+                    ch = node.children = {}
+                ch[key] = nxt
+                hold[1] -= nb  # still used: the tree holds the bytes now, held by this request
+                nxt.refs = 1
+                nxt.last = now = now or next(self._tick)
                 cache.inserted += 1
+                cache.version += 1
             elif nxt.end != end:
                 break  # the same value at another length (a request's own token count): not shared
+            elif node is base:
+                base = nxt
             node = nxt
             prev = end
         if node.parent is None or node is hold[2]:
             return
-        self.pin(cache, node)
+        if base.parent is not None:
+            self.pin(cache, base)  # the part that was cached already (new nodes are held from the start)
         if hold[2] is not None:
             self.unpin(cache, hold[2])
         hold[2] = node
 
     def drop(self, hold: list, t: float | None = None) -> None:
-        """Free a request's hold on a prefill's KV cache ([engine, bytes, held node]); with `t`, wake the
-        engines sharing its devices."""
+        """Free a request's hold on a prefill's KV cache ([engine, bytes, held node, its tail's bytes,
+        (tokens, segments), last use]); with `t`, wake the engines sharing its devices. What the prefix cache keeps
+        stays, unpinned."""
         eng = self.engines[hold[0]]
-        if hold[2] is not None:
-            cache = self.caches[eng.idx]
-            if cache is not None:
+        freed = hold[1]
+        cache = self.caches[eng.idx]
+        if cache is not None:
+            if hold[2] is not None:
                 self.unpin(cache, hold[2])
-            hold[2] = None
+                hold[2] = None
+            tail = hold[3]
+            if tail:
+                freed -= tail
+                per = tail / eng.n
+                ev = self.ev
+                for d in eng.devs:
+                    ev[d] += per
+                heapq.heappush(cache.heap, (hold[5], next(self._tie), (tail, *hold[4])))
+                hold[3] = 0.0
         if t is None:
-            self.free(eng, hold[1])
+            self.free(eng, freed)
         else:
-            self.release(eng, hold[1], t)
+            self.release(eng, freed, t)
 
     def _evict(self, eng: Engine, per: float) -> None:
         """Evict unpinned cached prefixes, least recently used leaves first, from the engines sharing a
         device with `eng`, until `per` more bytes fit on each of its devices."""
         used, cap = self.used, self.cap
-        while any(used[d] + per > cap[d] + 1e-6 for d in eng.devs):
-            best: tuple[int, int, PrefixNode] | None = None
+        if len(eng.near) == 1:  # its devices are its own: they hold the same, and only its cache is there
+            d = eng.devs[0]
+            limit = cap[d] + 1e-6 - per
+            cache = self.caches[eng.idx]
+            while used[d] > limit:
+                h = cache.heap if cache is not None else None
+                while h and not _evictable(h[0]):
+                    heapq.heappop(h)
+                if not h:
+                    return
+                self._evict_one(cache, heapq.heappop(h)[2])
+            return
+        devs = eng.devs
+        while True:
+            for d in devs:
+                if used[d] + per > cap[d] + 1e-6:
+                    break
+            else:
+                return  # it fits
+            best: tuple | None = None
             owner: PrefixCache | None = None
             for o in eng.near:
                 c = self.caches[o.idx]
@@ -217,23 +286,36 @@ class KVMemory:
                 h = c.heap
                 while h and not _evictable(h[0]):
                     heapq.heappop(h)
-                if h and (best is None or h[0][:2] < best[:2]):
+                if h and (best is None or h[0] < best):  # (last use, unique tie, ...): never compares nodes
                     best, owner = h[0], c
             if best is None or owner is None:
                 return
             heapq.heappop(owner.heap)
-            node = best[2]
-            parent = node.parent
-            assert parent is not None
-            node.alive = False
-            del parent.children[node.key]
-            per_dev = node.bytes / owner.eng.n
+            self._evict_one(owner, best[2])
+
+    def _evict_one(self, owner: PrefixCache, node: PrefixNode | tuple) -> None:
+        """Evict a cached leaf (taken off `owner`'s heap): a node of the tree, or a prompt's own tail."""
+        used, ev = self.used, self.ev
+        if node.__class__ is tuple:  # a prompt's own tail: (bytes, tokens, segments)
+            per_dev = node[0] / owner.eng.n
             for d in owner.eng.devs:
                 used[d] -= per_dev
-                self.ev[d] -= per_dev
-            owner.evictions += 1
-            owner.evicted_tokens += node.end - parent.end
-            self._offer(owner, parent)
+                ev[d] -= per_dev
+            owner.evictions += node[2]  # the segments it merges, evicted together
+            owner.evicted_tokens += node[1]
+            return
+        parent = node.parent
+        assert parent is not None
+        node.alive = False
+        del parent.children[node.key]  # type: ignore[union-attr]
+        per_dev = node.bytes / owner.eng.n
+        for d in owner.eng.devs:
+            used[d] -= per_dev
+            ev[d] -= per_dev
+        owner.evictions += 1
+        owner.evicted_tokens += node.end - parent.end
+        owner.version += 1
+        self._offer(owner, parent)
 
     def reserve(self, eng: Engine, need: float, what: str) -> bool:
         """Reserve `need` bytes of KV cache, split evenly over the engine's devices (evicting unpinned
@@ -277,9 +359,13 @@ class KVMemory:
     def grow(self, eng: Engine, amount: float) -> None:
         """Caches grew by `amount` bytes as tokens were made (checked by the policy beforehand)."""
         per = amount / eng.n
-        if self.caches[eng.idx] is not None:
-            self._evict(eng, per)
         used = self.used
+        if self.caches[eng.idx] is not None:
+            cap = self.cap
+            for d in eng.devs:
+                if used[d] + per > cap[d] + 1e-6:
+                    self._evict(eng, per)
+                    break
         for d in eng.devs:
             used[d] += per
 
@@ -307,7 +393,7 @@ class KVMemory:
                 self.unpin(cache, node)
             return False
         req = job.req
-        req.kv_hold[job.task] = [eng.idx, job.kv, node]
+        req.kv_hold[job.task] = [eng.idx, job.kv, node, 0.0, 0, 0]
         req.kv_left[job.task] = req.tpl.kv_users[job.task]
         if cache is not None and job.prefix:
             cache.lookups += 1

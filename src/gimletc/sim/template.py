@@ -99,7 +99,9 @@ class Template:
     kv_user_of: list[int]  # XFER / DECODE(kv_xfer): the prefill whose KV cache it frees, or -1
     scale_head: list[int]  # XFER: the prefill whose prompt scales its bytes, or -1
     # PREFILL: its prompt as (segment key, end token) pairs: a system prompt's key is its name, a value's the
-    # task that made it in this request (an int; the engines pair it with the request), () when unknown.
+    # task that made it in this request's shape (an int below 2**32; the engines add the request's own
+    # offset, `gimletc.sim.kv.KEY_SPAN`); segments no other prompt can share end it as one `Tail`; () when
+    # it has none.
     chain: list[tuple] = field(default_factory=list)
     given: list[int] = field(default_factory=list)  # PREFILL: prompt tokens whose KV cache is sent to it, or 0
     n: int = 0
@@ -310,6 +312,7 @@ class Builder:
                         h = self._kv_source(p, prefill_of)
                         if h >= 0 and self.chain[h]:
                             given[i] = max(given[i], _shared(self.chain[i], self.chain[h]))
+        chains = _merge_tails(self.chain, spec)
 
         tpl = Template(
             spec=[spec[i] for i in keep],
@@ -324,7 +327,7 @@ class Builder:
             kv_users=[kv_users[i] for i in keep],
             kv_user_of=[m(kv_user_of[i]) for i in keep],
             scale_head=[m(scale_head[i]) for i in keep],
-            chain=[self.chain[i] for i in keep],
+            chain=[chains[i] for i in keep],
             given=[given[i] for i in keep],
         )
         tpl.n = len(keep)
@@ -343,9 +346,50 @@ def _chain(spec: TaskSpec, env: dict[str, int], task: int) -> tuple:
             key: object = seg
         else:
             src = env.get(seg)
-            key = src if src is not None and src >= 0 else -1 - task  # unknown: matches nothing else
+            key = src if src is not None and src >= 0 else (1 << 31) + task  # unknown: matches nothing else
         out.append((key, end))
     return tuple(out)
+
+
+def _merge_tails(chains: list[tuple], spec: list[TaskSpec]) -> list[tuple]:
+    """Each chain with the segments no other prompt can share merged into one tail, keyed `Tail`. A value's key
+    is this request's own, so beyond the leading system prompts only another prompt of the same model in
+    the same request can share a segment; a cache keeps the rest as one piece that nobody looks up (what it
+    holds and frees is the same; there are fewer pieces to keep)."""
+    by_model: dict[str, list[int]] = {}
+    for i, c in enumerate(chains):
+        if c:
+            by_model.setdefault(spec[i].model, []).append(i)
+    out = list(chains)
+    for idx in by_model.values():
+        for i in idx:
+            c = chains[i]
+            depth = 0
+            while depth < len(c) and isinstance(c[depth][0], str):
+                depth += 1  # system prompts: other requests send them too
+            for j in idx:
+                if j != i:
+                    k = 0
+                    other = chains[j]
+                    while k < len(c) and k < len(other) and c[k] == other[k]:
+                        k += 1
+                    depth = max(depth, k)
+            if depth < len(c):
+                out[i] = (*c[:depth], (Tail(len(c) - depth), c[-1][1]))
+    return out
+
+
+class Tail:
+    """The key of a prompt's merged tail (`_merge_tails`): the segments no other prompt can share, `segs` of
+    them, cached as one piece outside the tree."""
+
+    __slots__ = ("segs",)
+
+    def __init__(self, segs: int):
+        self.segs = segs
+
+    def __repr__(self) -> str:
+        return f"Tail({self.segs})"
 
 
 def _shared(a: tuple, b: tuple) -> int:

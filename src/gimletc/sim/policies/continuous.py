@@ -55,15 +55,16 @@ class ContinuousPolicy(BatchPolicy):
         if job.prefix is None or job.adm:
             return
         cache = self.kv.caches[eng.idx]
-        if cache is None:
-            return
-        node, hit = cache.match(mq, job.prefix, job.tokens)
+        if cache is None or job.seen == cache.version:
+            return  # nothing joined or left the cache since its last lookup
+        job.seen = cache.version
+        node, hit = cache.match(mq, job.prefix, job.koff, job.tokens)
         given = cached_prefix_tokens(job.given, job.tokens, cache.block) if job.given else 0
         if given >= hit and given > 0:  # its prefix's KV cache was sent here: reserved as part of its own
             job.node, job.done, job.kv = None, given, job.kv_full
         else:
             job.node, job.done = node, hit
-            job.kv = job.kv_full - mq.cost.kv_bytes(hit, job.seqs) if hit else job.kv_full
+            job.kv = job.kv_full - self.kv.kv_bytes(mq, hit) if hit else job.kv_full
 
     @staticmethod
     def fresh(mq: ModelQueue) -> Job | None:
