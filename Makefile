@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench calibrate clean gpu-bundle
+.PHONY: demo test bench calibrate mutation clean gpu-bundle
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,5 +39,13 @@ calibrate: $(STAMP)
 	@for s in $(ENGINE_SYSTEMS); do for f in vllm sglang trtllm; do \
 		$(BIN)/gimletc calibrate --from-aiconfigurator $$s --framework $$f --write || exit 1; done; done
 
+# Mutation testing (not CI): the `mutation` extra, then mutmut over the scope in pyproject.toml.
+$(VENV)/.mutation: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,mutation]'
+	@touch $@
+
+mutation: $(VENV)/.mutation
+	$(BIN)/python tests/mutation.py
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build mutants src/*.egg-info

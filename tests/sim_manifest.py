@@ -193,7 +193,7 @@ def serving_disagg() -> str:
     from gimletc.sim.metrics import summary
 
     g, cl = load_graph(EX / "rag.py"), load_cluster(GPU_ONLY)
-    cfg = ServingConfig((ModelServing("llama-3.1-8b", "disagg", EngineKind("h100-sxm", 1), 2,
+    cfg = ServingConfig((ModelServing.disagg("llama-3.1-8b", EngineKind("h100-sxm", 1), 2,
                                       EngineKind("h100-sxm", 2), 1),))
     res = simulate(serving_workload(g, cl, cfg), generate("poisson", 9.0, 300, seed=1), seed=1)
     return json.dumps(summary(res), indent=2, sort_keys=True, allow_nan=False) + "\n" + _arrays(res)

@@ -226,3 +226,24 @@ def test_scenarios_compile_from_the_cli(capsys, tmp_path, graph, cluster, extra)
     if graph == "cross_vendor.py":
         kv = [t for t in d["transfers"] if t["value"] == "answer.kv"]
         assert kv and kv[0]["convert"]["from_layout"] == "paged-hnd" and kv[0]["chunks"] > 1
+
+
+def test_show_prints_the_plans_warnings(capsys, tmp_path):
+    """A plan that puts a model on a host CPU beside an accelerator says so in `gimletc show`."""
+    from gimletc import AgentGraph
+    from gimletc.compiler import compile
+    from gimletc.hardware import Cluster
+
+    g = AgentGraph("big")
+    g.output("o", [g.llm("a", model="llama-3.1-70b", prompt=[g.input("q", tokens=1000)], output_tokens=50)])
+    cl = Cluster.model_validate({"name": "one", "links": [], "nodes": [
+        {"name": "g", "chips": {"h100-sxm": 1}, "host": {"cpu": "xeon-6980p", "memory_bytes": 1e12},
+         "host_link": {"kind": "pcie", "bandwidth": 64e9, "latency": 2e-6}}]})
+    plan = compile(g.build(), cl, baseline=False,
+                   pipeline="expand-llm,place{partitions=whole},insert-transfers,schedule,overlap").plan
+    assert len(plan.warnings) == 1
+    path = tmp_path / "plan.json"
+    plan.write(path)
+    code, out, _ = run(capsys, "show", str(path))
+    assert code == 0
+    assert f"warning: {plan.warnings[0]}\n" in out  # one line, however wide

@@ -85,6 +85,9 @@ def test_a_plan_carries_its_hosts_so_simulate_prices_them_as_the_compiler_did():
     alone = simulate_plan(plan, arr, SimConfig())
     given = simulate_plan(plan, arr, SimConfig(), cluster=cluster(2))
     assert alone.energy_j == given.energy_j and alone.e2e.tolist() == given.e2e.tolist() == pytest.approx([2.0] * 3)
+    # By hand: requests at 100, 200, 300 s, 2 s each: span 302 s; the host's 3 x 4 lane-seconds on 2 lanes
+    # keep it busy 6 s; 2 sockets of xeon-6980p (500 W busy, 110 W idle): 2 x (500 x 6 + 110 x 296) = 71,120 J.
+    assert alone.span == pytest.approx(302.0) and alone.energy_j == pytest.approx(71120.0)
     # a plan without the record (written before it) falls back to one socket and the default lanes
     plan = compile(four_tools(), cluster(), baseline=False).plan
     bare = plan.model_copy(update={"cluster": plan.cluster.model_copy(update={"hosts": {}})})

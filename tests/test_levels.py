@@ -159,3 +159,52 @@ def test_level_of_reads_the_label_or_infers_it():
     for g, want in ((chat(), "agent"), (model, "model"), (placed, "placed"), (transfers, "transfers"), (exe, "exec")):
         assert level_of(g) == want
         assert level_of(g.with_attrs(**{"gimlet.level": None})) == want
+
+
+def _carried_loop(yielded: str, extra: tuple[Op, ...] = ()) -> Graph:
+    """q on host moves to g0; a loop carries it: `step` on g0 uses it, `check` on host uses step's result
+    (moved there), and the body yields `yielded` as the next iteration's value."""
+    def compute(name: str, ins: tuple[str, ...], device: str, out: str) -> Op:
+        return Op("exec.compute", name, ins, (Value(out, tok(10)), Value(f"{name}.done", ASYNC_TOKEN)),
+                  {"of": name, "device": device, "seconds": 1.0})
+
+    def move(v: str, src: str, dst: str) -> tuple[Op, Op]:
+        attrs = {"src": src, "dst": dst, "bytes": 40, "channel": f"{src}->{dst}"}
+        return (Op("exec.send", f"s.{v}", (v,), (Value(f"{v}.sent", ASYNC_TOKEN),),
+                   {**attrs, "route": "direct", "seconds": 1e-6}),
+                Op("exec.recv", f"r.{v}", (f"{v}.sent",), (Value(f"{v}.{dst}", tok(10)), Value(f"{v}.r", ASYNC_TOKEN)),
+                   attrs))
+
+    body = Graph((compute("step", ("it",), "g0", "next"), *move("next", "g0", "host"),
+                  compute("check", ("next.host",), "host", "log"), *extra, Op("agent.yield", "y", (yielded,))),
+                 (Value("it", tok(10)),))
+    loop = Op("agent.loop", "l", ("q.g0",), (Value("res", tok(10)),), {"expected": 2.0, "max": 4}, (body,))
+    return Graph((compute("q", (), "host", "q"), *move("q", "host", "g0"), loop), attrs={"gimlet.level": "exec"})
+
+
+def test_exec_level_checks_the_loop_back_edge():
+    """The body argument lives where the loop's operand lives (g0); a body yielding a value that lives on the
+    host feeds the next iteration's `step` on g0 from the host, without a transfer: the back edge."""
+    with pytest.raises(IRError, match=r"exec-level IR: loop @l yields %log on host as body argument %it, "
+                                      r"which lives on g0, without a transfer"):
+        verify(_carried_loop("log"))
+    back = (Op("exec.send", "s.log", ("log",), (Value("log.sent", ASYNC_TOKEN),),
+               {"src": "host", "dst": "g0", "bytes": 40, "channel": "host->g0", "route": "direct", "seconds": 1e-6}),
+            Op("exec.recv", "r.log", ("log.sent",), (Value("log.g0", tok(10)), Value("log.r", ASYNC_TOKEN)),
+               {"src": "host", "dst": "g0", "bytes": 40, "channel": "host->g0"}))
+    verify(_carried_loop("log.g0", back))
+    verify(_carried_loop("next"))  # step's result stays on g0: no back edge needed
+
+
+def test_exec_level_checks_that_every_arm_yields_where_the_result_lives():
+    def compute(name: str, device: str) -> Op:
+        return Op("exec.compute", name, ("q",), (Value(name, tok(10)), Value(f"{name}.done", ASYNC_TOKEN)),
+                  {"of": name, "device": device, "seconds": 1.0})
+
+    q = Op("exec.compute", "q", (), (Value("q", tok(10)), Value("q.done", ASYNC_TOKEN)),
+           {"of": "q", "device": "host", "seconds": 0.0})
+    arms = (Graph((compute("a", "host"), Op("agent.yield", "ya", ("a",)))),
+            Graph((compute("b", "g0"), Op("agent.yield", "yb", ("b",)))))
+    branch = Op("agent.branch", "br", (), (Value("res", tok(10)),), {"probabilities": (0.5, 0.5)}, arms)
+    with pytest.raises(IRError, match=r"exec-level IR: branch @br yields %b on g0 as result %res, which lives on host"):
+        verify(Graph((q, branch), attrs={"gimlet.level": "exec"}))

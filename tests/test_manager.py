@@ -609,7 +609,7 @@ def test_opt_reads_stdin_writes_a_file_and_round_trips(capsys, tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("make", "args", "message"),
     [
-        (lambda d: d, [], "cannot read it"),
+        (lambda d: d, [], "is a directory"),
         (lambda d: d / "missing.mlir", [], "missing.mlir: no such file"),
         (lambda d: (d / "bin.mlir", (d / "bin.mlir").write_bytes(b"\xff\xfe module"))[0], [], "not UTF-8 text"),
         (lambda d: (d / "bad.mlir", (d / "bad.mlir").write_text("module {\n  %x = \n}\n"))[0], [], "line 3, column 1"),

@@ -269,8 +269,10 @@ def test_layer_pipeline_for_one_phase_only(phases):
     a = g.llm("a", model="llama-3.1-70b", prompt=[q], output_tokens=30)
     g.output("o", [a])
     pipe = f"expand-llm,partition-layers{{phases={phases},stages=2}},place,insert-transfers,schedule,overlap"
-    pins = {"a.s0": "g.h100-sxm.0", "a.s1": "g.h100-sxm.1", "a.prefill.s0": "g.h100-sxm.0",
-            "a.prefill.s1": "g.h100-sxm.1"}
+    # Stages are named after what is split: a.prefill.sN when only the prefill is, a.sN otherwise
+    # (a pin naming no op is an error).
+    stage = "a.prefill.s" if phases == "prefill" else "a.s"
+    pins = {f"{stage}0": "g.h100-sxm.0", f"{stage}1": "g.h100-sxm.1"}
     r = compile(g.build(), cl, pipeline=pipe, pins=pins, baseline=False)
     kinds = {(p.kind, p.op) for p in r.plan.placements}
     staged = {op for k, op in kinds if ".s" in op}
@@ -279,3 +281,50 @@ def test_layer_pipeline_for_one_phase_only(phases):
     else:
         assert staged == {"a.decode.s0", "a.decode.s1"} and ("model.prefill", "a.prefill") in kinds
     assert r.plan.partitions["a"].kind == "layers" and phases in r.plan.partitions["a"].detail
+
+
+# ---- a layer pipeline's stages on separate devices ---------------------------------------------
+
+
+def _big(out: int = 50):
+    g = AgentGraph("big")
+    q = g.input("q", tokens=1000)
+    a = g.llm("a", model="llama-3.1-70b", prompt=[q], output_tokens=out)
+    g.output("o", [a])
+    return g.build()
+
+
+def _stage_devices(plan) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for p in plan.placements:
+        if ".s" in p.op:
+            out.setdefault(p.op.rsplit(".", 1)[1], set()).update(p.devices)
+    return out
+
+
+@pytest.mark.parametrize("pipeline", ["expand-llm,place{partitions=layers},insert-transfers,schedule,overlap",
+                                      "expand-llm,partition-layers,place,insert-transfers,schedule,overlap"])
+def test_layer_pipeline_stages_land_on_separate_devices(pipeline):
+    """Unpinned on two H100s, the 70B model's two stages each take one GPU. Both stages on the two-GPU group
+    would be the whole model tensor-parallel on that group (the `whole` variant), not a pipeline."""
+    cl = Cluster.model_validate({"name": "two", "nodes": [_node("g", {"h100-sxm": 2}, fabric=False)], "links": []})
+    plan = compile(_big(), cl, pipeline=pipeline, baseline=False).plan
+    stages = _stage_devices(plan)
+    assert sorted(stages) == ["s0", "s1"]
+    assert stages["s0"].isdisjoint(stages["s1"]), stages
+    assert all(len(devs) == 1 for devs in stages.values())
+    assert plan.partitions["a"].kind == "layers"
+
+
+def test_a_layer_pipeline_without_separate_devices_is_an_error():
+    """Three stages of about 47 GB, two H100s and a host too small for a stage: no placement gives each stage
+    devices of its own."""
+    cl = Cluster.model_validate({"name": "two", "nodes": [_node("g", {"h100-sxm": 2}, fabric=False, host_mem=1e10)],
+                                 "links": []})
+    from gimletc.passes.place import PlacementError
+
+    with pytest.raises(PlacementError) as e:
+        compile(_big(), cl, pipeline="expand-llm,partition-layers{stages=3},place,insert-transfers,schedule,overlap",
+                baseline=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "the 3 stages of a's layer pipeline on separate devices" in msg

@@ -4,6 +4,7 @@ and the placement search against an independent brute force through the whole pi
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import runpy
 from pathlib import Path
@@ -366,3 +367,169 @@ def _baseline_clusters_by_hand(path: Path, envelope_w: float) -> dict[str, Clust
                 spec["nodes"][0]["fabric"] = {"kind": "chip-to-chip", "bandwidth": c.scale_up_bw, "latency": 2e-6}
             out[chip] = Cluster.model_validate(spec)
     return out
+
+
+def test_coding_agent_moves_each_test_log_back_to_the_next_edit():
+    """examples/coding_agent.py: `fix` carries the plan (written on an accelerator) into the first `edit`, and
+    `run_tests`' log (on a host CPU) into every later one; the log moves to `edit`'s device on the back edge."""
+    g = runpy.run_path(str(EXAMPLES / "coding_agent.py"))["graph"]
+    r = compile(g, MIXED_RACK, stack="fused", baseline=False)
+    where = {pl.op: pl.device for pl in r.plan.placements}
+    assert where["run_tests"].endswith(".host") and not where["edit.prefill"].endswith(".host")
+    back = [t for t in r.plan.transfers if t.value == "run_tests"]
+    assert [(t.src, t.dst) for t in back] == [(where["run_tests"], where["edit.prefill"])]
+    loop = next(op for op in r.graph.ops if op.name == "fix")
+    body = loop.regions[0]
+    recv = next(op for op in body.ops if op.kind == "exec.recv" and op.attr("src") == where["run_tests"]
+                and op.attr("dst") == where["edit.prefill"])
+    assert body.ops[-1].operands == (recv.results[0].name,)  # the next round reads the moved log
+
+
+# ---- the placer's list schedule is the replay's on links ---------------------------------------
+
+
+@st.composite
+def tool_dags_on_hosts(draw):
+    """A DAG of tools (round times, 1-200 token results) on 2-3 CPU-only nodes joined by slow links, with
+    some tools pinned: transfers queue on the links, as in the replay."""
+    hosts = draw(st.integers(2, 3))
+    nodes = [{"name": f"h{i}", "host": {"cpu": "xeon-host-16c", "memory_bytes": 1e12,
+                                         "lanes": draw(st.sampled_from([1, 2, 8]))}} for i in range(hosts)]
+    links = [{"between": [f"h{i}", f"h{j}"], "kind": "ethernet", "bandwidth": draw(st.sampled_from([100.0, 400.0, 1e4])),
+              "latency": draw(st.sampled_from([0.05, 0.3]))} for i in range(hosts) for j in range(i + 1, hosts)]
+    g = AgentGraph("dag")
+    vals = [g.input("q", tokens=draw(st.integers(1, 50)))]
+    pins = {"q": "h0.host"}
+    for i in range(draw(st.integers(2, 7))):
+        ins = draw(st.lists(st.sampled_from(vals), min_size=1, max_size=3, unique_by=lambda v: v.name))
+        vals.append(g.tool(f"t{i}", inputs=ins, latency_s=draw(st.sampled_from([0.5, 1.0, 1.5, 2.0])),
+                           output_tokens=draw(st.integers(1, 200))))
+        if draw(st.booleans()):
+            pins[f"t{i}"] = f"h{draw(st.integers(0, hosts - 1))}.host"
+    g.output("o", vals[-3:])
+    return g.build(), cluster(nodes, links, "hosts"), pins
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tool_dags_on_hosts())
+def test_placer_estimate_is_the_replay(case):
+    """The placement's own latency for the plan it chooses equals the plan's replayed latency where `overlap`
+    made the copies asynchronous, as the placer prices them: transfers on one link direction go one at a
+    time in both, in the same order. Where overlap kept the synchronous order (the sends in their sources'
+    program order) because it replays faster, the plan is faster than the estimate, never slower."""
+    g, cl, pins = case
+    r = compile(g, cl, pins=pins, baseline=False)
+    estimate, replayed = r.ctx.placement.latency_s, r.plan.metrics.latency_ms / 1e3
+    if r.ctx.overlap.async_transfers:
+        assert estimate == pytest.approx(replayed, rel=1e-9, abs=1e-12)
+    else:
+        assert replayed <= estimate * (1 + 1e-9) + 1e-12
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tool_dags_on_hosts(), st.randoms(use_true_random=False))
+def test_list_schedule_matches_the_replay_rule_unless_it_says_otherwise(case, rnd):
+    """Where the list schedule reports its times exact (no idle stretch on a link passed over), running its
+    recorded tasks through the replay's rule (`run_on_resources`) gives the same times."""
+    from gimletc.passes.placement.evaluate import PartialSchedule
+
+    g, cl, _ = case
+    problem = Problem(g, cl, PassContext(cluster=cl))
+    for _ in range(10):
+        st_ = PartialSchedule(problem, record=True)
+        for u, unit in enumerate(problem.units):
+            st_.commit(u, rnd.choice(unit.candidates))
+        if st_.inexact:
+            continue
+        finish, latency = list(st_.finish), st_.latency
+        st_.retime()
+        assert st_.finish == pytest.approx(finish, rel=1e-12, abs=1e-12)
+        assert st_.latency == pytest.approx(latency, rel=1e-12, abs=1e-12)
+
+
+# ---- pins to a node ---------------------------------------------------------------------------
+
+
+def _tool_after_llm() -> Graph:
+    g = AgentGraph("check")
+    q = g.input("q", tokens=1000)
+    a = g.llm("answer", model="llama-3.1-8b", prompt=[q], output_tokens=100)
+    g.output("out", [g.tool("check", inputs=[a], cpu_s=0.5, output_tokens=10)])
+    return g.build()
+
+
+TWO_VENDORS = cluster([gpu_node("a", {"mi300x": 2}), gpu_node("b", {"h200": 1})], [rdma("a", "b")])
+
+
+def test_a_pin_to_a_node_means_its_host_for_cpu_ops_and_its_accelerators_for_llm_phases():
+    """A tool reading an LLM's answer would save a transfer on the LLM's GPU; pinned to node a (by name, in
+    the pins or as the op's `pinned` attribute) it runs on a's host CPU, and the LLM pinned to node a runs
+    on a's accelerators, not its host."""
+    pins = {"check": "a", "answer": "a", "q": "b"}
+    out, _ = run(_tool_after_llm(), TWO_VENDORS, "expand-llm,place", pins=pins)
+    where = {op.name: op.attr("device") for op, _ in out.walk() if op.attr("device") is not None}
+    assert where["check"] == "a.host" and where["q"] == "b.host"
+    assert where["answer.prefill"].startswith("a.mi300x.") and where["answer.decode"].startswith("a.mi300x.")
+    attr = _tool_after_llm().map_ops(lambda op: op.with_attrs(pinned="a") if op.name == "check" else op)
+    out, _ = run(attr, TWO_VENDORS, "expand-llm,place", pins={"answer": "a"})
+    assert {op.name: op.attr("device") for op, _ in out.walk()}["check"] == "a.host"
+    # A device id still means exactly that device, for a tool too (it runs there for its cpu_s).
+    out, _ = run(_tool_after_llm(), TWO_VENDORS, "expand-llm,place", pins={"check": "a.mi300x.1"})
+    assert {op.name: op.attr("device") for op, _ in out.walk()}["check"] == "a.mi300x.1"
+
+
+def test_pins_that_cannot_be_honoured_are_one_line_errors_naming_op_pin_and_why():
+    cl = cluster([gpu_node("a", {"h100-sxm": 1}), {"name": "c", "host": {"cpu": "epyc-9965", "memory_bytes": 1e12}}],
+                 [rdma("a", "c")])
+    with pytest.raises(PlacementError) as e:
+        run(_tool_after_llm(), cl, "expand-llm,place", pins={"answer": "c"})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("op answer is pinned to 'c', but node c has no accelerators") and "'c.host'" in msg
+    with pytest.raises(PlacementError) as e:
+        run(chat_graph("llama-3.1-70b"), cl, "expand-llm,place", pins={"answer": "a"})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("op answer is pinned to 'a', but no device group there holds llama-3.1-70b")
+    assert "GB" in msg and "80.0 GB" in msg
+    with pytest.raises(PlacementError, match=r"^op check is pinned to 'z', but that names no device, node or chip"):
+        run(_tool_after_llm(), cl, "expand-llm,place", pins={"check": "z"})
+
+
+# ---- a model phase on a host CPU is never silent -----------------------------------------------
+
+
+def _one_gpu(host_cpu: str = "xeon-6980p") -> Cluster:
+    return cluster([{"name": "g", "chips": {"h100-sxm": 1}, "host": {"cpu": host_cpu, "memory_bytes": 1e12},
+                     "host_link": {"kind": "pcie", "bandwidth": 64e9, "latency": 2e-6}}])
+
+
+def test_a_model_placed_on_a_host_cpu_beside_an_accelerator_is_a_plan_warning():
+    """70B weights fit no 80 GB H100, so `whole` puts the call on the host CPU: the plan says so, with the cost
+    model's times on the host and on the fastest accelerator group, and why."""
+    pipe = "expand-llm,place{partitions=whole},insert-transfers,schedule,overlap"
+    r = compile(chat_graph("llama-3.1-70b"), _one_gpu(), pipeline=pipe, baseline=False)
+    assert {p.device for p in r.plan.placements if p.llm == "answer"} == {"g.host"}
+    secs = {p.op: p.seconds for p in r.plan.placements}
+    [w] = r.plan.warnings
+    assert "\n" not in w
+    assert w.startswith("LLM call answer (llama-3.1-70b: answer.prefill, answer.decode) runs on host CPU g.host: ")
+    host = secs["answer.prefill"] + secs["answer.decode"]
+    assert f"{host:.3g} s" in w and "x the " in w and "on 1x h100-sxm (cost model)" in w
+    assert w.endswith("no accelerator group of the cluster holds its 142 GB of weights and KV cache")
+    ratio = float(w.split(" s, ")[1].split("x the ")[0])
+    assert ratio >= 10
+    # The same call on a cluster that holds it: no warning.
+    ok = compile(chat_graph("llama-3.1-8b"), _one_gpu(), pipeline=pipe, baseline=False)
+    assert ok.plan.warnings == [] and "warnings" not in json.loads(ok.plan.to_json())
+
+
+def test_a_host_cpu_chosen_by_the_objective_over_a_free_accelerator_is_a_plan_warning():
+    """Hosts have no price, so the cost objective puts an 8B model on a 16-core host beside an idle H100 that
+    holds it, an order of magnitude slower: the plan warns, naming the objective."""
+    r = compile(chat_graph("llama-3.1-8b"), _one_gpu("xeon-host-16c"), objective="cost", baseline=False,
+                pipeline="expand-llm,place{partitions=whole},insert-transfers,schedule,overlap")
+    assert {p.device for p in r.plan.placements if p.llm == "answer"} == {"g.host"}
+    [w] = r.plan.warnings
+    assert "runs on host CPU g.host" in w and w.endswith(
+        "an accelerator group holds it, but the cost objective chose the host")

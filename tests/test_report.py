@@ -123,7 +123,13 @@ def test_metrics_rows_copy_the_plan(plan_file) -> None:
     assert rows[("latency_ms",)].plan == p["metrics"]["latency_ms"]
     assert rows[("latency_ms",)].base == p["baseline"]["metrics"]["latency_ms"]
     assert rows[("ttft_ms", "summary")].plan == p["metrics"]["ttft_ms"]["summary"]
-    assert all(r.plan_band is None for r in rows.values())  # today's plans carry no bands
+    # compile writes each predicted figure's band (metrics.bands, {"lo", "hi"}); power is TDP, not predicted
+    lat = p["metrics"]["bands"]["latency_ms"]
+    assert rows[("latency_ms",)].plan_band == Band(lat["lo"], lat["hi"])
+    base_ttft = p["baseline"]["metrics"]["bands"]["ttft_ms"]["summary"]
+    assert rows[("ttft_ms", "summary")].base_band == Band(base_ttft["lo"], base_ttft["hi"])
+    assert rows[("power_w",)].plan_band is None
+    assert all(r.plan_band is not None for k, r in rows.items() if k != ("power_w",))
 
 
 def test_bands_are_drawn_where_the_plan_carries_them(plan_file) -> None:

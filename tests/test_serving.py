@@ -240,6 +240,25 @@ def test_kv_admission_control_queues_requests_when_memory_is_tiny():
         simulate(wl, arr, SimConfig(engine=EngineConfig(mem_fraction=(m.weight_bytes + 0.5 * one) / chip.capacity_bytes)))
 
 
+def test_decode_reading_its_prefill_cache_on_another_group_never_deadlocks():
+    """The README's simulate command once ended with 'N of N requests never finished': the demo plan
+    prefilled edit's prompt on four H100s and decoded it on two of them, with no transfer between. Each
+    decode reserved its own cache while its prefill's copy stayed reserved until the request ended, so
+    under load admitted prefills filled the memory their own decodes waited for, and nothing ran."""
+    m, chip = get_model(SMALL), get_chip("h200")
+    prompt, out = 1000, 200
+    g = llm_graph(prompt, out)
+    ops = [op.with_attrs(devices=("n.g0", "n.g1")) if op.name == "a.prefill" else op for op in g.ops]
+    wl = plan_workload(Graph(tuple(ops)), DEVICES)
+    assert len(wl.engines) == 2  # the prefill's group and the decode's
+    # g0 holds the prefill group's half of the weights and the decode group's whole copy, then ~6 caches.
+    frac = (1.5 * m.weight_bytes + 6 * m.kv_cache_bytes(prompt + out)) / chip.capacity_bytes
+    res = simulate(wl, generate("poisson", 200.0, 400, seed=0), SimConfig(engine=EngineConfig(mem_fraction=frac)))
+    assert res.completed == 400
+    # Memory bounds the batch: each running decode holds at least its prompt's cache (7 fit beside 6 whole ones).
+    assert max(e["max_decode_batch"] for e in res.engines) <= 6 * (prompt + out) // prompt
+
+
 def test_two_transfers_on_one_link_serialise():
     wl = plan_workload(llm_graph(1000, 1, "n.g0", "n.g1", send_s=0.5), DEVICES)
     both = simulate(wl, arrivals_at([0.0, 0.0]), SimConfig(record_timeline=True))
@@ -293,6 +312,14 @@ def test_same_seed_same_json_and_another_seed_differs(rag_plan):
     b = json.dumps(summary(simulate_plan(path, generate("poisson", 8.0, 300, seed=5), seed=5), slo), sort_keys=True)
     c = json.dumps(summary(simulate_plan(path, generate("poisson", 8.0, 300, seed=6), seed=6), slo), sort_keys=True)
     assert a == b and a != c
+
+
+def test_the_simulators_seed_defaults_to_zero(coding_plan):
+    # the coding agent's loops draw their iterations from the seed
+    arr = generate("constant", 1.0, 20)
+    e2e = simulate_plan(coding_plan.plan, arr).e2e.tolist()
+    assert e2e == simulate_plan(coding_plan.plan, arr, seed=0).e2e.tolist()
+    assert e2e != simulate_plan(coding_plan.plan, arr, seed=1).e2e.tolist()
 
 
 def test_summary_reports_energy_utilisation_and_per_llm_figures(rag_plan):
@@ -374,7 +401,7 @@ def test_disaggregated_configuration_moves_kv_between_replicas():
     from gimletc.serving import serving_workload
 
     g, cl = load_graph(EXAMPLES / "rag.py"), load_cluster(GPU_ONLY)
-    cfg = ServingConfig((ModelServing("llama-3.1-8b", "disagg", EngineKind("h100-sxm", 1), 2,
+    cfg = ServingConfig((ModelServing.disagg("llama-3.1-8b", EngineKind("h100-sxm", 1), 2,
                                       EngineKind("h100-sxm", 2), 1),))
     wl = serving_workload(g, cl, cfg)
     res = simulate(wl, generate("poisson", 5.0, 200, seed=0))

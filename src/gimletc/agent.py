@@ -246,13 +246,20 @@ class AgentGraph:
         engine's share of concurrent requests); the result's size is one sequence's."""
         label = self._begin("llm", name)
         m = self._model(label, "model", model)
-        ops = self._operands(label, "prompt", prompt)
+        vals = self._vals(label, "prompt", prompt)
+        ops = tuple(v.name for v in vals)
         out = self._count(label, "output_tokens", output_tokens)
         sys_t = self._count(label, "system_tokens", system_tokens) if system_tokens is not None else None
         sys_name = self._system(label, system, sys_t)
         if not ops and sys_t is None:
             raise self._error(label, "prompt: empty, and no system_tokens: the model would see no input")
         d = self._model(label, "draft", draft) if draft is not None else None
+        prompt_t = int(sum(v.type.tokens for v in vals)) + (sys_t or 0)
+        for field_, name_ in (("model", m), ("draft", d)):
+            limit = get_model(name_).max_context if name_ is not None else None
+            if limit is not None and prompt_t + out > limit:
+                raise self._error(label, f"prompt ({prompt_t} tokens) + output_tokens ({out}) = {prompt_t + out} tokens "
+                                         f"exceed {field_} {name_}'s max context of {limit} tokens")
         if d is None and (draft_k is not None or acceptance is not None):
             given = "draft_k" if draft_k is not None else "acceptance"
             raise self._error(label, f"{given} given without a draft model")

@@ -16,7 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gimletc.cli_serving import STACK_HELP, stack_option
 from gimletc.errors import GimletError
+from gimletc.graph_io import DEFAULT_LOAD_TIMEOUT_S
+from gimletc.models.workload import DEFAULT_STACK
 
 app = typer.Typer(
     help="gimletc: compile AI inference across mixed hardware.",
@@ -33,9 +36,27 @@ app.add_typer(hw_app, name="hw")
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+MAX_MESSAGE = 2000  # characters of one error line
+
+
 def _fail(msg: str) -> NoReturn:
-    print(f"gimletc: error: {msg}", file=sys.stderr)
+    line = " ".join(str(msg).split())
+    if len(line) > MAX_MESSAGE:
+        line = line[: MAX_MESSAGE - 3] + "..."
+    print(f"gimletc: error: {line}", file=sys.stderr)
     raise SystemExit(2)
+
+
+# Set by the top-level `--verbose` (and a command's own --verbose/-v): print an internal error's traceback.
+_verbose = {"traceback": False}
+
+
+@app.callback()
+def _top(
+    verbose: Annotated[bool, typer.Option("--verbose", help="on an internal error, also print its traceback")] = False,
+) -> None:
+    """gimletc: compile AI inference across mixed hardware."""
+    _verbose["traceback"] = verbose
 
 
 def _print_json(obj: Any) -> None:
@@ -66,8 +87,6 @@ class PhaseName(str, Enum):
 
 
 
-STACK_HELP = ("software stack: vllm, sglang, trtllm (engine stacks fitted to measured kernels), "
-              "reference (PyTorch-level, calibrated on the H200 rows); fused: deprecated alias of vllm")
 DTYPE_HELP = "format of {} (e.g. bf16, fp8, fp8_block, nvfp4, mxfp4, int4, int8; default: the model's)"
 
 
@@ -76,6 +95,12 @@ def _model_with_dtypes(model: str, weight: str | None, kv: str | None, compute: 
     from gimletc.models.catalog import with_dtypes
 
     return with_dtypes(get_model(model), weight, kv, compute)
+
+
+# `estimate` prices one step as measured at the PyTorch level unless told otherwise: that is what the
+# shared H200 step times (and step times people time themselves with torch) measure. compile, simulate
+# and search default to the engine stack a deployment runs (issue 10).
+ESTIMATE_STACK_NOTE = "; estimate's default: reference (one step as PyTorch runs it)"
 
 
 @app.command()
@@ -90,28 +115,28 @@ def estimate(
     ] = None,
     ctx: Annotated[int, typer.Option(help="tokens already in the KV cache before the step")] = 0,
     chips: Annotated[int, typer.Option(help="chips of this kind the step is split over (tensor parallel)")] = 1,
-    # estimate keeps its old default (one step as the calibration rows measured it); compile, search and
-    # simulate default to the vllm engine stack
-    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: reference]")] = "reference",
+    stack: Annotated[str, typer.Option(help=STACK_HELP + ESTIMATE_STACK_NOTE)] = "reference",
     weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("the weights"))] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("the KV cache"))] = None,
     compute_dtype: Annotated[str | None, typer.Option(
         "--compute-dtype", help="format GEMMs compute in (default: the weights' where the chip has it, else bf16)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Predict the latency, FLOPs, bytes, bound and energy of one step of a model on a chip."""
+    """Predict the latency, FLOPs, bytes, bound and energy of one step of a model on a chip.
+
+    One step as PyTorch runs it by default (`--stack reference`, what the shared H200 step times measure);
+    `--stack vllm` (or sglang, trtllm) prices it as that serving engine runs it."""
     from gimletc.cost.roofline import estimate_workload
     from gimletc.cost.uncertainty import band
     from gimletc.hardware import get_chip
     from gimletc.models import step_workload
-    from gimletc.models.workload import resolve_stack
 
     phase = phase.value
     if tokens is None:
         if phase != "decode":
             _fail(f"--tokens is required for phase {phase!r} (prompt length for prefill, draft tokens for verify)")
         tokens = 1
-    canonical = resolve_stack(stack)
+    canonical = stack_option(stack)
     m, c = _model_with_dtypes(model, weight_dtype, kv_dtype, compute_dtype), get_chip(chip)
     est = estimate_workload(m, c, step_workload(m, phase, batch, tokens, ctx, canonical), chips)
     b = band(c, canonical, phase, moe=m.moe is not None)
@@ -252,121 +277,219 @@ class GraphFormat(str, Enum):
     mlir = "mlir"
 
 
-def _parse_pins(pins: list[str]) -> dict[str, str]:
-    out = {}
+def parse_pins(pins: list[str]) -> dict[str, str]:
+    """`--pin OP=DEVICE` options as {op: device}; a malformed one, or an op pinned twice, is a GimletError."""
+    out: dict[str, str] = {}
     for p in pins:
         op, sep, dev = p.partition("=")
         if not sep or not op or not dev:
-            _fail(f"--pin takes OP=DEVICE (a device id, node, chip name or 'cpu'); got {p!r}")
+            raise GimletError(f"--pin takes OP=DEVICE (a device id, node, chip name or 'cpu'); got {p!r}")
+        if op in out:
+            raise GimletError(f"--pin {op}: given twice ({out[op]}, then {dev}); pin each op to one place")
         out[op] = dev
     return out
 
 
 @app.command("compile")
 def compile_cmd(
-    graph: Annotated[Path, typer.Argument(help="agent graph: a .py file defining `graph`, or .yaml/.json")],
+    graph: Annotated[Path, typer.Argument(help="agent graph: .yaml/.json, or a .py file defining `graph` (loading a .py "
+                                               "file RUNS its code: compile only files you trust; see --load-timeout)")],
     cluster: Annotated[str, typer.Option("--cluster", "-c", help="cluster file or preset name")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the plan (JSON)")] = Path("plan.json"),
+    output: Annotated[str, typer.Option("--output", "-o", help="where to write the plan (JSON); - writes it to stdout "
+                                                               "(the summary then goes to stderr)")] = "plan.json",
     objective: Annotated[ObjectiveName, typer.Option(help="what placement minimises")] = ObjectiveName.latency,
     power_budget: Annotated[float | None, typer.Option("--power-budget", help="watts of chips the plan may use")] = None,
     pipeline: Annotated[str | None, typer.Option(help="pass pipeline text (default: the standard one)")] = None,
-    stack: Annotated[str, typer.Option(help=STACK_HELP + " [default: vllm]")] = "vllm",
+    stack: Annotated[str, typer.Option(help=STACK_HELP)] = DEFAULT_STACK,
     weight_dtype: Annotated[str | None, typer.Option("--weight-dtype", help=DTYPE_HELP.format("every LLM call's weights"))] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help=DTYPE_HELP.format("every LLM call's KV cache"))] = None,
     compute_dtype: Annotated[str | None, typer.Option(
         "--compute-dtype", help="format every LLM call's GEMMs compute in (default: by chip)")] = None,
     pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op on a device, node, chip or 'cpu'")] = [],  # noqa: B006
-    trace: Annotated[Path | None, typer.Option(help="write a Chrome/Perfetto trace of the replay")] = None,
-    dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass")] = [],  # noqa: B006
+    trace: Annotated[str | None, typer.Option(help="write a Chrome/Perfetto trace of the replay (- for stdout)")] = None,
+    dump_ir_after: Annotated[list[str], typer.Option("--dump-ir-after", help="print the IR after this pass (* after every one)")] = [],  # noqa: B006
     baseline: Annotated[bool, typer.Option(help="also compile the best single-chip-type plan at the same power")] = True,
+    load_timeout: Annotated[float, typer.Option("--load-timeout", help="seconds a .py graph file may run while loading")] = DEFAULT_LOAD_TIMEOUT_S,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print no summary")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="report each pass on stderr (default on a terminal)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="report each pass on stderr (default on a terminal, "
+                                                                  "and for graphs of 2,000 ops or more)")] = False,
 ) -> None:
     """Compile an agent graph for a cluster into a deployment plan."""
-    from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
-    from gimletc.analysis.trace import chrome_trace
+    import time
 
+    from rich.markup import escape
+
+    from gimletc._io import STDOUT, check_outputs, write_outputs
+    from gimletc.analysis.trace import chrome_trace
+    from gimletc.compiler import DEFAULT_PIPELINE, compile as run_compile
+    from gimletc.graph_io import load_graph
+
+    _verbose["traceback"] |= verbose
+    # Every output is checked before any work, and written only once all of them are ready.
+    check_outputs([output, trace], allow_stdout=True)
+    pins = parse_pins(pin)
+    to_stdout = STDOUT in (output, trace)
+    summary = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160) if to_stdout else out
     err = Console(stderr=True, highlight=False)
-    show_progress = verbose or (not quiet and sys.stderr.isatty())
-    progress = (lambda msg: err.print(f"[dim]{msg}[/dim]")) if show_progress else None
+    started = time.perf_counter()
+
+    def report(msg: str) -> None:
+        err.print(f"[dim]{time.perf_counter() - started:7.1f} s  {escape(msg)}[/dim]", soft_wrap=True)
+
+    g = load_graph(graph, timeout_s=load_timeout)
+    n_ops = sum(1 for _ in g.walk())
+    show_progress = verbose or (not quiet and (sys.stderr.isatty() or n_ops >= LONG_COMPILE_OPS))
+    progress = report if show_progress else None
+    if progress:
+        progress(f"loaded {graph}: {n_ops} ops")
     result = run_compile(
-        graph,
+        g,
         cluster,
         objective=objective.value,
         power_budget_w=power_budget,
-        pins=_parse_pins(pin),
+        pins=pins,
         pipeline=pipeline or DEFAULT_PIPELINE,
         baseline=baseline,
         dump_after=frozenset(dump_ir_after),
         progress=progress,
-        stack=stack,
+        stack=stack_option(stack),
         weight_dtype=weight_dtype,
         kv_dtype=kv_dtype,
         compute_dtype=compute_dtype,
     )
-    # Everything is computed before anything is written; each file is written atomically.
     plan_text = result.plan.to_json()
     trace_text = json.dumps(chrome_trace(result.timeline, result.plan.name), sort_keys=True) + "\n" if trace else None
-    from gimletc._io import write_atomic
-
-    write_atomic(output, plan_text)
+    outputs: list[tuple[str, str]] = [(output, plan_text)]
     if trace is not None and trace_text is not None:
-        write_atomic(trace, trace_text)
-    for name in dump_ir_after:
-        if name in result.ctx.dumps:
-            sys.stdout.write(f"// IR after {name}\n{result.ctx.dumps[name]}")
+        outputs.append((trace, trace_text))
+    write_outputs(outputs, allow_stdout=True)
+    if progress:
+        progress(f"wrote {' and '.join(str(p) for p, _ in outputs)}")
+    dumps = sys.stderr if to_stdout else sys.stdout  # stdout holds the plan (or trace) when one is written there
+    shown = list(result.ctx.dumps) if "*" in dump_ir_after else [n for n in dump_ir_after if n in result.ctx.dumps]
+    for name in shown:
+        dumps.write(f"// IR after {name}\n{result.ctx.dumps[name]}")
     if not quiet:
-        _print_plan(result.plan)
-        out.print(f"wrote {output}" + (f" and {trace}" if trace else ""))
+        _print_plan(result.plan, summary)
+        written = [str(p) for p, _ in outputs if str(p) != STDOUT]
+        if written:
+            summary.print(f"wrote {' and '.join(written)}")
 
 
-def _print_plan(plan: Any) -> None:
+LONG_COMPILE_OPS = 2000  # from this many ops, compile reports its progress on stderr even off a terminal
+
+
+def _print_plan(plan: Any, out: Console = out) -> None:
+    from gimletc.cost.uncertainty import with_band
     from gimletc.plan import DeploymentPlan
 
     p: DeploymentPlan = plan
-    m = p.metrics
     out.print(f"[bold]{p.name}[/bold] on {p.cluster.name}: objective {p.objective}, pipeline {p.pipeline}")
-    t = Table(title="placements (predicted, cost model)")
+    t = Table(title="placements (predicted, cost model; seconds with the band of the op's chip, stack and kind)")
     for col in ("op", "kind", "device", "chip", "seconds", "runs"):
         t.add_column(col, justify="right" if col in ("seconds", "runs") else "left")
     for pl in p.placements:
         t.add_row(pl.op, pl.kind, ",".join(pl.devices) if len(pl.devices) > 1 else pl.device, pl.chip,
-                  f"{pl.seconds:.4f}", f"{pl.runs:g}")
+                  _op_seconds(pl.seconds, pl.kind, pl.chip, p.stack, pl.model), f"{pl.runs:g}")
     out.print(t)
     if p.transfers:
-        t = Table(title="transfers")
+        t = Table(title="transfers (predicted: latency + bytes / bandwidth; band stated, not measured)")
         for col in ("value", "from", "to", "route", "bytes", "ms", "chunks", "convert"):
             t.add_column(col)
         for tr in p.transfers:
             conv = f"{tr.convert.from_layout}->{tr.convert.to_layout}" if tr.convert else ""
-            t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes), f"{tr.seconds * 1e3:.3f}", str(tr.chunks), conv)
+            t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes),
+                      _op_seconds(tr.seconds * 1e3, "exec.send", None, p.stack, None, "{:.3f}"), str(tr.chunks), conv)
         out.print(t)
     _print_kv_reuse(p)
-    t = Table(title="metrics per request (predicted)")
+    t = Table(title="metrics per request (predicted, with the band each lies in: docs/cost-model.md)")
     t.add_column("metric")
     t.add_column("this plan", justify="right")
     t.add_column(f"baseline: {p.baseline.chips}x {p.baseline.chip}" if p.baseline else "baseline", justify="right")
-    b = p.baseline.metrics if p.baseline else None
-    rows = [
-        ("latency ms", m.latency_ms, b.latency_ms if b else None),
-        ("energy J", m.energy_j, b.energy_j if b else None),
-        ("power W", m.power_w, b.power_w if b else None),
-        ("cost USD", m.cost_usd, b.cost_usd if b else None),
-        ("throughput req/s", m.throughput_rps, b.throughput_rps if b else None),
-    ]
-    for name in sorted(m.ttft_ms):
-        rows.append((f"TTFT {name} ms", m.ttft_ms[name], b.ttft_ms.get(name) if b else None))
-        rows.append((f"TPOT {name} ms", m.tpot_ms[name], b.tpot_ms.get(name) if b else None))
-    for name, a, bb in rows:
-        t.add_row(name, f"{a:.4g}", "-" if bb is None else f"{bb:.4g}")
+    t.add_column("plan vs baseline")
+    for name, a, bb, lower_better in _metric_rows(p):
+        t.add_row(name, with_band(*a), "-" if bb is None else with_band(*bb),
+                  "" if bb is None else _versus(a, bb, lower_better))
     out.print(t)
     if p.speedup is not None:
-        out.print(f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}")
+        out.print(_comparison_line(p))
     if p.search:
         s = p.search
         out.print(f"placement: {s.method}, {s.evaluated} evaluations over 10^{s.search_space_log10:.1f} assignments; "
                   f"objective {s.objective_value:.4g}, bound {s.bound:.4g} (gap {s.gap:.1%})")
     out.print(f"critical path: {' -> '.join(p.critical_path)}")
+    for w in p.warnings:
+        out.print(f"warning: {w}", style="yellow", markup=False, soft_wrap=True)
+
+
+Figure = tuple[float, "tuple[float, float] | None"]  # a value and its band's interval, if it has one
+
+
+def _metric_rows(p: Any) -> list[tuple[str, Figure, Figure | None, bool]]:
+    """(label, plan figure, baseline figure or None, lower is better) of each metric a plan summary prints."""
+    m, b = p.metrics, (p.baseline.metrics if p.baseline else None)
+
+    def fig(metrics: Any, key: str, call: str | None = None) -> Figure | None:
+        if metrics is None:
+            return None
+        v = getattr(metrics, key)
+        band = getattr(metrics.bands, key) if metrics.bands is not None and hasattr(metrics.bands, key) else None
+        if call is not None:
+            if call not in v:
+                return None
+            v, band = v[call], (band.get(call) if band is not None else None)
+        return v, (band.pair() if band is not None else None)
+
+    rows: list[tuple[str, Figure, Figure | None, bool]] = [
+        ("latency ms", fig(m, "latency_ms"), fig(b, "latency_ms"), True),  # type: ignore[list-item]
+        ("energy J", fig(m, "energy_j"), fig(b, "energy_j"), True),  # type: ignore[list-item]
+        ("power W (TDP)", fig(m, "power_w"), fig(b, "power_w"), True),  # type: ignore[list-item]
+        ("cost USD", fig(m, "cost_usd"), fig(b, "cost_usd"), True),  # type: ignore[list-item]
+        ("throughput req/s", fig(m, "throughput_rps"), fig(b, "throughput_rps"), False),  # type: ignore[list-item]
+    ]
+    for name in sorted(m.ttft_ms):
+        rows.append((f"TTFT {name} ms", fig(m, "ttft_ms", name), fig(b, "ttft_ms", name), True))  # type: ignore[arg-type]
+        rows.append((f"TPOT {name} ms", fig(m, "tpot_ms", name), fig(b, "tpot_ms", name), True))  # type: ignore[arg-type]
+    return rows
+
+
+def _op_seconds(value: float, kind: str, chip: str | None, stack: str, model: str | None, form: str = "{:.4f}") -> str:
+    """One op's predicted time with its band (`0.9191 ±10%`); no band for times the graph gives."""
+    from gimletc.analysis.bands import kind_band
+    from gimletc.hardware import get_chip
+
+    b = kind_band(kind, get_chip(chip) if chip else None, stack, model)
+    return form.format(value) + (f" {b}" if b.rel > 0 and value > 0 else "")
+
+
+def _versus(a: Figure, b: Figure, lower_is_better: bool) -> str:
+    """The plan's figure against the baseline's: "not distinguishable" when their bands overlap."""
+    from gimletc.cost.uncertainty import verdict
+
+    (va, ba), (vb, bb) = a, b
+    if va == vb:
+        return "same"
+    if ba is not None and bb is not None:
+        v = verdict(ba, bb, lower_is_better)
+        if v == "not distinguishable":
+            return v
+    ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else float("inf")
+    better = (va < vb) == lower_is_better
+    return f"{ratio:.2f}x {'better' if better else 'worse'}"
+
+
+def _comparison_line(p: Any) -> str:
+    """The speedup and energy ratio over the baseline, with the interval each lies in and, where the
+    bands overlap, "not distinguishable" instead of a winner."""
+    c = p.comparison
+    if c is None:  # a plan written before bands
+        return f"speedup over the baseline: {p.speedup:.2f}x; energy ratio (plan / baseline): {p.energy_ratio:.2f}"
+    lat = (f"{p.speedup:.2f}x (within bands {c.speedup.lo:.2f}x-{c.speedup.hi:.2f}x): "
+           + ("faster than the baseline" if c.latency == "faster" else
+              "slower than the baseline" if c.latency == "slower" else "not distinguishable from the baseline"))
+    en = (f"{p.energy_ratio:.2f} ({c.energy_ratio.lo:.2f}-{c.energy_ratio.hi:.2f}): "
+          + ("less energy" if c.energy == "less" else "more energy" if c.energy == "more" else "not distinguishable"))
+    return f"speedup over the baseline: {lat}\nenergy ratio (plan / baseline): {en}"
 
 
 def _print_kv_reuse(p: Any) -> None:
@@ -401,14 +524,16 @@ def show(plan: Annotated[Path, typer.Argument(help="a plan written by `gimletc c
 
 @app.command("graph")
 def graph_cmd(
-    graph: Annotated[Path, typer.Argument(help="agent graph: .py, .yaml or .json")],
+    graph: Annotated[Path, typer.Argument(help="agent graph: .yaml/.json, or a .py file defining `graph` (loading a .py "
+                                               "file RUNS its code: load only files you trust; see --load-timeout)")],
     fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mlir,
+    load_timeout: Annotated[float, typer.Option("--load-timeout", help="seconds a .py graph file may run while loading")] = DEFAULT_LOAD_TIMEOUT_S,
 ) -> None:
     """Print an agent graph as Mermaid, Graphviz dot or MLIR generic text."""
     from gimletc.graph_io import load_graph
     from gimletc.ir import print_graph, to_dot, to_mermaid
 
-    g = load_graph(graph)
+    g = load_graph(graph, timeout_s=load_timeout)
     text = {"mermaid": to_mermaid, "dot": to_dot, "mlir": print_graph}[fmt.value](g)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -532,16 +657,33 @@ from gimletc.cli_report import register as _register_report; _register_report(ap
 from gimletc.cli_opt import register as _register_opt; _register_opt(app)  # noqa: E402, E702
 
 
+REPORT_BUGS = ("this is a bug in gimletc: please report it to the gimletc maintainers with the command line and "
+               "its input files")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one-line errors with exit code 2, never a traceback, for anything a user can cause."""
+    """Entry point: one-line errors with exit code 2, never a traceback, for anything a user can cause.
+
+    Anything else that escapes a command is a bug in gimletc: it is reported as one line saying
+    "internal error" and where to report it, also with exit code 2; the traceback is printed too
+    under `gimletc --verbose` (or a command's own --verbose)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    _verbose["traceback"] = False
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=args, standalone_mode=False)
     except GimletError as e:
         _fail(str(e))
     except typer.Abort:
         _fail("aborted")
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("gimletc: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except MemoryError:
+        _fail("ran out of memory")
     except FileNotFoundError as e:
         _fail(f"{e.filename}: no such file")
     except Exception as e:
@@ -551,9 +693,23 @@ def main(argv: list[str] | None = None) -> None:
             if not msg:  # no arguments: the help was printed
                 raise SystemExit(2) from None
             _fail(msg)
-        raise
+        _internal_error(e, _verbose["traceback"] or "--verbose" in args or "-v" in args)
     if isinstance(rv, int) and rv:
         raise SystemExit(rv)
+
+
+def _internal_error(e: BaseException, verbose: bool) -> NoReturn:
+    import traceback
+
+    if verbose:
+        traceback.print_exception(e, file=sys.stderr)
+    where = ""
+    tb = traceback.extract_tb(e.__traceback__)
+    if tb:
+        last = tb[-1]
+        where = f" at {Path(last.filename).name}:{last.lineno}"
+    hint = "" if verbose else "; `gimletc --verbose ...` prints the traceback"
+    _fail(f"internal error: {type(e).__name__}: {e}{where} ({REPORT_BUGS}{hint})")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def run_opt(text: str, pipeline: str, cluster: str | None = None, pins: dict[str
 
 
 def _run(pm: PassManager, text: str, cluster: str | None, pins: dict[str, str]) -> str:
-    from gimletc.compiler import partition_scorer
+    from gimletc.compiler import check_pins_used, partition_scorer
     from gimletc.hardware import load_cluster
     from gimletc.ir import parse_graph, print_graph
     from gimletc.passes import PassContext
@@ -46,7 +46,11 @@ def _run(pm: PassManager, text: str, cluster: str | None, pins: dict[str, str]) 
     # Partitionings are scored as `compile` scores them: the pipeline's own passes after place.
     ctx = PassContext(cluster=load_cluster(cluster) if cluster is not None else None, pins=dict(pins),
                       score_placed=partition_scorer(pm.passes))
-    return print_graph(pm.run(graph, ctx))
+    out = pm.run(graph, ctx)
+    if pins and not any(p.name == "place" for p in pm.passes):
+        raise GimletError(f"--pin {next(iter(pins))}: pipeline {str(pm)!r} has no place pass to pin ops for")
+    check_pins_used(graph, out, pins)
+    return print_graph(out)
 
 
 def _parse_pins(pins: list[str]) -> dict[str, str]:
@@ -55,21 +59,20 @@ def _parse_pins(pins: list[str]) -> dict[str, str]:
         op, sep, dev = p.partition("=")
         if not sep or not op or not dev:
             raise GimletError(f"--pin takes OP=DEVICE (a device id, node, chip name or 'cpu'); got {p!r}")
+        if op in out:
+            raise GimletError(f"--pin {op}: given twice ({out[op]}, then {dev}); pin each op to one place")
         out[op] = dev
     return out
 
 
 def _read(path: str) -> str:
+    """The IR text in `path` (`-`: standard input); a missing, unreadable, non-regular, oversized or
+    non-UTF-8 file is a one-line ConfigError naming it."""
     if path == "-":
         return sys.stdin.read()
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GimletError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise GimletError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise GimletError(f"{path}: cannot read it ({e.strerror or e})") from None
+    from gimletc._io import read_text
+
+    return read_text(path, "file of IR text")
 
 
 def register(app: typer.Typer) -> None:
@@ -80,18 +83,20 @@ def register(app: typer.Typer) -> None:
         ir: Annotated[str, typer.Argument(help="IR text (MLIR generic form, see gimletc.ir.text); - reads stdin")],
         pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="pass pipeline text; empty: verify and reprint")] = "",
         cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="cluster file or preset name (place, insert-transfers and the partitioners need one)")] = None,
-        output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the IR (default: stdout)")] = None,
+        output: Annotated[str | None, typer.Option("--output", "-o", help="where to write the IR (default, or -: stdout)")] = None,
         pin: Annotated[list[str], typer.Option(help="OP=DEVICE: keep an op or placement unit on a device, node, chip or 'cpu'")] = [],  # noqa: B006
     ) -> None:
         """Run a pass pipeline over IR text and print the resulting IR text."""
         from gimletc.passes import PassManager
 
+        from gimletc._io import check_outputs, write_outputs
+
+        if output is not None:
+            check_outputs([output], allow_stdout=True)  # before any work
         pins = _parse_pins(pin)
         pm = PassManager(pipeline)  # options fail here, before the input is read
         result = _run(pm, _read(ir), cluster, pins)
         if output is None:
             sys.stdout.write(result)
             return
-        from gimletc._io import write_atomic
-
-        write_atomic(output, result)
+        write_outputs([(output, result)], allow_stdout=True)

@@ -20,19 +20,24 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
         plan: Annotated[Path, typer.Argument(help="a plan written by `gimletc compile`")],
-        output: Annotated[Path, typer.Option("--output", "-o", help="where to write the HTML page")] = Path(
-            "report.html"),
+        output: Annotated[str, typer.Option("--output", "-o", help="where to write the HTML page (- for stdout)")] = "report.html",
         search: Annotated[Path | None, typer.Option(
             "--search", help="a serving search result (`gimletc search ... --json > FILE`): adds its Pareto frontier")
         ] = None,
     ) -> None:
         """Write a plan as one self-contained HTML page: metrics against the baseline, the graph and where
         each op runs, the per-device timeline, transfers, and the serving frontier of a search result."""
-        from gimletc._io import write_atomic
+        import sys
+
+        from gimletc._io import STDOUT, check_outputs, write_outputs
         from gimletc.plan import load_plan
         from gimletc.report import load_search, render_report
 
+        check_outputs([output], allow_stdout=True)  # before any work
         p = load_plan(plan)
         s = load_search(search) if search is not None else None
-        write_atomic(output, render_report(p, s))
-        print(f"wrote {output}")
+        write_outputs([(output, render_report(p, s))], allow_stdout=True)
+        if output != STDOUT:
+            print(f"wrote {output}")
+        else:
+            sys.stderr.flush()

@@ -18,22 +18,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gimletc import __version__
+from gimletc.analysis.bands import metric_bands
 from gimletc.analysis.metrics import placed_computes, plan_metrics
 from gimletc.analysis.replay import Timeline
 from gimletc.analysis.runs import runs as expected_runs
 from gimletc.cost import accounting
+from gimletc.cost.uncertainty import interval_ratio, verdict
 from gimletc.errors import GimletError
 from gimletc.graph_io import load_graph
 from gimletc.hardware import Cluster, get_chip, load_cluster
 from gimletc.ir import Graph, Op
 from gimletc.ir.text import print_graph
-from gimletc.models.workload import resolve_stack
+from gimletc.models.workload import DEFAULT_STACK, resolve_stack
 from gimletc.passes.manager import Pass, PartitionScorer, PassContext, PassManager, RestScorer
 from gimletc.passes.place import OBJECTIVES, Place, PlacementError
 from gimletc.passes.results import PartitionReport
+from gimletc.analysis.metrics import Interval, Metrics
 from gimletc.plan import (
     Baseline,
     ClusterDevice,
+    Comparison,
     ClusterSummary,
     Convert,
     DeploymentPlan,
@@ -94,7 +98,7 @@ def compile(  # noqa: A001 - the product's verb
     baseline: bool = True,
     dump_after: frozenset[str] = frozenset(),
     progress: Callable[[str], None] | None = None,
-    stack: str = "vllm",
+    stack: str = DEFAULT_STACK,
     weight_dtype: str | None = None,
     kv_dtype: str | None = None,
     compute_dtype: str | None = None,
@@ -133,8 +137,8 @@ def _compile(
     stack = resolve_stack(stack)
     if objective not in OBJECTIVES:
         raise GimletError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    if power_budget_w is not None and not power_budget_w > 0:
-        raise GimletError(f"power budget must be positive; got {power_budget_w} W")
+    if power_budget_w is not None and not (power_budget_w > 0 and math.isfinite(power_budget_w)):
+        raise GimletError(f"power budget must be a positive, finite number of watts; got {power_budget_w} W")
     g, cl = _as_graph(graph), _as_cluster(cluster)
     result = _compile_one(g, cl, objective, power_budget_w, dict(pins or {}), pipeline, dump_after, progress, stack)
     if baseline:
@@ -146,7 +150,8 @@ def _compile(
         if base is not None:
             speedup = base.metrics.latency_ms / plan.metrics.latency_ms if plan.metrics.latency_ms > 0 else None
             ratio = plan.metrics.energy_j / base.metrics.energy_j if base.metrics.energy_j > 0 else None
-            plan = plan.model_copy(update={"baseline": base, "speedup": speedup, "energy_ratio": ratio})
+            plan = plan.model_copy(update={"baseline": base, "speedup": speedup, "energy_ratio": ratio,
+                                           "comparison": compare(plan.metrics, base.metrics)})
         else:
             sources = {**plan.sources, "baseline": "no single-chip-type cluster at this power holds every model"}
             plan = plan.model_copy(update={"sources": sources})
@@ -163,16 +168,44 @@ def _compile_one(
     pipeline: str,
     dump_after: frozenset[str],
     progress: Callable[[str], None] | None,
-    stack: str = "reference",
+    stack: str = DEFAULT_STACK,
 ) -> CompileResult:
     pm = PassManager(pipeline, goal="exec")  # a plan is built from exec-level IR
+    unknown = sorted(dump_after - {p.name for p in pm.passes} - {"*"})
+    if unknown:
+        raise GimletError(f"--dump-ir-after {', '.join(unknown)}: no such pass in pipeline {str(pm)!r}")
     ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after,
                       progress=progress, stack=stack, score_placed=partition_scorer(pm.passes),
                       score_rest=rest_scorer(pm.passes))
     out = pm.run(g, ctx)
+    check_pins_used(g, out, pins)
+    if progress:
+        progress("plan: replaying the compiled graph, collecting placements, programs and metrics")
     timeline = ctx.analyses.timeline(out)
     plan = build_plan(g, cl, out, timeline, ctx, str(pm), objective, budget)
     return CompileResult(plan, out, timeline, ctx)
+
+
+def check_pins_used(g: Graph, out: Graph, pins: Mapping[str, str]) -> None:
+    """A pin that names no op, LLM call or placement unit of the compiled graph would be ignored: refuse it."""
+    if not pins:
+        return
+    known: set[str] = set()
+    for op, _ in out.walk():
+        known.add(op.name)
+        for key in ("of", "llm", "unit"):
+            v = op.attr(key)
+            if v is not None:
+                known.add(str(v))
+    unused = sorted(k for k in pins if k not in known)
+    if unused:
+        names = [op.name for op, _ in g.walk() if op.kind != "agent.yield"]
+        shown = ", ".join(names[:15]) + (" ..." if len(names) > 15 else "")
+        raise GimletError(
+            f"--pin {unused[0]}={pins[unused[0]]}: graph {g.attrs.get('gimlet.name', 'graph')} has no op, LLM call or "
+            f"placement unit named {unused[0]!r} (its ops: {shown}; an LLM call's parts are NAME.prefill, "
+            "NAME.decode, ... after the pass that makes them)"
+        )
 
 
 def partition_scorer(passes: Sequence[Pass]) -> PartitionScorer | None:
@@ -274,6 +307,7 @@ def build_plan(
         )
 
     metrics = plan_metrics(out, tl, cl)
+    metrics = metrics.model_copy(update={"bands": metric_bands(out, cl, ctx.stack, metrics)})
     pl = ctx.placement
     search = None
     if pl is not None:
@@ -306,10 +340,32 @@ def build_plan(
         partitions={n: _partition_choice(v) for n, v in sorted(ctx.partitions.items())},
         kv_reuse=_kv_reuse(ctx),
         ir=print_graph(out),
+        warnings=list(pl.warnings) if pl is not None else [],
         sources={
             "metrics": "predicted by the cost model and the single-request replay, not measured",
             "efficiency": "h200 and xeon-host-16c fitted to measurements; other chips derived by rule (docs/cost-model.md)",
+            "bands": "metrics.bands: each figure's interval when every op lies within its cost-model band (held-out "
+                     "errors, or stated where nothing was measured; docs/cost-model.md, uncertainty bands)",
         },
+    )
+
+
+def compare(plan: Metrics, base: Metrics) -> Comparison | None:
+    """This plan's metrics against the baseline's over their bands (None without both bands, or where a
+    denominator's band reaches zero and the ratio has no upper bound)."""
+    if plan.bands is None or base.bands is None:
+        return None
+    p, b = plan.bands, base.bands
+    lat, base_lat = p.latency_ms.pair(), b.latency_ms.pair()
+    en, base_en = p.energy_j.pair(), b.energy_j.pair()
+    if lat[0] <= 0 or base_en[0] <= 0:
+        return None
+    s_lo, s_hi = interval_ratio(base_lat, lat)
+    e_lo, e_hi = interval_ratio(en, base_en)
+    return Comparison(
+        speedup=Interval(lo=s_lo, hi=s_hi), energy_ratio=Interval(lo=e_lo, hi=e_hi),
+        latency=verdict(lat, base_lat, words=("faster", "slower")),  # type: ignore[arg-type]
+        energy=verdict(en, base_en, words=("less", "more")),  # type: ignore[arg-type]
     )
 
 
@@ -368,7 +424,7 @@ def baseline_cluster(cl: Cluster, chip: str, envelope_w: float) -> Cluster | Non
 
 
 def best_baseline(g: Graph, cl: Cluster, objective: str, envelope_w: float, pipeline: str,
-                  stack: str = "reference") -> Baseline | None:
+                  stack: str = DEFAULT_STACK) -> Baseline | None:
     """The best plan on one accelerator type at the same power envelope (None if no type holds the models)."""
     best: tuple[tuple, Baseline] | None = None
     for chip in sorted({d.chip.name for d in cl.devices() if d.role != "host"}):

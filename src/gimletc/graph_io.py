@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import signal
 import sys
+import threading
+import time
 import uuid
 from collections import ChainMap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from gimletc._io import read_data
+from gimletc._io import brief, brief_text, read_data
 from gimletc.agent import AgentGraph, GraphError, Val
 from gimletc.errors import ConfigError, GimletError
 from gimletc.ir import Graph, verify
@@ -102,24 +106,24 @@ class _Reader:
 
     def parse_node(self, raw: Any, where: str) -> _Node:
         if not isinstance(raw, dict):
-            raise self.error(f"{where}: expected a mapping with `op` and `name`, got {raw!r}")
+            raise self.error(f"{where}: expected a mapping with `op` and `name`, got {brief(raw)}")
         for key in ("op", "name"):
             if key not in raw:
-                raise self.error(f"{where}: missing field {key!r}")
+                raise self.error(f"{where}: missing field {brief(key)}")
         op, name = raw["op"], raw["name"]
-        if op not in NODE_FIELDS:
-            raise self.error(f"{where} ({name!r}): op: unknown op {op!r}; known: {', '.join(NODE_FIELDS)}")
+        if not isinstance(op, str) or op not in NODE_FIELDS:
+            raise self.error(f"{where} ({brief(name)}): op: unknown op {brief(op)}; known: {', '.join(NODE_FIELDS)}")
         if not isinstance(name, str):
-            raise self.error(f"{where}: name must be a string, got {name!r}")
+            raise self.error(f"{where}: name must be a string, got {brief(name)}")
         label = f"{op} {name!r}"
         required, optional = NODE_FIELDS[op]
         for key in raw:
             if key not in required | optional | {"op", "name"}:
                 allowed = ", ".join(sorted(required | optional))
-                raise self.error(f"{label}: unknown field {key!r}; allowed: {allowed}")
+                raise self.error(f"{label}: unknown field {brief(key)}; allowed: {allowed}")
         for key in sorted(required):
             if key not in raw:
-                raise self.error(f"{label}: missing field {key!r}")
+                raise self.error(f"{label}: missing field {brief(key)}")
         if name in self.nodes:
             raise self.error(f"{label}: name {name!r} is used by two nodes")
         fields = {k: v for k, v in raw.items() if k not in ("op", "name", "body", "arms", "yield")}
@@ -134,14 +138,14 @@ class _Reader:
         elif op == "branch":
             arms = raw["arms"]
             if not isinstance(arms, list):
-                raise self.error(f"{label}: arms: expected a list of {{nodes, yield}}, got {arms!r}")
+                raise self.error(f"{label}: arms: expected a list of {{nodes, yield}}, got {brief(arms)}")
             for i, arm in enumerate(arms):
                 where_arm = f"{label}: arms[{i}]"
                 if not isinstance(arm, dict):
-                    raise self.error(f"{where_arm}: expected a mapping with `nodes` and `yield`, got {arm!r}")
+                    raise self.error(f"{where_arm}: expected a mapping with `nodes` and `yield`, got {brief(arm)}")
                 for key in arm:
                     if key not in ARM_FIELDS:
-                        raise self.error(f"{where_arm}: unknown field {key!r}; allowed: nodes, yield")
+                        raise self.error(f"{where_arm}: unknown field {brief(key)}; allowed: nodes, yield")
                 if "yield" not in arm:
                     raise self.error(f"{where_arm}: missing field 'yield'")
                 node.regions.append(self.parse_region(arm.get("nodes", []), f"{where_arm}: nodes", node))
@@ -152,7 +156,7 @@ class _Reader:
         items = v if isinstance(v, list) else [v]
         for r in items:
             if not isinstance(r, str):
-                raise self.error(f"{label}: {key}: expected a node name or a list of them, got {v!r}")
+                raise self.error(f"{label}: {key}: expected a node name or a list of them, got {brief(v)}")
         return items
 
     # ---- references and order --------------------------------------------------------
@@ -294,10 +298,10 @@ def graph_from_data(
         raise GraphError(f"{source}: expected a mapping with `name`, `tools` and `nodes`, got {type(data).__name__}")
     for key in data:
         if key not in TOP_FIELDS:
-            raise GraphError(f"{source}: unknown field {key!r}; allowed: {', '.join(sorted(TOP_FIELDS))}")
+            raise GraphError(f"{source}: unknown field {brief(key)}; allowed: {', '.join(sorted(TOP_FIELDS))}")
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
-        raise GraphError(f"{source}: name: expected a non-empty string, got {name!r}")
+        raise GraphError(f"{source}: name: expected a non-empty string, got {brief(name)}")
     if "nodes" not in data:
         raise GraphError(f"{source}: graph {name}: missing field 'nodes'")
     reader = _Reader(source, name)
@@ -308,14 +312,14 @@ def graph_from_data(
         g = AgentGraph(name)
         tools = data.get("tools") or {}
         if not isinstance(tools, dict):
-            raise reader.error(f"tools: expected a mapping of tool name -> {{cpu_s or latency_s, output_tokens}}, got {tools!r}")
+            raise reader.error(f"tools: expected a mapping of tool name -> {{cpu_s or latency_s, output_tokens}}, got {brief(tools)}")
         for tool, spec in tools.items():
             if not isinstance(spec, dict):
-                raise reader.error(f"tools: {tool}: expected a mapping, got {spec!r}")
+                raise reader.error(f"tools: {tool}: expected a mapping, got {brief(spec)}")
             for key in spec:
                 if key not in TOOL_FIELDS:
                     allowed = ", ".join(sorted(TOOL_FIELDS))
-                    raise reader.error(f"tools: {tool}: unknown field {key!r}; allowed: {allowed}")
+                    raise reader.error(f"tools: {tool}: unknown field {brief(key)}; allowed: {allowed}")
             if "output_tokens" not in spec:
                 raise reader.error(f"tools: {tool}: missing field 'output_tokens'")
             g.tool_spec(str(tool), **spec)
@@ -335,45 +339,95 @@ def _resolve_model_paths(reader: _Reader, base_dir: Path) -> None:
                 n.fields[key] = str((base_dir / v).resolve())
 
 
-def load_graph(path: str | Path) -> Graph:
+DEFAULT_LOAD_TIMEOUT_S = 10.0  # what `gimletc compile/graph --load-timeout` defaults to
+
+
+def load_graph(path: str | Path, timeout_s: float | None = None) -> Graph:
     """The verified agent-level `ir.Graph` in `path`: a `.yaml`/`.yml`/`.json` description, or a
     `.py` file defining a module-level `graph` (an `AgentGraph` or an `ir.Graph`). Errors are
-    one-line ConfigErrors (GraphErrors for the graph itself) naming the file."""
+    one-line ConfigErrors (GraphErrors for the graph itself) naming the file.
+
+    Loading a `.py` file runs it: only load files you trust. `timeout_s` bounds how long running it
+    (and building its graph) may take; the limit is kept with SIGALRM, so it applies in the main
+    thread only (elsewhere the file runs unbounded), and it interrupts Python code and sleeps, but a
+    single long call into C code only when that call returns."""
     p = Path(path)
+    if timeout_s is not None and not (isinstance(timeout_s, int | float) and 0 < timeout_s < 1e6):
+        raise ConfigError(f"load timeout must be a positive number of seconds below 1e6; got {timeout_s!r}")
     if p.suffix in (".yaml", ".yml", ".json"):
         return graph_from_data(read_data(p), str(p), default_name=p.stem, base_dir=p.parent)
     if p.suffix == ".py":
-        return _load_python(p)
+        return _load_python(p, timeout_s)
     raise ConfigError(f"{p}: unknown graph file type {p.suffix or '(none)'!r}; expected .yaml, .yml, .json or .py")
 
 
-def _load_python(p: Path) -> Graph:
+class _LoadTimeout(BaseException):
+    """Raised in the main thread by SIGALRM when a graph file runs past its time limit (a
+    BaseException, so the file's own `except Exception` does not swallow it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _LoadTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    started = time.monotonic()
+    outer, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer > 0:  # someone else's timer was running: give back what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3), interval)
+
+
+def _load_python(p: Path, timeout_s: float | None = None) -> Graph:
     if not p.is_file():
-        raise ConfigError(f"{p}: cannot read: no such file")
+        raise ConfigError(f"{p}: cannot read: no such file" if not p.exists() else f"{p}: is not a regular file")
     module_name = f"_gimletc_graph_{p.stem}_{uuid.uuid4().hex[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, p)
     if spec is None or spec.loader is None:
         raise ConfigError(f"{p}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up here while it runs
+    started = time.monotonic()
     try:
-        spec.loader.exec_module(module)
+        with _time_limit(timeout_s):
+            spec.loader.exec_module(module)
+            graph = _built(p, module)
+    except _LoadTimeout:
+        raise ConfigError(f"{p}: running it took longer than {timeout_s:g} s (--load-timeout); it may hang, or raise "
+                          "the limit") from None
     except GraphError as e:
-        raise GraphError(f"{p}: {e}") from None
+        msg = str(e)
+        raise GraphError(msg if msg.startswith(f"{p}: ") else f"{p}: {msg}") from None
     except GimletError:
         raise
-    except Exception as e:
-        raise ConfigError(f"{p}: running it raised {type(e).__name__}: {e}") from e
+    except SystemExit as e:
+        raise ConfigError(f"{p}: called sys.exit({brief(e.code)}) while loading; a graph file must define `graph` and "
+                          "return, not exit") from None
+    except KeyboardInterrupt:
+        raise ConfigError(f"{p}: interrupted (KeyboardInterrupt) after {time.monotonic() - started:.1f} s of "
+                          "running it") from None
+    except (Exception, GeneratorExit) as e:
+        raise ConfigError(f"{p}: running it raised {type(e).__name__}: {brief_text(str(e))}") from e
     finally:
         sys.modules.pop(module_name, None)
+    return graph
+
+
+def _built(p: Path, module: Any) -> Graph:
     if not hasattr(module, "graph"):
         raise ConfigError(f"{p}: defines no module-level `graph` (an AgentGraph or a gimletc.ir.Graph)")
     graph = module.graph
     if isinstance(graph, AgentGraph):
-        try:
-            return graph.build()
-        except GraphError as e:
-            raise GraphError(f"{p}: {e}") from None
+        return graph.build()
     if isinstance(graph, Graph):
         return verify(graph)
     raise ConfigError(f"{p}: `graph` is a {type(graph).__name__}, expected an AgentGraph or a gimletc.ir.Graph")

@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gimletc._io import read_data, validate, write_atomic
-from gimletc.analysis.metrics import LLMMetrics, Metrics
+from gimletc._io import brief_text, read_data, validate, write_atomic
+from gimletc.analysis.metrics import Interval, LLMMetrics, MetricBands, Metrics
+from gimletc.errors import ConfigError
 from gimletc.hardware.resources import DEFAULT_HOST_LANES
 
-__all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Convert", "DeploymentPlan", "HostSummary", "KVReuse",
-           "LLMMetrics", "Metrics", "PartitionChoice", "Placement", "ReusedPrefix", "Search", "Step", "Transfer",
-           "load_plan", "plan_schema", "schema_text"]
+__all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Comparison", "Convert", "DeploymentPlan", "HostSummary",
+           "Interval", "KVReuse", "LLMMetrics", "MetricBands", "Metrics", "PartitionChoice", "Placement", "ReusedPrefix",
+           "Search", "Step", "Transfer", "load_plan", "plan_schema", "schema_text"]
 
 SCHEMA_VERSION = "1"
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 
 class Placement(_M):
@@ -41,17 +43,17 @@ class Placement(_M):
     device: str = Field(description="primary device id")
     devices: list[str] = Field(description="every device (or CPU lane) the op occupies")
     chip: str
-    seconds: float = Field(description="predicted seconds of one execution (cost model)")
-    runs: float = Field(1.0, description="expected executions per request (loops, branches)")
+    seconds: float = Field(ge=0, description="predicted seconds of one execution (cost model)")
+    runs: float = Field(1.0, ge=0, description="expected executions per request (loops, branches)")
 
 
 class Step(_M):
     op: str
     kind: str = Field(description="exec op kind")
     of: str | None = Field(None, description="the op it runs, for exec.compute")
-    seconds: float
-    start_ms: float = Field(description="predicted start in the single-request replay")
-    end_ms: float
+    seconds: float = Field(ge=0)
+    start_ms: float = Field(ge=0, description="predicted start in the single-request replay")
+    end_ms: float = Field(ge=0)
 
 
 class Convert(_M):
@@ -61,7 +63,7 @@ class Convert(_M):
     to_layout: str
     from_dtype: str
     to_dtype: str
-    seconds: float
+    seconds: float = Field(ge=0)
 
 
 class Transfer(_M):
@@ -70,9 +72,9 @@ class Transfer(_M):
     dst: str
     route: str = Field(description="local | direct | host-bounce | network")
     hops: list[str] = Field(description="link kinds crossed")
-    bytes: float
-    seconds: float = Field(description="latency + bytes / bandwidth summed over hops (cost model)")
-    chunks: int = Field(1, description="layer-streamed pieces (overlap pass)")
+    bytes: float = Field(ge=0)
+    seconds: float = Field(ge=0, description="latency + bytes / bandwidth summed over hops (cost model)")
+    chunks: int = Field(1, ge=1, description="layer-streamed pieces (overlap pass)")
     convert: Convert | None = None
 
 
@@ -130,11 +132,23 @@ class KVReuse(_M):
 
 class Baseline(_M):
     chip: str = Field(description="the one chip type this plan uses")
-    chips: int
-    power_w: float
+    chips: int = Field(ge=1)
+    power_w: float = Field(ge=0)
     metrics: Metrics
     placements: list[Placement]
     note: str = ""
+
+
+class Comparison(_M):
+    """This plan against its baseline when every prediction lies within its band (`metrics.bands`)."""
+
+    speedup: Interval = Field(description="baseline latency / this plan's latency over their bands: "
+                                          "[baseline lo / plan hi, baseline hi / plan lo]")
+    energy_ratio: Interval = Field(description="this plan's energy / baseline energy over their bands")
+    latency: Literal["faster", "slower", "not distinguishable"] = Field(
+        description="not distinguishable when the two latency bands overlap (the speedup interval holds 1)")
+    energy: Literal["less", "more", "not distinguishable"] = Field(
+        description="not distinguishable when the two energy bands overlap")
 
 
 class ClusterDevice(_M):
@@ -145,14 +159,14 @@ class ClusterDevice(_M):
 
 
 class HostSummary(_M):
-    sockets: int = Field(1, description="CPU packages: power, idle power and price count once per socket")
-    lanes: int = Field(DEFAULT_HOST_LANES, description="CPU ops (tools, code, retrieval) the host runs at once")
+    sockets: int = Field(1, ge=1, description="CPU packages: power, idle power and price count once per socket")
+    lanes: int = Field(DEFAULT_HOST_LANES, ge=1, description="CPU ops (tools, code, retrieval) the host runs at once")
 
 
 class ClusterSummary(_M):
     name: str
     devices: list[ClusterDevice]
-    power_w: float
+    power_w: float = Field(ge=0)
     hosts: dict[str, HostSummary] = Field(
         default_factory=dict, description="per host device: what the load simulator needs to price it as the compiler did")
 
@@ -164,9 +178,10 @@ class DeploymentPlan(_M):
     digest: str = Field(description="sha256 of the inputs: graph text, cluster, options")
     inputs: dict[str, Any]
     objective: str
-    power_budget_w: float | None
+    power_budget_w: float | None = Field(gt=0)
     pipeline: str
-    stack: str = Field("reference", description="software stack the cost model priced: reference | fused")
+    stack: str = Field("reference", description="software stack the cost model priced: vllm | sglang | trtllm | reference "
+                                                "(plans from before engine stacks: reference | fused)")
     cluster: ClusterSummary
     placements: list[Placement]
     programs: dict[str, list[Step]] = Field(description="per device (or CPU lane, or link): ordered exec ops")
@@ -176,8 +191,12 @@ class DeploymentPlan(_M):
     search: Search | None = None
     overlap: dict[str, Any] = Field(default_factory=dict)
     baseline: Baseline | None = None
-    speedup: float | None = Field(None, description="baseline latency / this plan's latency (>1: faster)")
-    energy_ratio: float | None = Field(None, description="this plan's energy / baseline energy (<1: less energy)")
+    speedup: float | None = Field(None, ge=0, description="baseline latency / this plan's latency (>1: faster)")
+    energy_ratio: float | None = Field(None, ge=0, description="this plan's energy / baseline energy (<1: less energy)")
+    comparison: Comparison | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="speedup and energy ratio as intervals over the bands, and whether each difference is "
+                    "distinguishable from the bands")
     partitions: dict[str, PartitionChoice] = Field(
         default_factory=dict, description="per LLM call: how it was partitioned, and the runner-up"
     )
@@ -192,18 +211,76 @@ class DeploymentPlan(_M):
                     "folder); `gimletc run` reads no artifact that resolves outside it",
     )
     sources: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="one line each: what in this plan is likely not what the user meant, e.g. a model phase on "
+                    "a host CPU far slower than on an accelerator of the cluster (times from the cost model)")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, v: str) -> str:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"plan schema version {brief_text(repr(v), 40)} is not one this gimletc reads "
+                             f"({SCHEMA_VERSION!r}); recompile the plan with this version")
+        return v
+
+    @model_validator(mode="after")
+    def _metrics_are_quantities(self) -> DeploymentPlan:
+        """Times, energies, powers, costs and rates are finite (pydantic: allow_inf_nan=False) and >= 0."""
+        for where, m in (("metrics", self.metrics), ("baseline.metrics", self.baseline.metrics if self.baseline else None)):
+            if m is None:
+                continue
+            for name in ("latency_ms", "energy_j", "power_w", "cost_usd", "throughput_rps"):
+                _non_negative(f"{where}.{name}", getattr(m, name))
+            for field in ("ttft_ms", "tpot_ms", "utilisation"):
+                for k, v in getattr(m, field).items():
+                    _non_negative(f"{where}.{field}.{k}", v)
+            if set(m.ttft_ms) != set(m.tpot_ms):
+                odd = sorted(set(m.ttft_ms) ^ set(m.tpot_ms))[0]
+                raise ValueError(f"{where}: LLM call {odd!r} has a TTFT or a TPOT but not both")
+            for k, llm in m.llms.items():
+                _non_negative(f"{where}.llms.{k}.ttft_ms", llm.ttft_ms)
+                _non_negative(f"{where}.llms.{k}.tpot_ms", llm.tpot_ms)
+        return self
 
     def to_json(self) -> str:
-        """Deterministic JSON: sorted keys, two-space indentation, trailing newline."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, allow_nan=False) + "\n"
+        """Deterministic JSON: sorted keys, two-space indentation, trailing newline. A plan without
+        warnings leaves the field out (it reads back as empty), so plans written before it are unchanged."""
+        data = self.model_dump(mode="json")
+        if not data["warnings"]:
+            del data["warnings"]
+        return json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
     def write(self, path: str | Path) -> None:
         write_atomic(path, self.to_json())
 
 
+def _non_negative(field: str, v: float) -> None:
+    if not v >= 0:
+        raise ValueError(f"{field} = {v} is not a quantity >= 0")
+
+
 def load_plan(path: str | Path) -> DeploymentPlan:
-    """Parse and validate a plan file. Executes nothing."""
-    return validate(DeploymentPlan, read_data(path), str(path))
+    """Parse and validate a plan file: its schema and version, every quantity finite and >= 0, and
+    its `ir` (the compiled graph's text) parsed and verified. Executes nothing. Errors are one-line
+    ConfigErrors naming the file and the field."""
+    plan = validate(DeploymentPlan, read_data(path), str(path))
+    check_ir(plan, str(path))
+    return plan
+
+
+def check_ir(plan: DeploymentPlan, source: str) -> None:
+    """Parse and verify the plan's `ir` (empty: none recorded); a ConfigError naming `source` and the field."""
+    from gimletc.ir import IRError, parse_graph, verify
+
+    if not plan.ir:
+        return
+    try:
+        verify(parse_graph(plan.ir))
+    except IRError as e:
+        raise ConfigError(f"{source}: ir: {brief_text(str(e))}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: ir: regions nested too deeply") from None
 
 
 def plan_schema() -> dict[str, Any]:

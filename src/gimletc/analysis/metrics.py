@@ -8,6 +8,8 @@ and dollars through `gimletc.cost.accounting`; a host's lanes fold into the host
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from gimletc.analysis.replay import Event, Timeline
@@ -17,7 +19,7 @@ from gimletc.hardware.resources import device_of, is_lane
 from gimletc.ir import Graph, Op
 from gimletc.ir.names import decode_name, prefill_name
 
-__all__ = ["LLMMetrics", "Metrics", "placed_computes", "plan_metrics"]
+__all__ = ["Interval", "LLMMetrics", "MetricBands", "Metrics", "placed_computes", "plan_metrics"]
 
 
 class _M(BaseModel):
@@ -34,6 +36,30 @@ class LLMMetrics(_M):
     decode_device: str
 
 
+class Interval(_M):
+    """Where a predicted figure lies when every prediction it is built from lies within its band."""
+
+    lo: float
+    hi: float
+
+    def pair(self) -> tuple[float, float]:
+        return self.lo, self.hi
+
+
+class MetricBands(_M):
+    """The uncertainty of a plan's metrics, shaped like the metrics (`gimletc.analysis.bands`): each figure's
+    interval when every op lies within its band (the replay with every op at its low, then its high edge)."""
+
+    latency_ms: Interval
+    ttft_ms: dict[str, Interval] = Field(description="per LLM node")
+    tpot_ms: dict[str, Interval] = Field(description="per LLM node")
+    energy_j: Interval
+    cost_usd: Interval
+    throughput_rps: Interval
+    measured: bool = Field(description="every op's band comes from held-out measurements (none stated)")
+    source: str = ""
+
+
 class Metrics(_M):
     latency_ms: float = Field(description="end-to-end latency of one request")
     ttft_ms: dict[str, float] = Field(description="per LLM node")
@@ -44,6 +70,9 @@ class Metrics(_M):
     throughput_rps: float = Field(description="1 / busiest device's busy time per request")
     utilisation: dict[str, float] = Field(description="busy fraction of the latency, per device")
     llms: dict[str, LLMMetrics] = Field(default_factory=dict)
+    bands: MetricBands | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="uncertainty: each figure's interval from the op-level bands (docs/cost-model.md, uncertainty bands)")
     source: str = "predicted: cost model (gimletc.cost) + single-request replay (gimletc.sim)"
 
     def objective(self, kind: str) -> float:
@@ -96,7 +125,8 @@ def plan_metrics(out: Graph, tl: Timeline, cl: Cluster) -> Metrics:
         energy_j=energy,
         power_w=power,
         cost_usd=cost,
-        throughput_rps=1.0 / bottleneck if bottleneck > 0 else 0.0,
+        # 0 where no device is busy, or busy so briefly that 1 / busy overflows (not a JSON number)
+        throughput_rps=1.0 / bottleneck if bottleneck > 0 and math.isfinite(1.0 / bottleneck) else 0.0,
         utilisation={d: (busy[d] / span if span > 0 else 0.0) for d in sorted(busy)},
         llms=llms,
     )

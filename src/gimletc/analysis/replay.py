@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gimletc.ir import Graph, IRError, Op
 from gimletc.ir.core import _uses_including_regions
 
-__all__ = ["Event", "Timeline", "replay"]
+__all__ = ["Event", "Timeline", "replay", "run_on_resources"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,34 +193,61 @@ def _simulate(graph: Graph, depth: int) -> _Sim:
     # Dependencies: producers of the values an op (or its regions) uses, within this graph.
     producer = {v.name: i for i, op in enumerate(ops) for v in op.results}
     preds: list[tuple[int, ...]] = []
-    users: list[list[int]] = [[] for _ in range(n)]
     for i, op in enumerate(ops):
         uses = _uses_including_regions(op) if op.regions else op.operands
-        ps = tuple(sorted({producer[v] for v in uses if v in producer and producer[v] != i}))
-        preds.append(ps)
+        preds.append(tuple(sorted({producer[v] for v in uses if v in producer and producer[v] != i})))
+    start, end, bind = run_on_resources(dur, res, preds, len(names))
+    finished = sum(1 for x in end if not math.isnan(x))
+
+    if finished != n:
+        stuck = [ops[i].name for i in range(n) if math.isnan(end[i])][:5]
+        raise IRError(f"ops never became ready (a use before definition?): {', '.join('@' + s for s in stuck)}")
+
+    events: list[Event] = []
+    for i, op in enumerate(ops):
+        of = op.attr("of")
+        rs = tuple(names[r] for r in res[i])
+        events.append(Event(op.name, op.kind, of if isinstance(of, str) else None, rs, start[i], end[i], depth))
+        for e in shown.get(i, ()):
+            events.append(Event(e.op, e.kind, e.of, e.resources, e.start + start[i], e.end + start[i], e.depth))
+    pred = {op.name: (ops[bind[i]].name if bind[i] >= 0 else None) for i, op in enumerate(ops)}
+    return _Sim(events, max(end, default=0.0), busy, used, channels, pred)
+
+
+def run_on_resources(dur: Sequence[float], res: Sequence[tuple[int, ...]], preds: Sequence[tuple[int, ...]],
+                     n_res: int) -> tuple[list[float], list[float], list[int]]:
+    """The replay's scheduling rule, on plain arrays: task i runs `dur[i]` seconds holding every resource in
+    `res[i]` (numbered below `n_res`), once every task in `preds[i]` has ended. A resource runs one task at
+    a time; ready tasks start in index order as soon as all their resources are free, and a freed resource
+    goes to the lowest-index task waiting for it. Returns (start, end, bind): bind[i] is the task (a
+    predecessor or the previous holder of one of its resources) whose end let task i start, or -1; a task
+    that never became ready has NaN times.
+
+    The placement search prices its assignments with the same function (`gimletc.passes.placement.evaluate`),
+    so a link direction carries one transfer at a time, in the same order, in both."""
+    n = len(dur)
+    users: list[list[int]] = [[] for _ in range(n)]
+    for i, ps in enumerate(preds):
         for j in ps:
             users[j].append(i)
     pending = [len(p) for p in preds]
-
-    n_res = len(names)
-    holder = [-1] * n_res  # op running on the resource, or -1
-    last_on = [-1] * n_res  # op that last ran on the resource
-    waits: list[list[int]] = [[] for _ in range(n_res)]  # ready ops parked on a busy resource
+    holder = [-1] * n_res  # task running on the resource, or -1
+    last_on = [-1] * n_res  # task that last ran on the resource
+    waits: list[list[int]] = [[] for _ in range(n_res)]  # ready tasks parked on a busy resource
     start = [math.nan] * n
     end = [math.nan] * n
     bind = [-1] * n
-    running: list[tuple[float, int, int]] = []  # (end, start order, op)
+    running: list[tuple[float, int, int]] = []  # (end, start order, task)
     order = 0
-    # Candidates to start now, in graph order; `src` is the freed resource whose queue fed it, or -1.
+    # Candidates to start now, in index order; `src` is the freed resource whose queue fed it, or -1.
     cand: list[tuple[int, int]] = [(i, -1) for i in range(n) if pending[i] == 0]
     t = 0.0
-    finished = 0
     while True:
         while cand:
             i, src = heapq.heappop(cand)
             blocker = next((r for r in res[i] if holder[r] >= 0), -1)
             if blocker >= 0:
-                heapq.heappush(waits[blocker], i)  # invariant: ops wait only on busy resources
+                heapq.heappush(waits[blocker], i)  # invariant: tasks wait only on busy resources
             else:
                 start[i], end[i] = t, t + dur[i]
                 best, best_end = -1, -math.inf
@@ -240,7 +267,6 @@ def _simulate(graph: Graph, depth: int) -> _Sim:
         freed = []
         while running and running[0][0] == t:
             _, _, j = heapq.heappop(running)
-            finished += 1
             for r in res[j]:
                 holder[r] = -1
                 freed.append(r)
@@ -251,17 +277,4 @@ def _simulate(graph: Graph, depth: int) -> _Sim:
         for r in freed:
             if waits[r]:
                 heapq.heappush(cand, (heapq.heappop(waits[r]), r))
-
-    if finished != n:
-        stuck = [ops[i].name for i in range(n) if math.isnan(end[i])][:5]
-        raise IRError(f"ops never became ready (a use before definition?): {', '.join('@' + s for s in stuck)}")
-
-    events: list[Event] = []
-    for i, op in enumerate(ops):
-        of = op.attr("of")
-        rs = tuple(names[r] for r in res[i])
-        events.append(Event(op.name, op.kind, of if isinstance(of, str) else None, rs, start[i], end[i], depth))
-        for e in shown.get(i, ()):
-            events.append(Event(e.op, e.kind, e.of, e.resources, e.start + start[i], e.end + start[i], e.depth))
-    pred = {op.name: (ops[bind[i]].name if bind[i] >= 0 else None) for i, op in enumerate(ops)}
-    return _Sim(events, max(end, default=0.0), busy, used, channels, pred)
+    return start, end, bind

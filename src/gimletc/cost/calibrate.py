@@ -22,13 +22,14 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.optimize import least_squares
 
-from gimletc._io import read_data, validate, write_atomic
+from gimletc._io import describe_validation_error, read_data, validate, write_atomic
 from gimletc.errors import ConfigError
 from gimletc.hardware.schema import Chip, Efficiency
 from gimletc.models.arch import Model
+from gimletc.models.workload import PHASES
 
 GPU_PARAMS: dict[str, tuple[float, float, float]] = {
     # name: (start, lower, upper)
@@ -123,7 +124,26 @@ class CalibrationData(BaseModel):
 
 
 def load_calibration(path: str | Path) -> CalibrationData:
-    return validate(CalibrationData, read_data(path), str(path))
+    """The measurement file, checked as far as the fit reads it: every architecture makes a valid
+    model, and every row names one of them and a known phase. Errors name the file and the field."""
+    src = str(path)
+    data = validate(CalibrationData, read_data(path), src)
+    if not data.gpu_steps:
+        raise ConfigError(f"{src}: gpu_steps: no rows (a fit needs measured steps)")
+    for name in data.architectures:
+        try:
+            data.model(name, "bf16")
+        except ValidationError as e:
+            raise ConfigError(describe_validation_error(e, f"{src}: architectures.{name}")) from None
+    rows = (("gpu_steps", data.gpu_steps), ("cpu.steps", data.cpu.steps if data.cpu else []),
+            ("gpu_layer_split", data.gpu_layer_split))
+    for field, steps in rows:
+        for i, s in enumerate(steps):
+            if s.model not in data.architectures:
+                raise ConfigError(f"{src}: {field}[{i}].model: {s.model!r} is not in `architectures`")
+            if s.phase not in PHASES:
+                raise ConfigError(f"{src}: {field}[{i}].phase: {s.phase!r} is not one of {', '.join(PHASES)}")
+    return data
 
 
 @dataclass(frozen=True)

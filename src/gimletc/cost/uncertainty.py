@@ -15,16 +15,20 @@ stated, wider one, and says so.
   plus the same widening;
 - CPUs and SRAM accelerators: `UNMEASURED_BAND` (stated: nothing measured).
 
-Combining bands (see docs/cost-model.md): a sum of predictions made by the
-same model errs together, so its band is the time-weighted mean of the parts'
-bands (`combine`); a ratio a/b lies in [a(1-ra)/(b(1+rb)), a(1+ra)/(b(1-rb))]
-(`ratio_interval`), and two predictions are "not distinguishable" when their
-intervals overlap (`distinguishable`).
+Combining bands (docs/cost-model.md, "How bands combine"): a total the replay
+builds from many ops (a request's latency, TTFT, energy, cost) lies between the
+replay with every op at the low edge of its band and the replay with every op at
+its high edge (`edge_factor`); for a chain of ops that is the time-weighted mean
+of their bands (`combine`). A ratio a/b of two intervals lies in
+[a_lo / b_hi, a_hi / b_lo] (`ratio_interval`, `interval_ratio`), and two
+predictions are "not distinguishable" when their intervals overlap
+(`distinguishable`, `overlaps`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -38,6 +42,10 @@ OP_KINDS: tuple[str, ...] = ("prefill", "decode", "verify", "mixed")
 UNMEASURED_BAND = SRAM_BAND  # CPUs and SRAM accelerators: +-50%, stated (no held-out measurement)
 REFERENCE_BANDS = Path(__file__).parent / "data" / "reference_bands.json"
 REFERENCE_CHIP = "h200"
+# Ops the cost model prices with no measurement behind them: transfers (latency + bytes / bandwidth per
+# hop), layout/dtype conversions and retrieval scans. Stated, as for unmeasured chips.
+STATED_BAND = UNMEASURED_BAND
+NOT_DISTINGUISHABLE = "not distinguishable"
 
 
 @dataclass(frozen=True)
@@ -104,9 +112,27 @@ def band(chip: Chip | str, stack: str, op_kind: str, moe: bool = False) -> Band:
                 f"derived: {REFERENCE_CHIP} reference {op_kind} leave-one-out p90 + {DERIVED_BAND_WIDENING:.0%}", False)
 
 
+GIVEN = Band(0.0, "given by the graph (a tool's or code's stated time), not predicted", True)
+NO_TIME = Band(0.0, "takes no time", True)
+
+
+def stated(what: str) -> Band:
+    """The stated band of something the cost model prices with no measurement behind it."""
+    return Band(STATED_BAND, f"stated: {what} not measured", False)
+
+
+def edge_factor(b: Band, edge: int) -> float:
+    """The factor a prediction takes at the low (`edge` -1) or high (+1) edge of band `b` (0: itself);
+    never below zero (a band wider than 100% reaches zero time, not negative time)."""
+    return max(0.0, 1.0 + edge * b.rel)
+
+
 def combine(parts: list[tuple[float, Band]]) -> Band:
-    """The band of a sum of predictions (seconds, band): they err together (one model), so the band is
-    the time-weighted mean of the parts' bands; measured only if every part is."""
+    """The band of a sum of predictions (seconds, band): the sum's error is at most the sum of the
+    parts' errors, so if every part lies in its band the sum lies within the time-weighted mean of the
+    bands, whatever the errors' correlation (and errors of one model are correlated: a sum gains no
+    root-sum-square shrinkage). Equal to the edge replay of a chain of ops; measured only if every
+    part is."""
     total = sum(t for t, _ in parts)
     if total <= 0:
         return Band(0.0, "no time", True)
@@ -116,12 +142,51 @@ def combine(parts: list[tuple[float, Band]]) -> Band:
 
 def ratio_interval(a: float, band_a: Band, b: float, band_b: Band) -> tuple[float, float]:
     """The interval a / b lies in when each side lies in its band."""
-    lo_b, hi_b = band_b.low(b), band_b.high(b)
-    if lo_b <= 0:
-        return 0.0, float("inf")
-    return band_a.low(a) / hi_b, band_a.high(a) / lo_b
+    return interval_ratio((band_a.low(a), band_a.high(a)), (band_b.low(b), band_b.high(b)))
 
 
 def distinguishable(a: float, band_a: Band, b: float, band_b: Band) -> bool:
     """Whether two predictions differ by more than their bands: their intervals do not overlap."""
-    return band_a.high(a) < band_b.low(b) or band_b.high(b) < band_a.low(a)
+    return not overlaps((band_a.low(a), band_a.high(a)), (band_b.low(b), band_b.high(b)))
+
+
+def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether intervals (lo, hi) `a` and `b` share a point: then neither side is the winner."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def interval_ratio(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """The interval a / b lies in when a lies in interval `a` and b in interval `b` (both positive);
+    [0, inf) when b's interval reaches zero. The sides are taken as independent: conservative when
+    both come from one model (errors they share cancel in the ratio)."""
+    if b[0] <= 0:
+        return 0.0, math.inf
+    return a[0] / b[1], a[1] / b[0]
+
+
+def band_text(value: float, lo: float, hi: float) -> str:
+    """`±8%` when [lo, hi] sits symmetrically about `value` (to the printed percent), else `-6%/+9%`;
+    "" when there is no band to show."""
+    if value == 0 and lo == hi == 0:
+        return ""
+    if value <= 0 or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"[{lo:.4g}, {hi:.4g}]"
+    down, up = (value - lo) / value, (hi - value) / value
+    d, u = f"{down:.0%}", f"{up:.0%}"
+    return f"±{u}" if d == u else f"-{d}/+{u}"
+
+
+def with_band(value: float, interval: tuple[float, float] | None, digits: int = 4) -> str:
+    """`6.3 ±8%`: a predicted value followed by its band (just the value when it has none)."""
+    text = band_text(value, *interval) if interval is not None else ""
+    return f"{value:.{digits}g} {text}" if text else f"{value:.{digits}g}"
+
+
+def verdict(a: tuple[float, float], b: tuple[float, float], lower_is_better: bool = True,
+            words: tuple[str, str] = ("better", "worse")) -> str:
+    """`a` against `b` given their intervals: "not distinguishable" when they overlap, else the
+    first of `words` when `a` is the better side (lower, or higher with lower_is_better False)."""
+    if overlaps(a, b):
+        return NOT_DISTINGUISHABLE
+    a_lower = a[1] < b[0]
+    return words[0] if a_lower == lower_is_better else words[1]

@@ -8,7 +8,10 @@ The passes lower a graph through five levels, in this order:
   (structural ops, `agent.loop`, `agent.branch` and `agent.yield`, run nowhere).
 - `transfers`: as `placed`, plus `exec.send`/`exec.recv`/`exec.convert`, and no
   value is used on a device other than the one that holds it: a use across
-  devices goes through a receive (or a conversion) on the user's device.
+  devices goes through a receive (or a conversion) on the user's device. A
+  loop's body argument lives where the loop's operand for it lives, and the
+  body yields the next iteration's value on that device too (the back edge);
+  each arm of a branch yields a result on the device of the first arm's.
 - `exec`: only `exec.*` ops and the structural agent ops; every compute runs on
   a device; no value is used across devices without a transfer.
 
@@ -126,6 +129,8 @@ def _check_no_cross_device_use(graph: Graph, level: str) -> None:
                 home[v] = home[src]
                 changed = True
     for op, _ in graph.walk():
+        if op.kind in ("agent.loop", "agent.branch"):
+            _check_region_edges(op, home, types, level)
         if op.kind in STRUCTURAL or op.kind == "exec.recv":
             continue
         at = str(op.attr("src")) if op.kind == "exec.send" else _device(op)
@@ -142,3 +147,27 @@ def _check_no_cross_device_use(graph: Graph, level: str) -> None:
 
 
 LEVEL_CHECKS.update({level: verify_level for level in LEVELS})
+
+
+def _check_region_edges(op: Op, home: dict[str, str], types: dict[str, str], level: str) -> None:
+    """What a region yields lives where the value it becomes lives: a loop body yields each carried value on
+    the device of the loop's operand for it (the back edge into the next iteration), and every arm of a
+    branch yields each result on the device where the first arm's yield puts it."""
+    if op.kind == "agent.loop":
+        body = op.regions[0]
+        for arg, init, y in zip(body.args, op.operands, body.ops[-1].operands, strict=False):
+            if types.get(y) == "token" or y not in home or init not in home or home[y] == home[init]:
+                continue
+            raise IRError(
+                f"{level}-level IR: loop @{op.name} yields %{y} on {home[y]} as body argument %{arg.name}, which "
+                f"lives on {home[init]}, without a transfer (the back edge; run insert-transfers after place)"
+            )
+        return
+    for region in op.regions[1:]:
+        for res, y in zip(op.results, region.ops[-1].operands, strict=False):
+            if types.get(y) == "token" or y not in home or res.name not in home or home[y] == home[res.name]:
+                continue
+            raise IRError(
+                f"{level}-level IR: branch @{op.name} yields %{y} on {home[y]} as result %{res.name}, which lives "
+                f"on {home[res.name]}, without a transfer (run insert-transfers after place)"
+            )

@@ -9,12 +9,26 @@ a chip that does not compute in the cache's dtype, also gets an
 `exec.convert` on the destination.
 
 A value defined outside a loop or branch and used inside it is moved once,
-before the loop, not on every iteration. This is the only pass that inserts
-transfers.
+before the loop, not on every iteration.
+
+Loops and branches forward values. A loop's carried value (body argument)
+lives on one device D in every iteration: the loop's operand for it moves to D
+once, before the loop, and the body yields the next iteration's value on D, so
+where the value's producer and D differ, the body ends by moving it there (the
+loop's back edge, run every iteration, the last included: the loop's result is
+the value on D). D is the cheapest of the initial value's device, the devices
+that use the argument in the body and the producer's device, by the route
+times of what moves per loop: the initial value to D once, the yielded value
+to D and the argument to each other user every iteration (the body's expected
+count), and the result to each device that uses it after the loop. Every arm
+of a branch yields each result on the device where the first arm puts it.
+
+This is the only pass that inserts transfers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,6 +53,7 @@ class InsertTransfers(Pass):
         chips = {d.id: d.chip for d in cluster.devices()}
         home: dict[str, str] = {}  # value -> device it lives on
         model_of: dict[str, str] = {}  # kv value -> model name
+        users: dict[str, list[str]] = {}  # value -> devices of the placed ops using it, in walk order
         for op, _ in graph.walk():
             dev = op.attr("device")
             for v in op.results:
@@ -46,14 +61,19 @@ class InsertTransfers(Pass):
                     home[v.name] = str(dev)
                 if v.type.kind == "kv" and op.attr("model"):
                     model_of[v.name] = str(op.attr("model"))
-        for v, src in forwarded_values(graph):  # region values live where what they forward lives
+            if dev is not None:
+                for v in op.operands:
+                    users.setdefault(v, []).append(str(dev))
+        # Region values (loop and branch results, body arguments) get their device as the rewrite reaches
+        # them (see _Builder.scope); until then they live where what they forward lives.
+        for v, src in forwarded_values(graph):
             if src in home:
                 home[v] = home[src]
         values = {v.name: v for op, _ in graph.walk() for v in op.results}
         for op, _ in graph.walk():
             for r in op.regions:
                 values.update({a.name: a for a in r.args})
-        builder = _Builder(cluster, chips, home, model_of, values, ctx)
+        builder = _Builder(cluster, chips, home, model_of, values, ctx, users)
         out = builder.scope(graph, {})
         ctx.transfers = tuple(builder.records)
         return out.with_attrs(**{"gimlet.level": "transfers"})
@@ -61,13 +81,16 @@ class InsertTransfers(Pass):
 
 class _Builder:
     def __init__(self, cluster: Any, chips: dict[str, Chip], home: dict[str, str], model_of: dict[str, str],
-                 values: dict[str, Value], ctx: PassContext):
+                 values: dict[str, Value], ctx: PassContext, users: dict[str, list[str]]):
         self.cluster, self.chips, self.home, self.model_of, self.values = cluster, chips, home, model_of, values
         self.ctx = ctx
+        self.users = users
         self.records: list[TransferRecord] = []
+        self._route_s: dict[tuple[str, str, float], float] = {}
 
-    def scope(self, graph: Graph, moved: dict[tuple[str, str], str]) -> Graph:
-        """Rewrite one graph; `moved` maps (value, device) to the name of the value already moved there."""
+    def scope(self, graph: Graph, moved: dict[tuple[str, str], str], yield_to: Sequence[str | None] = ()) -> Graph:
+        """Rewrite one graph; `moved` maps (value, device) to the name of the value already moved there;
+        `yield_to` gives the device each operand of the graph's final yield must be on (None: anywhere)."""
         moved = dict(moved)
         out: list[Op] = []
         for op in graph.ops:
@@ -85,13 +108,76 @@ class _Builder:
                         inner_uses.extend((v, str(dev)) for v in inner.operands if v not in defined)
                 for v, dev in dict.fromkeys(inner_uses):
                     self._ensure(v, dev, moved, out)
-                op = op.with_regions(self.scope(r, moved) for r in op.regions)
+                if op.kind == "agent.loop":
+                    op = self._loop(op, moved, out)
+                elif op.kind == "agent.branch":
+                    op = self._branch(op, moved)
+                else:
+                    op = op.with_regions(self.scope(r, moved) for r in op.regions)
+            elif op.kind == "agent.yield" and yield_to:
+                op = op.with_operands(
+                    self._ensure(v, d, moved, out) if d is not None else v
+                    for v, d in zip(op.operands, [*yield_to, *[None] * len(op.operands)], strict=False))
             dev = op.attr("device")
             if dev is not None:
                 new_operands = [self._ensure(v, str(dev), moved, out) for v in op.operands]
                 op = op.with_operands(new_operands)
             out.append(op)
         return graph.replace_ops(out)
+
+    def _loop(self, op: Op, moved: dict[tuple[str, str], str], out: list[Op]) -> Op:
+        """Each carried value on its device (see the module docstring): the operands moved there before the
+        loop, the body's yield moved there on the back edge; the results live there."""
+        body = op.regions[0]
+        yields = body.ops[-1].operands
+        expected = float(op.attr("expected", 1.0))
+        operands: list[str] = []
+        where: list[str | None] = []
+        for arg, init, y, res in zip(body.args, op.operands, yields, op.results, strict=True):
+            d = self._carried_home(arg, init, y, res.name, expected)
+            if d is not None:
+                init = self._ensure(init, d, moved, out)
+                self.home[arg.name] = self.home[res.name] = d
+            operands.append(init)
+            where.append(d)
+        return op.with_operands(operands).with_regions([self.scope(body, moved, where)])
+
+    def _branch(self, op: Op, moved: dict[tuple[str, str], str]) -> Op:
+        """The first arm decides where each result lives; the other arms yield their values there."""
+        first = self.scope(op.regions[0], moved)
+        where = [self.home.get(v) for v in first.ops[-1].operands]
+        for res, d in zip(op.results, where, strict=False):
+            if d is not None:
+                self.home[res.name] = d
+        return op.with_regions([first, *(self.scope(r, moved, where) for r in op.regions[1:])])
+
+    def _carried_home(self, arg: Value, init: str, y: str, result: str, expected: float) -> str | None:
+        """The device a loop's carried value lives on: the candidate moving the least per loop (module docstring)."""
+        src = self.home.get(init)
+        inside = list(dict.fromkeys(self.users.get(arg.name, ())))
+        after = list(dict.fromkeys(self.users.get(result, ())))
+        producer = None if y == arg.name else self.home.get(y)
+        candidates = list(dict.fromkeys(d for d in (src, *inside, producer) if d is not None))
+        if not candidates:
+            return None
+        y_bytes = self.values[y].type.nbytes if y in self.values else 0.0
+
+        def moves(d: str) -> float:
+            t = self._seconds(src, d, self.values[init].type.nbytes) if src is not None else 0.0
+            if producer is not None:
+                t += expected * self._seconds(producer, d, y_bytes)
+            t += expected * sum(self._seconds(d, u, arg.type.nbytes) for u in inside)
+            return t + sum(self._seconds(d, u, y_bytes) for u in after)
+
+        return min(candidates, key=moves)  # the first candidate on a tie: the initial value's device
+
+    def _seconds(self, src: str, dst: str, nbytes: float) -> float:
+        if src == dst:
+            return 0.0
+        key = (src, dst, nbytes)
+        if key not in self._route_s:
+            self._route_s[key] = self.cluster.route(src, dst).time(nbytes)
+        return self._route_s[key]
 
     def _ensure(self, v: str, dst: str, moved: dict[tuple[str, str], str], out: list[Op]) -> str:
         """The name under which value v is available on device dst, inserting the transfer if needed."""

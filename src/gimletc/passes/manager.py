@@ -38,6 +38,7 @@ from gimletc.analysis.manager import AnalysisManager
 from gimletc.errors import GimletError
 from gimletc.ir import LEVELS, Graph, IRError, Level, level_of, print_graph, verify
 from gimletc.ir.levels import LEVEL_ATTR
+from gimletc.models.workload import DEFAULT_STACK
 from gimletc.passes.results import KVReuseReport, OverlapReport, PartitionReport, PlacementSearch, TransferRecord
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class PassContext:
     timings: list[tuple[str, float]] = field(default_factory=list)  # (pass name, seconds)
     data: dict[str, Any] = field(default_factory=dict)  # free-form, for passes outside gimletc
     progress: Callable[[str], None] | None = None
-    stack: str = "reference"  # the software stack the cost model prices (see gimletc.models.workload)
+    stack: str = DEFAULT_STACK  # the software stack the cost model prices (see gimletc.models.workload)
     analyses: AnalysisManager = field(default_factory=AnalysisManager)
     # Set by the compile driver: how place scores a partitioning (the user's passes after place, then
     # the plan's metrics). None: place scores by its own list-schedule.

@@ -27,7 +27,8 @@ kept. Every result reports a lower bound on the objective and the gap to it:
 the MILP's dual bound where one was solved, otherwise the sum or critical path
 of each unit's cheapest candidate. Constraints: memory per device (weights once
 per model and device, plus each unit's KV cache), the power envelope (TDP of
-every device used), pins.
+every device used), pins, and the stages of a layer pipeline on separate
+devices (stages sharing a group would be the whole model on that group).
 
 Partitioning (`gimletc.passes.joint`): with LLM calls whose partitioning is
 open, the variants of each call are searched jointly with the placement;
@@ -54,7 +55,9 @@ from gimletc.passes.placement.problem import OBJECTIVES, Objective, PlacementErr
 from gimletc.passes.placement.search import search
 from gimletc.passes.results import PlacementSearch
 
-__all__ = ["OBJECTIVES", "Place", "PlacementError"]
+__all__ = ["OBJECTIVES", "HOST_SLOWDOWN_WARNING", "Place", "PlacementError", "host_warnings"]
+
+HOST_SLOWDOWN_WARNING = 10.0  # a model phase on a host CPU this many times slower than on an accelerator is a warning
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Place(Pass):
             latency_s=ev.latency,
             energy_j=ev.energy,
             power_w=ev.power_w,
+            warnings=host_warnings(problem, result.assign, objective, ctx),
         )
 
         def annotate(op: Op) -> Op:
@@ -123,3 +127,41 @@ class Place(Pass):
 
         out = graph.map_ops(annotate).with_attrs(**{"gimlet.level": "placed", "gimlet.objective": objective})
         return out, ev
+
+
+def host_warnings(problem: Problem, assign: tuple[int, ...], objective: str, ctx: PassContext) -> tuple[str, ...]:
+    """One line per model unit placed on a host CPU of a cluster with accelerators, where the cost model
+    predicts it at least `HOST_SLOWDOWN_WARNING` times slower there than on the fastest accelerator group
+    (memory aside): its time on each, and why the host (no accelerator group holds it, a pin, or the
+    objective)."""
+    accelerators = [s for s, sl in enumerate(problem.slots) if not sl.is_host]
+    if not accelerators:
+        return ()
+    out = []
+    for u, unit in enumerate(problem.units):
+        slot = problem.slots[assign[u]]
+        if unit.kind != "model" or not slot.is_host:
+            continue
+        here = problem.sec(u, assign[u])
+        best = min(accelerators, key=lambda s: (problem.sec(u, s), s))
+        there = problem.sec(u, best)
+        if there <= 0 or here < HOST_SLOWDOWN_WARNING * there:
+            continue
+        need = unit.weight_bytes + unit.kv_bytes
+        if not any(problem.slot_capacity[s] >= need for s in accelerators):
+            why = f"no accelerator group of the cluster holds its {need / 1e9:.0f} GB of weights and KV cache"
+        elif problem.pinned(unit) is not None:
+            why = f"it is pinned to {problem.pinned(unit)!r}"
+        else:
+            budget = " within the power budget" if ctx.power_budget_w is not None else ""
+            why = f"an accelerator group holds it, but the {objective} objective{budget} chose the host"
+        calls = sorted({str(op.attr("of")) for op in unit.ops if op.attr("of") is not None})
+        what = f"LLM call {', '.join(calls)}" if calls else f"model unit {unit.name}"
+        models = ", ".join(sorted({str(op.attr("model")) for op in unit.ops if op.attr("model") is not None}))
+        names = [op.name for op in unit.ops]
+        ops = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}, {len(names)} ops"
+        b = problem.slots[best]
+        out.append(f"{what} ({models}: {ops}) runs on host CPU {slot.devices[0]}: "
+                   f"{here:.3g} s, {here / there:.0f}x the {there:.3g} s it takes on {b.n}x {b.chip.name} "
+                   f"(cost model); {why}")
+    return tuple(out)

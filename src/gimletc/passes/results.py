@@ -29,6 +29,7 @@ class PlacementSearch:
     power_w: float
     partition_configs: int | None = None  # partitioning configurations compared (joint choice only)
     partition_scoring: str | None = None  # "replay" (the driver's scorer) | "list-schedule"
+    warnings: tuple[str, ...] = ()  # one line each: model phases placed on a host CPU far slower than an accelerator
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,16 @@ class Schedule(Pass):
 def _lower(graph: Graph, producers: dict[str, Op]) -> Graph:
     last: dict[str, str] = {}  # resource -> last token in this scope
     ops: list[Op] = []
+    # value -> resources of the first op in this scope that uses it (sends and conversions aside):
+    # where a received value is consumed. Built once, so a scope of n ops costs O(n), not O(n^2).
+    first_use: dict[str, tuple[str, ...]] = {}
+    for other in graph.ops:
+        if other.kind in ("exec.send", "exec.convert"):
+            continue
+        r = resources(other)
+        if r:
+            for v in other.operands:
+                first_use.setdefault(v, r)
 
     def chain_tokens(res: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(last[r] for r in res if r in last))
@@ -71,7 +81,7 @@ def _lower(graph: Graph, producers: dict[str, Op]) -> Graph:
             advance(res, tok)
             continue
         if op.kind in ("exec.recv", "exec.convert"):
-            res = _dest_resources(op, graph)
+            res = first_use.get(op.results[0].name) or (str(op.attr("dst" if op.kind == "exec.recv" else "device")),)
             ops.append(op.with_operands((*op.operands, *chain_tokens(res))))
             advance(res, op.results[-1].name)
             continue
@@ -97,16 +107,3 @@ def _lower(graph: Graph, producers: dict[str, Op]) -> Graph:
         ops.append(Op("exec.compute", op.name, (*op.operands, *chain_tokens(res)), (*op.results, done), attrs))
         advance(res, done.name)
     return graph.replace_ops(ops)
-
-
-def _dest_resources(op: Op, graph: Graph) -> tuple[str, ...]:
-    """Resources of the first op in this scope that uses the moved value (else the destination device)."""
-    moved = op.results[0].name
-    for other in graph.ops:
-        if moved in other.operands and other.kind not in ("exec.send",):
-            if other.kind == "exec.convert":
-                continue
-            r = resources(other)
-            if r:
-                return r
-    return (str(op.attr("dst" if op.kind == "exec.recv" else "device")),)

@@ -151,6 +151,19 @@ def _transfers_table(plan: Mapping[str, Any]) -> str:
             "</thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _versus_baseline(plan: Mapping[str, Any], key: str, metric: str, form: str) -> str:
+    """`1.180x (0.79x-1.78x within bands: not distinguishable)`: a ratio to the baseline with its interval
+    and verdict where the plan carries them (`comparison`)."""
+    v = plan.get(key)
+    if v is None:
+        return "-"
+    c = (plan.get("comparison") or {})
+    iv = c.get(key)
+    if not iv:
+        return form.format(v)
+    return f"{form.format(v)} ({form.format(iv['lo'])}-{form.format(iv['hi'])} within bands: {c[metric]})"
+
+
 def _facts(plan: Mapping[str, Any]) -> str:
     base = plan.get("baseline")
     s = plan.get("search")
@@ -162,9 +175,8 @@ def _facts(plan: Mapping[str, Any]) -> str:
         ("software stack priced", plan.get("stack", "reference")),
         ("pipeline", plan["pipeline"]),
         ("baseline", (base.get("note") or f"{base['chips']}x {base['chip']}") if base else "none"),
-        ("speedup over the baseline", f"{plan['speedup']:.3f}x" if plan.get("speedup") is not None else "-"),
-        ("energy ratio (plan / baseline)", f"{plan['energy_ratio']:.3f}" if plan.get("energy_ratio") is not None
-         else "-"),
+        ("speedup over the baseline", _versus_baseline(plan, "speedup", "latency", "{:.3f}x")),
+        ("energy ratio (plan / baseline)", _versus_baseline(plan, "energy_ratio", "energy", "{:.3f}")),
         ("placement search", f"{s['method']}, {s['evaluated']} evaluations, gap to bound {s['gap']:.2%}" if s else "-"),
         ("gimletc", f"{plan['gimletc_version']}, plan schema {plan['schema_version']}, inputs {plan['digest'][:16]}"),
     ]

@@ -104,11 +104,10 @@ _TIME_KEYS = ("arrival_s", "timestamp", "time_s", "t")
 
 def load_trace(path: str | Path) -> Arrivals:
     """Read a trace of arrivals (CSV with a header, or JSON lines); errors name the file and line."""
+    from gimletc._io import read_text
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    text = read_text(p, "trace file")  # bounded, UTF-8, a regular file (or a pipe)
     rows: list[tuple[int, dict]] = []
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")
@@ -120,13 +119,18 @@ def load_trace(path: str | Path) -> Arrivals:
                 obj = json.loads(ln)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{p}: line {i}: malformed JSON: {e.msg}") from None
+            except (RecursionError, ValueError):  # nested too deeply; an integer of over 4,300 digits
+                raise ConfigError(f"{p}: line {i}: not a flat JSON object of numbers") from None
             if not isinstance(obj, dict):
                 raise ConfigError(f"{p}: line {i}: expected an object per line")
             rows.append((i, obj))
     else:
         reader = csv.DictReader(lines)
-        for i, row in enumerate(reader, 2):
-            rows.append((i, row))
+        try:
+            for i, row in enumerate(reader, 2):
+                rows.append((i, row))
+        except csv.Error as e:
+            raise ConfigError(f"{p}: line {reader.line_num}: malformed CSV: {e}") from None
     if not rows:
         raise ConfigError(f"{p}: no requests in the trace")
     keys = rows[0][1].keys()
@@ -165,11 +169,19 @@ def load_trace(path: str | Path) -> Arrivals:
     )
 
 
+MAX_TRACE_TOKENS = 10**9  # per request: more than any model's context
+
+
 def _number(p: Path, line: int, key: str, raw: object, kind: type) -> float:
+    shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
     try:
-        v = kind(float(raw)) if kind is int else float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{p}: line {line}: {key}={raw!r} is not a number") from None
+        v = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{p}: line {line}: {key}={shown} is not a number") from None
     if not math.isfinite(v):
-        raise ConfigError(f"{p}: line {line}: {key}={raw!r} is not finite")
+        raise ConfigError(f"{p}: line {line}: {key}={shown} is not finite")
+    if kind is int:
+        if abs(v) > MAX_TRACE_TOKENS:
+            raise ConfigError(f"{p}: line {line}: {key}={shown} is more than {MAX_TRACE_TOKENS:.0e} tokens")
+        return int(v)
     return v

@@ -47,7 +47,7 @@ class DecodeRuns:
         else:
             act = [(i, eng.mqs[i]) for i in ((eng.rr + x) % k for x in range(j, k)) if eng.mqs[i].B > 0]
             F, star = min((mq.run[0][0] - mq.iters, slot) for slot, (_, mq) in enumerate(act))
-            cap = es.policy.decode_limit(eng, [mq for _, mq in act]) if es.grows_kv else None  # cycles KV allows
+            cap = eng.policy.decode_limit(eng, [mq for _, mq in act]) if eng.grows else None  # cycles KV allows
             if cap is not None and cap < F:
                 F, star = cap, len(act) - 1
             if F <= 0:  # not one whole cycle: the first model's iteration alone (its policy made room for it)
@@ -92,8 +92,8 @@ class DecodeRuns:
         n = 1
         if es.cfg.fast_forward and not es.queued(eng) and not es.contended(eng):
             n = mq.run[0][0] - mq.iters
-            if es.grows_kv:
-                cap = es.policy.decode_limit(eng, [mq])
+            if eng.grows:
+                cap = eng.policy.decode_limit(eng, [mq])
                 if cap is not None and cap < n:
                     n = max(cap, 1)
         B = mq.B
@@ -161,6 +161,8 @@ class DecodeRuns:
         for d in eng.devs:
             es.dev_busy_s[d] -= old_s - secs
             es.dev_active_s[d] -= old_b - busy
+        if eng.aux:
+            es.account_aux(eng, secs - old_s, busy - old_b)
         eng.iters -= dropped
         eng.batch_sum -= sum(mq.B * (a[2] - b[2]) for a, b in zip(run, run2, strict=True) for mq in (a[1],))
         eng.rr = (run2[cut][0] + 1) % len(eng.mqs)
@@ -193,6 +195,8 @@ class DecodeRuns:
         for d in eng.devs:
             es.dev_busy_s[d] -= old_s - secs
             es.dev_active_s[d] -= old_b - busy
+        if eng.aux:
+            es.account_aux(eng, secs - old_s, busy - old_b)
         eng.iters -= dropped
         eng.batch_sum -= B * dropped
         eng.rr = (idx + 1) % len(eng.mqs)

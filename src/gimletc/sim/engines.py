@@ -19,13 +19,15 @@ import itertools
 import math
 from typing import TYPE_CHECKING
 
+from gimletc.hardware import get_chip
 from gimletc.hardware.schema import Chip
 from gimletc.sim.batching import BatchPolicy, DecodeStep, MixedStep, PrefillStep
-from gimletc.sim.config import SimConfig, SimulationError
+from gimletc.sim.config import EngineConfig, SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
 from gimletc.sim.kv import KEY_SPAN, KVMemory
 from gimletc.sim.policies import default_policy, make_policy, prefix_block
 from gimletc.sim.results import note_iteration
+from gimletc.sim.roles import ROLE_PARTS, role_cost
 from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
 from gimletc.sim.steps import SoftwareProfile, StepCost
 from gimletc.sim.workload import TaskSpec, Workload
@@ -52,13 +54,20 @@ class Engines:
                     dev_idx[d] = len(self.dev_ids)
                     self.dev_ids.append(d)
                     self.dev_chip.append(spec.chip)
+        for spec in wl.engines:  # a composite engine's second kind of group (gimletc.sim.roles)
+            for d in spec.aux:
+                if d not in dev_idx:
+                    dev_idx[d] = len(self.dev_ids)
+                    self.dev_ids.append(d)
+                    self.dev_chip.append(spec.aux_chip or spec.chip)
         nd = len(self.dev_ids)
         self.dev_holder = [-1] * nd
         self.dev_nblocked = [0] * nd
         self.dev_busy_s = [0.0] * nd
         self.dev_active_s = [0.0] * nd
         self.blocked: list[Engine] = []  # engines waiting for devices, first come first served
-        self.engines = [Engine(i, s, tuple(dev_idx[d] for d in s.devices)) for i, s in enumerate(wl.engines)]
+        self.engines = [Engine(i, s, tuple(dev_idx[d] for d in s.devices), tuple(dev_idx[d] for d in s.aux))
+                        for i, s in enumerate(wl.engines)]
         for e in self.engines:
             mine = set(e.devs)
             e.near = tuple(o for o in self.engines if mine & set(o.devs))
@@ -67,17 +76,29 @@ class Engines:
         self.costs: dict[tuple[str, str, int], StepCost] = {}
         self.kv = self._setup()
         self.kv.wake = self.kick
+        # Batching policies: the simulation's, and an engine's own where its role asks for another.
         self.policy_name = self.ec.policy or default_policy(profile.name)
         self.policy = make_policy(self.policy_name, self.ec, self.kv)
-        self.grows_kv = self.policy.grows_kv
+        # Prefix caching: the simulation's setting, checked against its policy (an error where it has none);
+        # each engine then caches with its own policy's block, where that policy has a cache.
         self.prefix_block = prefix_block(self.policy, self.ec)
-        if self.prefix_block:
-            self.kv.enable_prefix_caching(self.prefix_block)
-        # The per-step hook, only where the policy listens (SGLang's new-token ratio).
-        self.decoded = self.policy.decoded if type(self.policy).decoded is not BatchPolicy.decoded else None
+        policies: dict[tuple[str, EngineConfig], BatchPolicy] = {(self.policy_name, self.ec): self.policy}
         for e in self.engines:
+            ec = e.spec.engine or self.ec
+            name = e.spec.policy or ec.policy or self.policy_name
+            pol = policies.get((name, ec))
+            if pol is None:
+                pol = policies[(name, ec)] = make_policy(name, ec, self.kv)
+            e.policy = pol
+            e.grows = pol.grows_kv
+            block = 0 if pol.prefix_cache is None or self.ec.prefix_caching is False else prefix_block(pol, ec)
+            if block:
+                self.kv.enable_prefix_cache(e, block)
             for mq in e.mqs:
-                self.policy.setup(e, mq)
+                pol.setup(e, mq)
+        self.grows_kv = self.policy.grows_kv
+        # The per-step hook, only where a policy listens (SGLang's new-token ratio).
+        self.decoded = {id(p): p.decoded for p in policies.values() if type(p).decoded is not BatchPolicy.decoded}
         self.runs = DecodeRuns(self)
         self._seq = itertools.count(1)  # orders jobs by arrival at their engine
 
@@ -85,7 +106,11 @@ class Engines:
         key = (model, chip.name, n, part)
         c = self.costs.get(key)
         if c is None:
-            c = self.costs[key] = StepCost(self.cfg.model(model), chip, n, self.profile, part)
+            if part and part[0] in ROLE_PARTS:
+                c = role_cost(self.cfg.model(model), chip, n, self.profile, part, self.cfg.model, get_chip)
+            else:
+                c = StepCost(self.cfg.model(model), chip, n, self.profile, part)
+            self.costs[key] = c
         return c
 
     def _setup(self) -> KVMemory:
@@ -100,9 +125,17 @@ class Engines:
                 mq = ModelQueue(name, cost)
                 e.mqs.append(mq)
                 e.mq_by_model[(name, n, part)] = mq
+                # Serving layouts send a model's tasks to whichever engine of a pool is least loaded,
+                # whatever its size: they name the model alone (chips -1).
+                e.mq_by_model.setdefault((name, -1, ()), mq)
                 for d in e.devs:  # tensor parallel: each chip holds its share of the weights
                     weights[d] += cost.weight_bytes / e.n
                     names[d].add(name)
+                if e.aux:
+                    e.aux_r = getattr(cost, "aux_ratio", 0.0)
+                    for d in e.aux:
+                        weights[d] += getattr(cost, "aux_weight_bytes", 0.0) / len(e.aux)
+                        names[d].add(name)
         return KVMemory(self.engines, self.dev_ids, self.dev_chip, weights, names, self.ec.mem_fraction)
 
     def pick(self, pool: int) -> int:
@@ -133,13 +166,13 @@ class Engines:
         out = 0
         if d >= 0:
             out, _ = request_tokens(req, tpl.spec[d])
-            if not self.grows_kv:  # reserved whole now, else grown token by token
+            if not eng.grows:  # reserved whole now, else grown token by token
                 kv_tokens += out
         kv = mq.cost.kv_bytes(kv_tokens, s.seqs)
         req.engine[task] = e
         job = Job(req, task, tokens, ctx, s.seqs, kv, next(self._seq))
         job.out = out
-        if self.prefix_block and s.prompt and s.seqs == 1 and ctx == 0:
+        if s.prompt and s.seqs == 1 and ctx == 0 and self.kv.caches[e] is not None:
             chain = tpl.chain[task]
             if chain:
                 job.prefix = chain
@@ -164,7 +197,7 @@ class Engines:
         mq = eng.mq_by_model[(s.model, s.chips, s.part)]
         tokens, ctx = request_tokens(req, s)
         adopted = tpl.adopts[task] >= 0
-        kv = 0.0 if adopted else mq.cost.kv_bytes(ctx + (0 if self.grows_kv else tokens), s.seqs)
+        kv = 0.0 if adopted else mq.cost.kv_bytes(ctx + (0 if eng.grows else tokens), s.seqs)
         job = Job(req, task, tokens, ctx, s.seqs, kv, next(self._seq))
         eng.outstanding += 1
         if s.kv_xfer and src >= 0 and src != e and self.wl.route is not None:
@@ -181,7 +214,10 @@ class Engines:
 
             self.sim.transfer(req, task, ch, secs, arrived, t)
             return
-        if s.kv_xfer and tpl.kv_user_of[task] >= 0:
+        if tpl.kv_user_of[task] >= 0:
+            # The decode takes over its prefill's cache: moved (kv_xfer, above) or read in place from another
+            # engine's devices. Either way the prefill's copy is freed now and the decode reserves its own when
+            # admitted; holding both would let admitted prefills fill the memory their own decodes wait for.
             self.kv.user_done(req, tpl.kv_user_of[task], t)
         mq.wait.append(job)
         self.kick(eng, t)
@@ -196,7 +232,7 @@ class Engines:
     # -- devices --
     def queued(self, eng: Engine) -> bool:
         """Whether any job waits for the engine (running batches aside)."""
-        return bool(eng.accel) or self.policy.waiting(eng)
+        return bool(eng.accel) or eng.policy.waiting(eng)
 
     def contended(self, eng: Engine) -> bool:
         nblocked = self.dev_nblocked
@@ -257,7 +293,7 @@ class Engines:
             req, task, secs = eng.accel.popleft()
             self.begin(eng, t, secs, secs, 0, ("accel", req, task), "job")
             return
-        step = self.policy.next_batch(eng)
+        step = eng.policy.next_batch(eng)
         if step is None:
             return
         if isinstance(step, DecodeStep):
@@ -291,6 +327,8 @@ class Engines:
             self.dev_holder[d] = eng.idx
             self.dev_busy_s[d] += secs
             self.dev_active_s[d] += busy
+        if eng.aux:
+            self.account_aux(eng, secs, busy)
         eng.iters += iters
         if batch:
             eng.batch_sum += batch * iters
@@ -311,6 +349,13 @@ class Engines:
                     sim.push(t + secs if m_i == k - 1 else t + secs * (m_i + 1) / k, EV_MARK, job, m)
         sim.push(t + secs, EV_ITER, eng, (eng.epoch, what))
         return row
+
+    def account_aux(self, eng: Engine, secs: float, busy: float) -> None:
+        """A composite engine's second kind of group works in its iterations (negative: a run cut short)."""
+        r = eng.aux_r
+        for d in eng.aux:
+            self.dev_busy_s[d] += secs
+            self.dev_active_s[d] += busy * r
 
     def iter_done(self, eng: Engine, what: tuple, t: float) -> None:
         # The engine stays busy while this iteration's results flow on: tasks that become
@@ -416,8 +461,10 @@ class Engines:
             self.sim.complete(req, task, t)
         if mq.B == 0:
             mq.ctx_sum = mq.out_sum = mq.base_sum = 0.0
-        if self.decoded is not None:
-            self.decoded(eng, mq, k)
+        if self.decoded:
+            hook = self.decoded.get(id(eng.policy))
+            if hook is not None:
+                hook(eng, mq, k)
 
     def mark_done(self, job: Job, m: int, t: float) -> None:
         """Piece `m` of a prefill is computed; the last piece ends the prefill (its first token exists)."""

@@ -135,9 +135,9 @@ class KVMemory:
 
     # ---- prefix caches ------------------------------------------------------------------
     # Every cached node's bytes are in `used` on its engine's devices; an unpinned node's also in `ev`.
-    def enable_prefix_caching(self, block: int) -> None:
-        for e in self.engines:
-            self.caches[e.idx] = PrefixCache(e, block)
+    def enable_prefix_cache(self, eng: Engine, block: int) -> None:
+        """`eng` keeps a prefix cache of `block`-token blocks."""
+        self.caches[eng.idx] = PrefixCache(eng, block)
 
     def kv_bytes(self, mq: ModelQueue, tokens: int) -> float:
         """KV bytes of one sequence of `tokens` tokens of `mq`'s model (memoised: prompts' segment ends recur)."""

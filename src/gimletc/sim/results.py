@@ -163,7 +163,7 @@ def load_result(sim: Simulator, t_end: float) -> LoadResult:
             "busy_s": e.busy_s,
             "utilisation": u,
             "kv_capacity_gb": es.kv.capacity_bytes(e) / 1e9,
-            "policy": es.policy_name,
+            "policy": e.policy.name,
             "batching": {m.name: m.params.to_dict() for m in e.mqs},
             "preemptions": e.preemptions,
             "recomputed_tokens": e.recomputed,

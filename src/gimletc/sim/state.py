@@ -139,11 +139,15 @@ class Engine:
 
     __slots__ = ("idx", "spec", "n", "devs", "near", "mqs", "mq_by_model", "busy", "blocked", "rr", "accel",
                  "outstanding", "busy_s", "iters", "batch_sum", "max_batch_seen", "prefill_iters", "epoch", "ff",
-                 "preemptions", "recomputed")
+                 "preemptions", "recomputed", "aux", "aux_r", "policy", "grows")
 
-    def __init__(self, idx: int, spec: EngineSpec, devs: tuple[int, ...]):
+    def __init__(self, idx: int, spec: EngineSpec, devs: tuple[int, ...], aux: tuple[int, ...] = ()):
         self.idx, self.spec, self.n = idx, spec, len(spec.devices)
         self.devs = devs  # device indices
+        self.aux = aux  # devices of the engine's second kind of group (a draft group, FFN groups): see sim.roles
+        self.aux_r = 0.0  # their operator time per second of the main devices' (the roles' `aux_ratio`)
+        self.policy: Any = None  # its batching policy (gimletc.sim.batching.BatchPolicy)
+        self.grows = False  # whether that policy grows KV caches token by token
         self.near: tuple[Engine, ...] = ()  # engines sharing a device with this one (itself included)
         self.mqs: list[ModelQueue] = []
         self.mq_by_model: dict[tuple[str, int, tuple], ModelQueue] = {}

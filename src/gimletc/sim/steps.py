@@ -50,13 +50,17 @@ class SoftwareProfile:
     launch, per step); `allreduce_latency_s`, when set, replaces the ring
     all-reduce's 2·(n−1) x 5 us latency per all-reduce of tensor-parallel steps;
     `iteration_s` adds host time to every engine iteration (0: the engine's
-    scheduler fully overlaps the device)."""
+    scheduler fully overlaps the device); `band_edge` -1 or +1 prices every
+    step at the low or high edge of its uncertainty band
+    (`gimletc.cost.uncertainty.band`: chip, stack, step kind, model class) for
+    the bands `simulate` and `search` report (0: the prediction itself)."""
 
     name: str = "calibrated"
     stack: str = "reference"
     overhead_scale: float = 1.0
     allreduce_latency_s: float | None = None
     iteration_s: float = 0.0  # host time per engine iteration (scheduling, sampling) the device waits for
+    band_edge: int = 0
 
     def to_dict(self) -> dict:
         return {"name": self.name, "stack": self.stack, "overhead_scale": self.overhead_scale,
@@ -113,6 +117,7 @@ class StepCost:
         self._dec: dict[tuple[int, int], tuple[float, float]] = {}
         self._pre: dict[tuple[int, int, int], tuple[float, float]] = {}
         self._mix: dict[tuple[int, int, int, int], tuple[float, float]] = {}
+        self._edge: dict[str, float] = {}
         # Seconds to read one cached token of one sequence (all layers) at the achieved bandwidth.
         bw = chip.stream_bw * chip.efficiency.memory * chips
         self._kv_read_s_per_token = self.kv_bytes(1, 1) / bw
@@ -150,7 +155,19 @@ class StepCost:
                 t = max(L * c, L * g) + min(c, g) / KERNELS_PER_LAYER + e.step_overhead_s
             else:
                 t = max(busy, t + delta)
+        if self.profile.band_edge:
+            f = self._edge_factor(phase)
+            t, busy = t * f, busy * f
         return t * scale + self.profile.iteration_s, busy * scale
+
+    def _edge_factor(self, phase: str) -> float:
+        f = self._edge.get(phase)
+        if f is None:
+            from gimletc.cost.uncertainty import band, edge_factor
+
+            b = band(self.chip, self.profile.stack, phase, moe=self.model.moe is not None)
+            f = self._edge[phase] = edge_factor(b, self.profile.band_edge)
+        return f
 
     # ---- what the simulator asks ------------------------------------------------------------
     def prefill(self, batch: int, tokens: int, ctx: int = 0) -> tuple[float, float]:

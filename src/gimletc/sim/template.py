@@ -4,6 +4,8 @@ iteration count and every `agent.branch` reduced to a sampled arm, flattened int
 Iteration counts are geometric on 1..max, truncated at `max`, with the success probability
 solved so the truncated mean equals the loop's `expected` (so the mean work per request
 equals the compiler's); with `loops="mean"` every loop runs round(expected) times instead.
+A partitioning's decode loop (named as its call's decode: speculative rounds, token steps)
+always runs round(expected) times: its count is the call's tokens, not a sampled retry count.
 A loop or branch starts once every value it uses is ready, and each iteration starts after
 the previous one has finished (as in the single-request replay). Templates are built once
 per request shape and shared by every request of that shape.
@@ -17,6 +19,7 @@ import numpy as np
 
 from gimletc.ir import Graph, Op
 from gimletc.ir.core import _uses_including_regions
+from gimletc.ir.names import call_of_decode
 from gimletc.sim.config import SimulationError
 from gimletc.sim.workload import DECODE, MARK, PREFILL, XFER, ZERO, Classifier, TaskSpec
 
@@ -59,7 +62,14 @@ class Shapes:
                     raise SimulationError(
                         f"branch @{op.name}: {len(probs)} probabilities for {len(op.regions)} arms (sum {probs.sum():g})")
                 self._probs[op.name] = np.cumsum(probs / probs.sum())
+        # A loop a partitioning made of an LLM call's decode (speculative rounds, a pipeline's or an
+        # attention/FFN split's token steps) counts tokens or rounds, not an agent's retries: it runs its
+        # expected count (a request's rounds vary by a few percent around it, not geometrically).
+        self.decode_loops = frozenset(op.name for op, _ in graph.walk()
+                                      if op.kind == "agent.loop" and call_of_decode(op.name) is not None)
         self.static = not self._p and not self._probs
+        for name in self.decode_loops:
+            del self._p[name]
 
     def sample(self, graph: Graph, rng: np.random.Generator) -> tuple:
         out = []
@@ -67,7 +77,7 @@ class Shapes:
             if op.kind == "agent.loop":
                 most = int(op.attr("max", 1))
                 expected = float(op.attr("expected", 1.0))
-                if self.mode == "mean":
+                if self.mode == "mean" or op.name in self.decode_loops:
                     k = min(most, max(1, round(expected)))
                 else:
                     p = self._p[op.name]

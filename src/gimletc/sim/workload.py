@@ -1,7 +1,7 @@
 """What a load simulation runs: the engines, CPU pools and links of a deployment, and how each op
 of its graph becomes a task on them (`Workload`); `plan_workload` builds one from a compiled plan.
 
-`gimletc.serving.deploy.serving_workload` builds the other kind, from a serving configuration.
+`gimletc.serving.layout.serving_workload` builds the other kind, from a serving configuration.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from gimletc.hardware.resources import DEFAULT_HOST_LANES, device_of
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op
 from gimletc.models import get_model
-from gimletc.sim.config import SimulationError
+from gimletc.sim.config import EngineConfig, SimulationError
 from gimletc.sim.steps import StepCost, profile_for_stack
 
 __all__ = [
@@ -28,12 +28,22 @@ ZERO, DELAY, CPU, XFER, PREFILL, DECODE, MARK, ACCEL = range(8)
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """A group of accelerators that runs one iteration at a time."""
+    """A group of accelerators that runs one iteration at a time.
+
+    `aux`: the devices of a second kind of group the engine drives in the same iterations (a
+    speculative pair's draft group, the FFN groups of an attention/FFN split: `gimletc.sim.roles`),
+    chips of type `aux_chip`; they hold that group's weights and no KV cache. `policy` and
+    `engine`: its batching policy and knobs, where they differ from the simulation's (None: the
+    simulation's `SimConfig.engine`)."""
 
     id: str
     devices: tuple[str, ...]
     chip: Chip
     node: str = ""
+    aux: tuple[str, ...] = ()
+    aux_chip: Chip | None = None
+    policy: str | None = None
+    engine: EngineConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 // the source) and one exec.recv (on the destination), over the cluster's route, with its bytes and predicted
 // seconds; users on that device read the received value. A KV cache moving to a chip whose KV layout differs
 // also gets an exec.convert there. A value defined outside a loop and used inside it moves once, before the
-// loop. Needs a cluster and placed-level IR; the graph becomes transfers-level.
+// loop; a value the loop carries into its next iteration moves on the back edge where it is written on one
+// device and read on another. Needs a cluster and placed-level IR; the graph becomes transfers-level.
 // RUN: gimletc opt %s --pipeline insert-transfers --cluster %S/../clusters/h200_mi300x.yaml | filecheck %s
 // RUN: not gimletc opt %s --pipeline insert-transfers 2>&1 | filecheck %s --check-prefix=NOCLUSTER
 
@@ -44,8 +45,16 @@ module attributes {gimlet.level = "placed", gimlet.name = "fixer", gimlet.object
 // CHECK-NEXT:     %edit.to.n.host.sent = "exec.send"(%edit) {bytes = 800.0 : f64, {{.*}}dst = "n.host", {{.*}}src = "a.mi300x.0"
 // CHECK-NEXT:     %edit.to.n.host, %edit.to.n.host.recv = "exec.recv"(%edit.to.n.host.sent)
 // CHECK-NEXT:     %run_tests = "agent.tool"(%edit.to.n.host)
-// CHECK-NEXT:     "agent.yield"(%run_tests)
+// The loop's back edge: the next iteration's edit (on the MI300X) reads the test log written on the host.
+// The carried value lives on the MI300X: moving the 100-token log there every iteration and the result to
+// the host once (4 x 400 B) moves less than keeping it on the host (the 300-token plan there once, then the
+// argument to the MI300X every iteration: 4 x 1200 B).
+// CHECK-NEXT:     %run_tests.to.a.mi300x.0.sent = "exec.send"(%run_tests) {bytes = 400.0 : f64, channel = "n.host->a.mi300x.0", dst = "a.mi300x.0", {{.*}}src = "n.host"
+// CHECK-NEXT:     %run_tests.to.a.mi300x.0, %run_tests.to.a.mi300x.0.recv = "exec.recv"(%run_tests.to.a.mi300x.0.sent)
+// CHECK-NEXT:     "agent.yield"(%run_tests.to.a.mi300x.0)
 // CHECK-NEXT:   }) {expected = 3.0 : f64, max = 8 : i64, sym_name = "fix"}
-// CHECK-NEXT:   "agent.output"(%fix.results.0)
+// CHECK-NEXT:   %fix.results.0.to.n.host.sent = "exec.send"(%fix.results.0) {bytes = 400.0 : f64, {{.*}}dst = "n.host", {{.*}}src = "a.mi300x.0"
+// CHECK-NEXT:   %fix.results.0.to.n.host, %fix.results.0.to.n.host.recv = "exec.recv"(%fix.results.0.to.n.host.sent)
+// CHECK-NEXT:   "agent.output"(%fix.results.0.to.n.host)
 
 // NOCLUSTER: gimletc: error: pipeline 'insert-transfers': pass 'insert-transfers' needs a cluster, and none was given

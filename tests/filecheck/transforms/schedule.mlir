@@ -25,9 +25,13 @@ module attributes {gimlet.level = "transfers", gimlet.name = "fixer", gimlet.obj
     %edit.to.n.host.sent = "exec.send"(%edit) {bytes = 800.0 : f64, channel = "a.mi300x.0->n.host", dst = "n.host", latency = 7.000000000000001e-06 : f64, route = "network", seconds = 7.0285000000000006e-06 : f64, src = "a.mi300x.0", sym_name = "send.edit.to.n.host"} : (!gimlet.tokens<200>) -> !async.token
     %edit.to.n.host, %edit.to.n.host.recv = "exec.recv"(%edit.to.n.host.sent) {bytes = 800.0 : f64, channel = "a.mi300x.0->n.host", dst = "n.host", src = "a.mi300x.0", sym_name = "recv.edit.to.n.host"} : (!async.token) -> (!gimlet.tokens<200>, !async.token)
     %run_tests = "agent.tool"(%edit.to.n.host) {cpu_s = 2.0 : f64, device = "n.host", devices = ["n.host#0"], output_tokens = 100 : i64, seconds = 2.0 : f64, sym_name = "run_tests", tool = "pytest"} : (!gimlet.tokens<200>) -> !gimlet.tokens<100>
-    "agent.yield"(%run_tests) {sym_name = "fix.yield"} : (!gimlet.tokens<100>) -> ()
+    %run_tests.to.a.mi300x.0.sent = "exec.send"(%run_tests) {bytes = 400.0 : f64, channel = "n.host->a.mi300x.0", dst = "a.mi300x.0", latency = 7.000000000000001e-06 : f64, route = "network", seconds = 7.01425e-06 : f64, src = "n.host", sym_name = "send.run_tests.to.a.mi300x.0"} : (!gimlet.tokens<100>) -> !async.token
+    %run_tests.to.a.mi300x.0, %run_tests.to.a.mi300x.0.recv = "exec.recv"(%run_tests.to.a.mi300x.0.sent) {bytes = 400.0 : f64, channel = "n.host->a.mi300x.0", dst = "a.mi300x.0", src = "n.host", sym_name = "recv.run_tests.to.a.mi300x.0"} : (!async.token) -> (!gimlet.tokens<100>, !async.token)
+    "agent.yield"(%run_tests.to.a.mi300x.0) {sym_name = "fix.yield"} : (!gimlet.tokens<100>) -> ()
   }) {expected = 3.0 : f64, max = 8 : i64, sym_name = "fix"} : (!gimlet.tokens<300>) -> !gimlet.tokens<100>
-  "agent.output"(%fix.results.0) {device = "n.host", devices = ["n.host#1"], seconds = 0.0 : f64, sym_name = "answer"} : (!gimlet.tokens<100>) -> ()
+  %fix.results.0.to.n.host.sent = "exec.send"(%fix.results.0) {bytes = 400.0 : f64, channel = "a.mi300x.0->n.host", dst = "n.host", latency = 7.000000000000001e-06 : f64, route = "network", seconds = 7.01425e-06 : f64, src = "a.mi300x.0", sym_name = "send.fix.results.0.to.n.host"} : (!gimlet.tokens<100>) -> !async.token
+  %fix.results.0.to.n.host, %fix.results.0.to.n.host.recv = "exec.recv"(%fix.results.0.to.n.host.sent) {bytes = 400.0 : f64, channel = "a.mi300x.0->n.host", dst = "n.host", src = "a.mi300x.0", sym_name = "recv.fix.results.0.to.n.host"} : (!async.token) -> (!gimlet.tokens<100>, !async.token)
+  "agent.output"(%fix.results.0.to.n.host) {device = "n.host", devices = ["n.host#1"], seconds = 0.0 : f64, sym_name = "answer"} : (!gimlet.tokens<100>) -> ()
 }
 
 // CHECK:      module attributes {gimlet.level = "exec", gimlet.name = "fixer", gimlet.objective = "latency"} {
@@ -50,8 +54,13 @@ module attributes {gimlet.level = "transfers", gimlet.name = "fixer", gimlet.obj
 // CHECK-NEXT:     %edit.to.n.host.sent = "exec.send"(%edit, %edit.decode.done)
 // CHECK-NEXT:     %edit.to.n.host, %edit.to.n.host.recv = "exec.recv"(%edit.to.n.host.sent)
 // CHECK-NEXT:     %run_tests, %run_tests.done = "exec.compute"(%edit.to.n.host, %edit.to.n.host.recv) {cpu_s = 2.0 : f64, device = "n.host", {{.*}}kind_of = "agent.tool",
-// CHECK-NEXT:     "agent.yield"(%run_tests)
+// The back edge: the log's send waits for the tool on its lane; its receive waits for the MI300X's last op.
+// CHECK-NEXT:     %run_tests.to.a.mi300x.0.sent = "exec.send"(%run_tests, %run_tests.done)
+// CHECK-NEXT:     %run_tests.to.a.mi300x.0, %run_tests.to.a.mi300x.0.recv = "exec.recv"(%run_tests.to.a.mi300x.0.sent, %edit.to.n.host.sent)
+// CHECK-NEXT:     "agent.yield"(%run_tests.to.a.mi300x.0)
 // CHECK-NEXT:   })
-// CHECK-NEXT:   %answer.done = "exec.compute"(%fix.results.0) {device = "n.host", {{.*}}kind_of = "agent.output", of = "answer",
+// CHECK-NEXT:   %fix.results.0.to.n.host.sent = "exec.send"(%fix.results.0)
+// CHECK-NEXT:   %fix.results.0.to.n.host, %fix.results.0.to.n.host.recv = "exec.recv"(%fix.results.0.to.n.host.sent)
+// CHECK-NEXT:   %answer.done = "exec.compute"(%fix.results.0.to.n.host, %fix.results.0.to.n.host.recv) {device = "n.host", {{.*}}kind_of = "agent.output", of = "answer",
 
 // ORDER: gimletc: error: pipeline 'schedule,schedule': pass 'schedule' runs on transfers-level IR, but after schedule the IR is exec-level; it cannot come after schedule

@@ -21,7 +21,7 @@ def lower_bound(problem: Problem, objective: str) -> float:
     if objective == "latency":
         longest = [0.0] * len(units)
         for u, unit in enumerate(units):
-            longest[u] = best_t[u] + max((longest[p] for p, _ in unit.preds), default=0.0)
+            longest[u] = best_t[u] + max((longest[p] for p, _, _ in unit.preds), default=0.0)
         # Nor can the work outrun the machine: each unit occupies at least its cheapest amount of
         # device-seconds (a CPU lane counts as 1/lanes of its host), and every device and host
         # does one device-second per second.
@@ -118,6 +118,11 @@ def milp(problem: Problem, objective: str, budget_w: float | None, time_limit: f
             row(idx + [tvar], vals + [-1.0], -inf, 0.0)
     if budget_w is not None:
         row([z0 + i for i in range(nz)], [problem.device_power[d] for d in devices], -inf, budget_w)
+    for stage_units in problem.pipelines.values():  # a layer pipeline's stages on separate devices
+        for d in devices:
+            idx = [var[(u, s)] for u in stage_units for s in units[u].candidates if d in slots[s].devices]
+            if len(idx) > 1:
+                row(idx, [1.0] * len(idx), -inf, 1.0)
     h.run()
     info = h.getInfo()
     bound = float(info.mip_dual_bound) if math.isfinite(info.mip_dual_bound) else 0.0

@@ -4,22 +4,32 @@ moves one unit at a time."""
 
 from __future__ import annotations
 
+import math
+
 from gimletc.cost import accounting
 from gimletc.passes.placement.evaluate import Evaluation, Evaluator, PartialSchedule
+from gimletc.passes.placement.problem import Problem
 
 
 def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, int]:
     """Place units one by one in graph order, each where the partial plan's objective grows least.
 
-    Infeasible steps (memory, power) are avoided when any candidate allows it."""
+    Infeasible steps (memory, power, a layer pipeline's stages sharing a device) are avoided when any
+    candidate allows it."""
     p = ev.p
     st = PartialSchedule(p)
     count = 0
+    pipeline_of = {u: units for units in p.pipelines.values() for u in units}
+    # Where the accelerators alone can give every stage of a pipeline devices of its own, the greedy keeps
+    # its stages on accelerators (a stage on a host CPU is orders of magnitude slower).
+    on_accelerators = {units: _disjoint_slots(p, {c for w in units for c in p.units[w].candidates
+                                                  if not p.slots[c].is_host}) >= len(units)
+                       for units in p.pipelines.values()}
     for u, unit in enumerate(p.units):
         # Slots of interchangeable nodes (equal signatures) differ only in when they free up and
         # in how close they are to the unit's inputs: try the one that frees first in each class,
         # and those in the nodes that hold the unit's inputs.
-        near = {p.slots[st.assign[pu]].node for pu, _ in unit.preds}
+        near = {p.slots[st.assign[pu]].node for pu, _, _ in unit.preds}
         first: dict[tuple, tuple[float, int]] = {}
         for s in unit.candidates:
             slot = p.slots[s]
@@ -33,7 +43,7 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
                 first[key] = (avail, s)
         best_s, best_key = None, None
         for _, s in first.values():
-            t0, dur, res = st.trial(u, s)
+            t0, dur, res, finish = st.place(u, s)
             count += 1
             slot = p.slots[s]
             # Candidates fit empty devices; only devices that already hold something need checking.
@@ -43,7 +53,6 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
             new = [d for d in slot.devices if d not in st.used]
             power = st.power + sum(p.device_power[d] for d in new)
             over_power = ev.budget is not None and power > ev.budget * (1 + 1e-9)
-            finish = t0 + dur
             if objective == "latency":
                 primary = finish
             elif objective == "throughput":
@@ -54,7 +63,12 @@ def greedy(ev: Evaluator, objective: str) -> tuple[tuple[int, ...], Evaluation, 
                     accounting.idle_energy_j(ev.chips[d], span, p.device_units[d]) for d in new)
             else:
                 primary = p.busy_cost(u, s)
-            key = (over_mem or over_power, primary, finish, s)
+            shared = False
+            if u in pipeline_of:
+                acc = on_accelerators[pipeline_of[u]]
+                shared = (acc and slot.is_host) or st.shares(u, s) is not None or not _room_for_later_stages(
+                    p, st, u, s, pipeline_of[u], acc)
+            key = (over_mem or over_power or shared, primary, finish, s)
             if best_key is None or key < best_key:
                 best_s, best_key = s, key
         st.commit(u, best_s)
@@ -94,3 +108,30 @@ def local_search(ev: Evaluator, objective: str, assign: tuple[int, ...], current
                 if e.feasible and e.key(objective) < best_ev.key(objective):
                     best, best_ev, improved = trial, e, True
     return tuple(best), best_ev, count
+
+
+def _room_for_later_stages(p: Problem, st: PartialSchedule, u: int, s: int, stages: tuple[int, ...],
+                           accelerators: bool) -> bool:
+    """Whether, with stage unit u on slot s, the pipeline's later stages can still each get devices of their
+    own (on accelerators only, with `accelerators`)."""
+    later = [w for w in stages if w > u]
+    if not later:
+        return True
+    before = {d for w in stages if w < u for d in p.slots[st.assign[w]].devices}
+    if accelerators:  # at most a fair share of the accelerators left: the least power of two >= left / stages
+        left = sum(1 for d in {d for w in (u, *later) for c in p.units[w].candidates for d in p.slots[c].devices
+                               if not p.slots[c].is_host} if d not in before)
+        share = 1 << max(0, math.ceil(math.log2(max(1.0, left / (len(later) + 1)))))
+        if p.slots[s].n > share:
+            return False
+    used = before | set(p.slots[s].devices)
+    free = {c for w in later for c in p.units[w].candidates
+            if used.isdisjoint(p.slots[c].devices) and not (accelerators and p.slots[c].is_host)}
+    return _disjoint_slots(p, free) >= len(later)
+
+
+def _disjoint_slots(p: Problem, slots: set[int]) -> int:
+    """How many pairwise disjoint slots `slots` holds. Slots are aligned groups within a node (and hosts), so
+    any two are nested or disjoint: the smallest ones (holding no other) are pairwise disjoint."""
+    sets = {c: set(p.slots[c].devices) for c in slots}
+    return sum(1 for c in slots if not any(o != c and sets[o] < sets[c] for o in slots))

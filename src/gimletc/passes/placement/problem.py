@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from gimletc.cost import accounting
 from gimletc.errors import GimletError
-from gimletc.hardware.resources import host_lane_ids
+from gimletc.hardware.resources import channel_id, host_lane_ids
 from gimletc.hardware.schema import Chip
 from gimletc.ir import Graph, Op, forwarded_values
 from gimletc.passes.costs import op_memory, op_seconds
@@ -58,7 +58,12 @@ class Unit:
     ops: tuple[Op, ...]
     kind: Literal["model", "cpu", "io"]
     scale: float  # executions per request of its least frequent op (loop expectation x branch probability)
-    preds: list[tuple[int, float]] = field(default_factory=list)  # (unit index, bytes)
+    preds: list[tuple[int, float, int]] = field(default_factory=list)  # (unit index, bytes, value id)
+    # Loop back edges from this unit's result to an earlier unit that reads it in the next iteration:
+    # (that unit's index, bytes, transfers per request).
+    back: list[tuple[int, float, float]] = field(default_factory=list)
+    # Earlier units this one may share no device with: the other stages of its layer pipeline.
+    apart: tuple[int, ...] = ()
     op_scales: tuple[float, ...] = ()  # executions per request of each op
     candidates: list[int] = field(default_factory=list)  # slot indices
     models: tuple[str, ...] = ()
@@ -125,11 +130,14 @@ class Problem:
         self.units: list[Unit] = []
         self._unit_of_op: dict[str, int] = {}
         self._unit_key: dict[str, int] = {}
+        self.value_ids: dict[str, int] = {}  # values units read from other units, numbered
         self._collect(graph, 1.0, ())
+        self.pipelines = self._pipelines()
         self._memory()
         self._link_preds(graph)
         self._route_cache: dict[tuple, tuple[float, float]] = {}
         self._cost_cache: dict[tuple, float] = {}
+        self._channels: dict[int, str] = {}
         self.pins = dict(ctx.pins)
         self.slot_capacity = [sum(self.capacity[d] for d in sl.devices) for sl in self.slots]
         self.lanes = {d.id: accounting.lanes(cluster, d) for d in cluster.devices() if d.is_host}
@@ -171,11 +179,29 @@ class Problem:
             kind = "model" if op.kind.startswith("model.") else "io" if op.kind in IO_KINDS else "cpu"
             idx = len(self.units)
             unit = Unit(str(key) if key is not None else op.name, (op,), kind, scale, op_scales=(scale,))
-            unit.preds.extend((p, 0.0) for p in arm_preds)
+            unit.preds.extend((p, 0.0, -1) for p in arm_preds)
             self.units.append(unit)
             self._unit_of_op[op.name] = idx
             if key is not None:
                 self._unit_key[str(key)] = idx
+
+    def _pipelines(self) -> dict[str, tuple[int, ...]]:
+        """Each layer pipeline's stage units, by LLM call; every stage unit is kept apart (no shared device)
+        from the other stages: stages sharing a device group would be the whole model on that group."""
+        stages: dict[str, dict[int, list[int]]] = {}
+        for u, unit in enumerate(self.units):
+            for op in unit.ops:
+                if op.attr("variant") == "layers" and op.attr("stage") is not None and op.attr("of") is not None:
+                    stages.setdefault(str(op.attr("of")), {}).setdefault(int(op.attr("stage")), []).append(u)
+        out: dict[str, tuple[int, ...]] = {}
+        for call, by_stage in stages.items():
+            if len(by_stage) < 2:
+                continue
+            stage_of = {u: st for st, us in by_stage.items() for u in us}
+            for u in stage_of:
+                self.units[u].apart = tuple(sorted(w for w in stage_of if w < u and stage_of[w] != stage_of[u]))
+            out[call] = tuple(sorted(stage_of))
+        return out
 
     def _memory(self) -> None:
         for u in self.units:
@@ -210,7 +236,24 @@ class Problem:
                 # attention and FFN groups or draft and target form) is left to the replay.
                 if v in producer and producer[v][0] < u:
                     p, nbytes = producer[v]
-                    self.units[u].preds.append((p, nbytes))
+                    self.units[u].preds.append((p, nbytes, self.value_ids.setdefault(v, len(self.value_ids))))
+        # A loop's back edge: the body's yield feeds the next iteration's first reader of the body argument
+        # (expected - 1 times per run of the loop; insert-transfers moves it where the two differ).
+        for op, _ in graph.walk():
+            if op.kind != "agent.loop":
+                continue
+            body = op.regions[0]
+            expected = float(op.attr("expected", 1.0))
+            for arg, y in zip(body.args, body.ops[-1].operands, strict=False):
+                if y == arg.name or y not in producer or expected <= 1.0:
+                    continue
+                p, nbytes = producer[y]
+                c = next((self._unit_of_op[o.name] for o, _ in body.walk()
+                          if arg.name in o.operands and o.name in self._unit_of_op), None)
+                if c is None or c >= p:
+                    continue  # a reader in the same or a later unit: the list schedule already orders them
+                count = min(self.units[p].scale, self.units[c].scale) * (1.0 - 1.0 / expected)
+                self.units[p].back.append((c, nbytes, count))
 
     # ---- candidates and costs -------------------------------------------------------
     def _fits(self, unit: Unit, slot: Slot) -> bool:
@@ -226,18 +269,7 @@ class Problem:
                 cands = [i for i, s in enumerate(self.slots) if s.is_host]
             pin = self._pin_for(unit)
             if pin is not None:
-                pool = [i for i, s in enumerate(self.slots) if unit.kind != "model" or self._fits(unit, s)]
-                # A device id or slot id means exactly that slot; otherwise any slot that includes it.
-                cands = [i for i in pool if self.slots[i].id == pin] or [
-                    i for i in pool if self._matches(self.slots[i], pin)
-                ]
-                if not cands:
-                    anywhere = any(self._matches(sl, pin) for sl in self.slots)
-                    raise PlacementError(
-                        f"op {unit.name} is pinned to {pin!r}, but "
-                        + ("no device there can hold it" if anywhere else "that names no device, node or chip")
-                        + f" of cluster {self.cluster.name} (devices: {', '.join(d.id for d in self.cluster.devices())})"
-                    )
+                cands = self._pinned(unit, pin)
             if not cands:
                 if unit.kind == "model":
                     m = unit.models[0] if unit.models else unit.name
@@ -250,6 +282,10 @@ class Problem:
                 raise PlacementError(f"op {unit.name} needs a host CPU, and cluster {self.cluster.name} has none")
             unit.candidates = cands
 
+    def pinned(self, unit: Unit) -> str | None:
+        """Where unit `unit` is pinned, or None."""
+        return self._pin_for(unit)
+
     def _pin_for(self, unit: Unit) -> str | None:
         pins = set()
         for op in unit.ops:
@@ -261,6 +297,37 @@ class Problem:
         if len(pins) > 1:
             raise PlacementError(f"ops placed together as {unit.name} are pinned to different places: {', '.join(sorted(pins))}")
         return next(iter(pins), None)
+
+    def _pinned(self, unit: Unit, pin: str) -> list[int]:
+        """The slots a pin allows unit `unit`: a device or slot id means exactly that slot; a node name means
+        the node's host CPU for a tool, retrieval or code op and the node's accelerators for an LLM phase; a
+        chip name every slot of that chip; `cpu` or `host` every host. Raises PlacementError (one line:
+        the op, the pin and why) where no allowed slot can run it."""
+        where = f"op {unit.name} is pinned to {pin!r}, but"
+        exact = [i for i, sl in enumerate(self.slots) if sl.id == pin]
+        if any(n.name == pin for n in self.cluster.nodes):
+            host = unit.kind != "model"
+            match = [i for i, sl in enumerate(self.slots) if sl.node == pin and sl.is_host == host]
+            if not match:
+                raise PlacementError(
+                    f"{where} node {pin} has no accelerators to run an LLM phase on (a pin to a node means its "
+                    f"accelerators for model ops; pin it to '{pin}.host' to run it on the host CPU)")
+        else:
+            match = exact or [i for i, sl in enumerate(self.slots) if self._matches(sl, pin)]
+        if not match:
+            raise PlacementError(
+                f"{where} that names no device, node or chip of cluster {self.cluster.name} "
+                f"(devices: {', '.join(d.id for d in self.cluster.devices())})")
+        if unit.kind != "model":
+            return match
+        fits = [i for i in match if self._fits(unit, self.slots[i])]
+        if not fits:
+            m = unit.models[0] if unit.models else unit.name
+            best = max(self.slot_capacity[i] for i in match)
+            raise PlacementError(
+                f"{where} no device group there holds {m}: it needs {(unit.weight_bytes + unit.kv_bytes) / 1e9:.1f} "
+                f"GB (weights + KV cache) and the largest holds {best / 1e9:.1f} GB")
+        return fits
 
     @staticmethod
     def _matches(slot: Slot, pin: str) -> bool:
@@ -302,6 +369,16 @@ class Problem:
         if key not in self._cost_cache:
             self._cost_cache[key] = op_seconds(op, slot.chip, slot.n, self.stack)
         return self._cost_cache[key]
+
+    def channel(self, a: int, b: int) -> str:
+        """The channel a transfer from slot a to slot b occupies: `channel_id` of the device holding the value
+        and the device reading it (each slot's first device, as placed ops name them), the name
+        insert-transfers gives the send that the replay runs on it."""
+        key = a * len(self.slots) + b
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = channel_id(self.slots[a].devices[0], self.slots[b].devices[0])
+        return ch
 
     def transfer(self, a: int, b: int, nbytes: float) -> float:
         """Seconds to move nbytes from slot a's first device to slot b's (0 when they share a device)."""

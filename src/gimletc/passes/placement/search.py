@@ -75,4 +75,9 @@ def _infeasible_message(ev: Evaluator, problem: Problem, budget_w: float | None)
             f"infeasible power budget: {budget_w:.0f} W; the placement needs at least {cheapest:.0f} W "
             f"(the cheapest device group of its most demanding op), and no assignment of all ops fits the budget"
         )
+    if problem.pipelines:
+        call, stage_units = next(iter(problem.pipelines.items()))
+        stages = len({int(op.attr("stage")) for u in stage_units for op in problem.units[u].ops})
+        return (f"no placement fits the cluster's memory with the {stages} stages of {call}'s layer pipeline on "
+                f"separate devices (cluster {problem.cluster.name})")
     return "no placement fits the cluster's memory"
