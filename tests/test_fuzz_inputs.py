@@ -10,11 +10,13 @@ left in where json.dumps puts them). Raw bytes and byte-flipped valid files are 
 Formats and the command (or reader) each goes through:
 - agent graph YAML/JSON: `gimletc graph FILE`
 - cluster YAML: `gimletc hw show FILE`, and a few through `gimletc compile`
-- plan JSON: `gimletc show FILE`
+- plan JSON: `gimletc show FILE`, and through `gimletc simulate` (the whole plan mutated, or the numbers
+  in its compiled IR replaced with boundary values: what the simulator relies on, gimletc.sim.plancheck)
 - Hugging Face config.json: `gimletc models show FILE`
 - calibration JSON: `gimletc.cost.calibrate.load_calibration`, and a few through `gimletc calibrate`
-- `run --inputs` JSON: the reader `gimletc run` uses (gimletc.cli_runtime._read_inputs)
-- arrival traces (CSV and JSON lines): `gimletc.sim.arrivals.load_trace`
+- `run --inputs` JSON: the reader `gimletc run` uses (gimletc.cli_runtime._read_inputs), and a few through
+  `gimletc run` of the tiny ONNX agent's built plan
+- arrival traces (CSV and JSON lines): `gimletc.sim.arrivals.load_trace`, and a few through `gimletc simulate`
 
 The examples are derandomised (the same in every run, so CI does not flake) and few enough
 that all of them take well under a minute; the readers' own limits (depth, aliases, size) are
@@ -26,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +207,53 @@ def test_plan_files(tmp_path, capsys, plan_data, data):
     assert_clean(*run_cli(capsys, "show", str(path)))
 
 
+@pytest.fixture(scope="module")
+def loop_plan_data(tmp_path_factory) -> dict:
+    """The fuzz graph (a loop, a branch, a speculative call) compiled onto the mixed rack."""
+    from gimletc.compiler import compile
+
+    d = tmp_path_factory.mktemp("plan")
+    (d / "g.json").write_text(json.dumps(GRAPH))
+    return json.loads(compile(d / "g.json", ROOT / "examples/clusters/mixed_rack.yaml", baseline=False).plan.to_json())
+
+
+def _simulate(capsys: Any, path: Path, *extra: str) -> tuple[int, str, str]:
+    return run_cli(capsys, "simulate", str(path), "--rate", "2", "-n", "10", "--json", *extra)
+
+
+@settings(FUZZ, max_examples=15)
+@given(data=st.data())
+def test_plan_files_through_simulate(tmp_path, capsys, loop_plan_data, data):
+    path = _write(tmp_path, "p.json", _dump(data.draw(mutated(loop_plan_data)), as_json=True).encode())
+    assert_clean(*_simulate(capsys, path))
+
+
+_IR_NUMBER = re.compile(r"(\b[a-z_]+ = )(-?[0-9][0-9.e+-]*)( : (?:f64|i64))")
+IR_BOUNDARY = ["0", "1", "0.0", "1.0e-300", "1.0e+300", "1.0e+308", "4.0e+09", "9223372036854775807", "1000000000000",
+               "123456789", "2", "0.5"]
+
+
+@settings(FUZZ, max_examples=30)
+@given(data=st.data())
+def test_plan_ir_numbers_through_simulate(tmp_path, capsys, loop_plan_data, data):
+    """Each of 1 to 4 numeric attributes of the compiled IR (seconds, tokens, ctx, bytes, expected, max,
+    batch, ...) replaced with a boundary value: the plan loads and simulates, or fails in one line."""
+    ir = loop_plan_data["ir"]
+    spots = list(_IR_NUMBER.finditer(ir))
+    picks = sorted(set(data.draw(st.lists(st.integers(0, len(spots) - 1), min_size=1, max_size=4))), reverse=True)
+    for i in picks:
+        m = spots[i]
+        value = data.draw(st.sampled_from(IR_BOUNDARY))
+        if m[3].endswith("f64") and "." not in value and "e" not in value:
+            value += ".0"
+        if m[3].endswith("i64") and ("." in value or "e" in value):
+            value = str(int(float(value))) if float(value) < 2**63 else "9223372036854775807"
+        ir = ir[: m.start(2)] + value + ir[m.end(2):]
+    plan = {**loop_plan_data, "ir": ir}
+    path = _write(tmp_path, "p.json", json.dumps(plan).encode())
+    assert_clean(*_simulate(capsys, path))
+
+
 @FUZZ
 @given(data=st.data())
 def test_hugging_face_configs(tmp_path, capsys, data):
@@ -246,6 +296,28 @@ def test_run_inputs_files(tmp_path, data):
         assert all(isinstance(v, list) for v in got.values())
 
 
+@pytest.fixture(scope="module")
+def tiny_built(tmp_path_factory) -> Path:
+    """The tiny ONNX agent's plan with its artifacts (ONNX only)."""
+    from gimletc.compiler import compile
+    from gimletc.targets.build import build_artifacts
+
+    d = tmp_path_factory.mktemp("tiny")
+    r = compile(ROOT / "examples/tiny_llm/agent.py", ROOT / "examples/clusters/h200_mi300x.yaml",
+                pins={"answer.prefill": "mi300x", "answer.decode": "h200"}, baseline=False)
+    arts = build_artifacts(r, d / "plan.artifacts", backends=(), plan_dir=d)
+    r.plan.model_copy(update={"artifacts": arts, "artifact_root": "plan.artifacts"}).write(d / "plan.json")
+    return d / "plan.json"
+
+
+@settings(FUZZ, max_examples=10)
+@given(data=st.data())
+def test_run_inputs_files_through_run(tmp_path, capsys, tiny_built, data):
+    path = _write(tmp_path, "inputs.json", data.draw(file_bytes({"question": [1, 2, 3, 250]}, as_json=True)))
+    assert_clean(*run_cli(capsys, "run", str(tiny_built), "--json", "--inputs", str(path), "--tools",
+                          f"{ROOT / 'examples/tiny_llm/tools.py'}:registry"))
+
+
 @st.composite
 def trace_bytes(draw: Any) -> bytes:
     rows = draw(mutated(TRACE_ROWS))
@@ -274,3 +346,20 @@ def test_arrival_traces(tmp_path, data):
         assert "\n" not in str(e)
     else:
         assert len(arr.times) >= 1 and all(math.isfinite(t) and t >= 0 for t in arr.times)
+
+
+@pytest.fixture(scope="module")
+def rag_plan(tmp_path_factory) -> Path:
+    from gimletc.compiler import compile
+
+    path = tmp_path_factory.mktemp("rag") / "rag.json"
+    compile(ROOT / "examples/rag.py", ROOT / "examples/clusters/gpu_only.yaml", baseline=False).plan.write(path)
+    return path
+
+
+@settings(FUZZ, max_examples=12)
+@given(data=st.data(), rate=st.sampled_from([None, "1e-300", "1e-9", "3", "1e300"]))
+def test_arrival_traces_through_simulate(tmp_path, capsys, rag_plan, data, rate):
+    path = _write(tmp_path, "trace.csv", data.draw(trace_bytes()))
+    extra = ("--rate", rate) if rate else ()
+    assert_clean(*run_cli(capsys, "simulate", str(rag_plan), "--arrival-trace", str(path), "--json", *extra))

@@ -17,11 +17,14 @@ oversized file is refused by gimletc's own check (its message), not by running o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +65,27 @@ SMALL_AND_BIG = textwrap.dedent("""\
       - {between: [a, b], kind: rdma, bandwidth: 50e9, latency: 5.0e-6}
     """)
 
+TINY = ROOT / "examples" / "tiny_llm"
+TINY_CLUSTER = str(ROOT / "examples" / "clusters" / "h200_mi300x.yaml")
+LOOP_1E6 = textwrap.dedent("""\
+    name: looper
+    tools:
+      check: {cpu_s: 0.01, output_tokens: 10}
+    nodes:
+      - {op: input, name: q, tokens: 50}
+      - op: loop
+        name: fix
+        expected: 1000000
+        max: 2000000
+        carry: [q]
+        body:
+          - {op: tool, name: t, tool: check, inputs: [q]}
+        yield: t
+      - {op: output, name: o, inputs: [fix]}
+    """)
+
 _PLAN_CACHE: dict[str, str] = {}
+_TINY_DIR: list[tempfile.TemporaryDirectory] = []
 
 
 def plan_text() -> str:
@@ -72,6 +95,66 @@ def plan_text() -> str:
 
         _PLAN_CACHE["plan"] = compile(RAG, GPU).plan.to_json()
     return _PLAN_CACHE["plan"]
+
+
+def tiny_plan(built: bool) -> Path:
+    """The tiny ONNX agent's plan (prefill on an MI300X, decode on an H200), compiled once per session;
+    `built`: with its artifacts (ONNX only), in a folder of its own that the cases never write to."""
+    if not _TINY_DIR:
+        from gimletc.compiler import compile
+        from gimletc.targets.build import build_artifacts
+
+        _TINY_DIR.append(tempfile.TemporaryDirectory(prefix="gimletc-hostile-"))
+        root = Path(_TINY_DIR[0].name)
+        r = compile(TINY / "agent.py", TINY_CLUSTER, pins={"answer.prefill": "mi300x", "answer.decode": "h200"},
+                    baseline=False)
+        r.plan.write(root / "plan.json")
+        (root / "built").mkdir()
+        arts = build_artifacts(r, root / "built" / "plan.artifacts", backends=(), plan_dir=root / "built")
+        r.plan.model_copy(update={"artifacts": arts, "artifact_root": "plan.artifacts"}).write(root / "built" / "plan.json")
+    root = Path(_TINY_DIR[0].name)
+    return root / "built" / "plan.json" if built else root / "plan.json"
+
+
+def build_args(d: Path, *extra: str) -> list[str]:
+    """`gimletc build` of a copy of the tiny plan in `d` (which a failed build must leave as it was)."""
+    shutil.copyfile(tiny_plan(built=False), d / "plan.json")
+    return ["build", str(d / "plan.json"), *extra]
+
+
+def _plan_unchanged(d: Path) -> None:
+    assert (d / "plan.json").read_bytes() == tiny_plan(built=False).read_bytes()
+    assert not (d / "plan.artifacts").exists() and not list(d.glob(".plan.artifacts.*"))
+
+
+def run_args(d: Path, *extra: str) -> list[str]:
+    if "--tools" not in extra:
+        extra = (*extra, "--tools", f"{TINY / 'tools.py'}:registry")
+    return ["run", str(tiny_plan(built=True)), *extra]
+
+
+def tools_file(d: Path, body: str) -> str:
+    return f"{write(d, 'tools.py', textwrap.dedent(body))}:registry"
+
+
+def loop_plan(d: Path) -> str:
+    from gimletc.compiler import compile
+
+    path = d / "loop.json"
+    compile(write(d, "loop.yaml", LOOP_1E6), GPU, baseline=False).plan.write(path)
+    return str(path)
+
+
+def edited_ir(d: Path, old: str, new: str) -> str:
+    def edit(p: dict) -> None:
+        assert old in p["ir"], old
+        p["ir"] = p["ir"].replace(old, new, 1)
+
+    return edited_plan(d, edit)
+
+
+def sim_args(plan: str, *extra: str) -> list[str]:
+    return ["simulate", plan, "--rate", "1", "-n", "20", *extra]
 
 
 def edited_plan(d: Path, edit: Callable[[dict], None]) -> str:
@@ -241,6 +324,78 @@ CASES = [
     Case("report of a plan with garbage ir", lambda d: ["report", edited_plan(d, lambda p: p.update(ir="garbage")),
                                                         "-o", str(d / "r.html")], ("edited.json", "ir:"),
          absent=("r.html",)),
+    # ---- the load simulator -------------------------------------------------------------------------
+    Case("simulate --seed -1", lambda d: sim_args(write(d, "p.json", plan_text()), "--seed", "-1"),
+         ("--seed", ">= 0", "-1")),
+    Case("simulate --rate 1e-300", lambda d: ["simulate", write(d, "p.json", plan_text()), "--rate", "1e-300", "-n", "20"],
+         ("20 requests at 1e-300 req/s", "2e+301 s", "at most 1e+09 s")),
+    Case("simulate --requests 1000000000", lambda d: ["simulate", write(d, "p.json", plan_text()), "--rate", "1",
+                                                      "-n", "1000000000", "--memory-limit", "8"],
+         ("p.json", "1,000,000,000 requests", "160.00 GB", "8.00 GB", "--memory-limit")),
+    Case("simulate: requests in flight outgrow the memory", lambda d: [
+        "simulate", write(d, "p.json", plan_text()), "--rate", "1000", "-n", "20000", "--memory-limit", "0.004"],
+         ("requests were in flight", "outpace the deployment", "4.0 MB")),
+    Case("simulate --memory-limit 0", lambda d: sim_args(write(d, "p.json", plan_text()), "--memory-limit", "0"),
+         ("--memory-limit", "positive")),
+    Case("simulate a loop with expected 1e6", lambda d: sim_args(loop_plan(d)),
+         ("loop @fix", "2,000,000 iterations", "at most 1,000,000 per request")),
+    Case("simulate --timeline at a directory (before running)", lambda d: sim_args(
+        write(d, "p.json", plan_text()), "--timeline", str(d)), ("is a directory",)),
+    Case("simulate a trace past 1e9 s", lambda d: ["simulate", write(d, "p.json", plan_text()), "--arrival-trace",
+                                                   write(d, "t.csv", "arrival_s\n0\n1e300\n")],
+         ("t.csv", "line 3", "past the 1e+09 s")),
+    Case("simulate a plan with schema version 999", lambda d: sim_args(edited_plan(d, lambda p: p.update(
+        schema_version="999"))), ("edited.json", "'999'")),
+    Case("simulate a plan with a 1e300 s tool", lambda d: sim_args(edited_ir(
+        d, "seconds = 0.15 : f64", "seconds = 1.0e300 : f64")), ("edited.json", "op @rerank", "seconds = 1e+300")),
+    Case("simulate a plan whose prompt exceeds the context", lambda d: sim_args(edited_ir(
+        d, "tokens = 2700 : i64", "tokens = 1000000000000000 : i64")),
+         ("edited.json", "op @answer.prefill", "max context of 131,072")),
+    Case("simulate a plan with no cluster devices", lambda d: sim_args(edited_plan(
+        d, lambda p: p["cluster"].update(devices=[]))), ("edited.json", "cluster.hosts", "hgx0.host")),
+    Case("simulate a plan with a device of an unknown role", lambda d: sim_args(edited_plan(
+        d, lambda p: p["cluster"]["devices"][-1].update(role="weird"))), ("edited.json", "role 'weird'")),
+    Case("simulate a plan with a device of an unknown chip", lambda d: sim_args(edited_plan(
+        d, lambda p: p["cluster"]["devices"][0].update(chip="nosuchchip"))),
+         ("edited.json", "cluster.devices[0]", "nosuchchip")),
+    # ---- run and build ------------------------------------------------------------------------------
+    Case("run --trace at a directory, checked before running", lambda d: run_args(
+        d, "--trace", str(d), "--tools", tools_file(d, "def post(x):\n    raise ValueError('ran')\nregistry = {'post': post}\n")),
+         ("is a directory",)),
+    Case("run --trace in a missing folder", lambda d: run_args(d, "--trace", str(d / "nodir" / "t.json")),
+         ("nodir", "does not exist")),
+    Case("--tools module raises at import", lambda d: run_args(d, "--tools", tools_file(d, "raise RuntimeError('boom')\n")),
+         ("tools.py:registry", "importing", "RuntimeError: boom")),
+    Case("--tools module calls sys.exit", lambda d: run_args(d, "--tools", tools_file(d, "import sys\nsys.exit(0)\n")),
+         ("tools.py:registry", "sys.exit(0)")),
+    Case("--tools factory raises", lambda d: run_args(d, "--tools", tools_file(
+        d, "def registry():\n    raise KeyError('made')\n")), ("calling registry()", "KeyError")),
+    Case("--tools tool raises at run time", lambda d: run_args(d, "--tools", tools_file(
+        d, "def post(x):\n    raise ValueError('tool exploded')\nregistry = {'post': post}\n")),
+         ("tools.py:registry", "tool 'post'", "ValueError: tool exploded")),
+    Case("--tools tool calls sys.exit", lambda d: run_args(d, "--tools", tools_file(
+        d, "import sys\ndef post(x):\n    sys.exit(0)\nregistry = {'post': post}\n")), ("tool 'post'", "sys.exit(0)")),
+    Case("--tools names no mapping", lambda d: run_args(d, "--tools", tools_file(d, "registry = {'post': 3}\n")),
+         ("mapping of op name to callable",)),
+    Case("run --inputs naming no input", lambda d: run_args(d, "--inputs", write(d, "in.json", '{"nosuch": [1]}')),
+         ("no input named 'nosuch'", "question")),
+    Case("run --inputs with a 23-digit token id", lambda d: run_args(
+        d, "--inputs", write(d, "in.json", '{"question": [99999999999999999999999]}')),
+         ("in.json", "question", "64-bit integer")),
+    Case("build --backend bogus", lambda d: build_args(d, "--backend", "bogus"), ("bogus", "llvm-cpu"),
+         absent=(), check=_plan_unchanged),
+    Case("build --draft of a missing file", lambda d: build_args(d, "--no-iree", "--draft", "answer=/nope.onnx"),
+         ("answer", "/nope.onnx", "does not exist"), absent=(), check=_plan_unchanged),
+    Case("build --draft ...:0", lambda d: build_args(d, "--no-iree", "--draft", f"answer={TINY / 'tiny-llama-draft.onnx'}:0"),
+         ("K = 0", "at least 1"), absent=(), check=_plan_unchanged),
+    Case("build --draft with another vocabulary (fails mid-build)", lambda d: build_args(
+        d, "--no-iree", "--draft", f"answer={TINY / 'llama-1b-shape.onnx'}:2"), ("vocabulary of 16384",),
+         absent=(), check=_plan_unchanged),
+    Case("build -o in a missing folder", lambda d: build_args(d, "--no-iree", "-o", str(d / "nodir" / "p.json")),
+         ("nodir", "does not exist"), absent=("nodir",), check=_plan_unchanged),
+    Case("build --artifacts in a missing folder", lambda d: build_args(d, "--no-iree", "--artifacts",
+                                                                       str(d / "nodir" / "a")),
+         ("artifacts folder", "nodir", "does not exist"), absent=("nodir",), check=_plan_unchanged),
 ]
 
 
@@ -335,6 +490,54 @@ def test_loading_a_python_graph_says_it_runs_code(capsys):
         assert code == 0 and "RUNS its code" in text and "--load-timeout" in text
 
 
+def test_build_moves_a_finished_build_into_place_and_cleans_a_killed_ones(capsys, tmp_path):
+    """`build` builds in `.plan.artifacts.PID.X.tmp` and moves the files into plan.artifacts once all are
+    built: an earlier build's files are replaced, other files in the folder kept, and a staging folder a
+    killed build left behind (its process gone) is removed."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".plan.artifacts.{int(dead.stdout)}.abc123xy.tmp"
+    (orphan / "onnx").mkdir(parents=True)
+    (orphan / "onnx" / "half.onnx").write_bytes(b"half")
+    args = build_args(tmp_path, "--no-iree")
+    (tmp_path / "plan.artifacts" / "onnx").mkdir(parents=True)
+    (tmp_path / "plan.artifacts" / "notes.txt").write_text("mine\n")
+    (tmp_path / "plan.artifacts" / "dataflow.mlir").write_text("stale\n")
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert not orphan.exists() and not list(tmp_path.glob(".plan.artifacts.*"))
+    assert (tmp_path / "plan.artifacts" / "notes.txt").read_text() == "mine\n"
+    assert "builtin.module" in (tmp_path / "plan.artifacts" / "dataflow.mlir").read_text()
+    from gimletc.plan import load_plan
+
+    plan = load_plan(tmp_path / "plan.json")
+    assert plan.artifact_root == "plan.artifacts"
+    for a in plan.artifacts:  # each recorded where it ended up, with its digest
+        data = (tmp_path / a["path"]).read_bytes()
+        assert a["path"].startswith("plan.artifacts/") and hashlib.sha256(data).hexdigest() == a["sha256"]
+
+
+def test_draft_k_reaches_the_run(capsys, tmp_path):
+    """`--draft answer=DRAFT:2`: the run drafts 2 tokens per step (never more than 2 per target step)."""
+    args = build_args(tmp_path, "--no-iree", "--draft", f"answer={TINY / 'tiny-llama-draft.onnx'}:2")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    from gimletc.plan import load_plan
+
+    (draft,) = [a for a in load_plan(tmp_path / "plan.json").artifacts if a.get("role") == "draft" and a["kind"] == "onnx"]
+    assert draft["draft_k"] == 2
+    code, out, err = run_cli(capsys, "run", str(tmp_path / "plan.json"), "--json", "--tools",
+                             f"{TINY / 'tools.py'}:registry")
+    assert code == 0, err
+    spec = json.loads(out)["llms"]["answer"]["speculative"]
+    assert spec["draft_k"] == 2 and 0 < spec["drafted"] <= 2 * spec["target_steps"]
+    # An edited plan whose draft artifact says draft_k 0 is refused when loaded for a run (it used to run as 4).
+    data = json.loads((tmp_path / "plan.json").read_text())
+    next(a for a in data["artifacts"] if a.get("role") == "draft" and a["kind"] == "onnx")["draft_k"] = 0
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    code, out, err = run_cli(capsys, "run", str(tmp_path / "plan.json"), "--tools", f"{TINY / 'tools.py'}:registry")
+    assert code == 2 and "draft_k = 0" in err and err.count("\n") == 1, err
+
+
 # ---- the internal-error path ------------------------------------------------------------------------------
 
 
@@ -398,6 +601,24 @@ def test_memory_refusals_hold_under_a_memory_limit(tmp_path):
             print("MemoryError")
         """)], capture_output=True, text=True, timeout=300)
     assert "MemoryError" in r.stdout, (r.stdout[-200:], r.stderr[-500:])
+
+
+@pytest.mark.skipif(not hasattr(resource, "RLIMIT_AS") or not Path("/proc/self/statm").exists(),
+                    reason="needs RLIMIT_AS and /proc (Linux)")
+def test_simulator_memory_refusals_hold_under_a_memory_limit(tmp_path):
+    """`simulate` estimates its memory before it allocates any and refuses what would not fit; under an
+    address-space limit, the limit is what is left under it, whatever the machine has."""
+    plan = write(tmp_path, "p.json", plan_text())
+    # 10^9 requests: 160 GB of per-request results; refused before the arrivals are drawn, in 200 MB.
+    r = _run_limited(["simulate", plan, "--rate", "1", "-n", "1000000000"], 200)
+    assert r.returncode == 2 and "1,000,000,000 requests needs about 160.00 GB" in r.stderr, r.stderr
+    assert "RLIMIT_AS" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    # 5 million fit this machine but not 200 MB: refused by the same estimate, naming the limit it came from.
+    r = _run_limited(["simulate", plan, "--rate", "1", "-n", "5000000"], 200)
+    assert r.returncode == 2 and "5,000,000 requests needs about 800" in r.stderr and "RLIMIT_AS" in r.stderr, r.stderr
+    # With the estimate's limit overridden, the same child runs out of memory: the refusal is real.
+    r = _run_limited(["simulate", plan, "--rate", "1", "-n", "5000000", "--memory-limit", "1000"], 200)
+    assert r.returncode == 2 and "ran out of memory" in r.stderr, r.stderr
 
 
 def test_a_long_compile_reports_progress_off_a_terminal(capsys, tmp_path):

@@ -397,6 +397,37 @@ def clean_orphans(path: str | Path) -> list[Path]:
     return removed
 
 
+def staging_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """A new, empty folder beside `folder` (`.NAME.PID.RANDOM.tmp`) to build its contents in before they
+    are moved into it, so a failed build leaves nothing behind; staging folders of processes no longer
+    running are removed first. `folder` must be a folder (or a link to one) or not exist yet, in an
+    existing, writable folder; otherwise a one-line ConfigError naming it."""
+    import shutil
+
+    s = os.fspath(folder)
+    if s == "":
+        raise ConfigError(f"the {what} path is empty")
+    p = Path(s)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {p}: is a {'file' if p.is_file() else _kind(os.stat(p).st_mode)}, not a folder")
+    parent = p.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {p}: folder {parent} does not exist" if not parent.exists()
+                          else f"{what} {p}: {parent} is not a folder")
+    pst = os.stat(parent)
+    if not pst.st_mode & 0o222 or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {p}: folder {parent} is read-only (mode {stat.S_IMODE(pst.st_mode):04o})")
+    pat = _tmp_pattern(p)
+    for name in os.listdir(parent):
+        m = pat.fullmatch(name)
+        if m is not None and not _pid_alive(int(m[1])) and stat.S_ISDIR(os.lstat(parent / name).st_mode):
+            shutil.rmtree(parent / name, ignore_errors=True)
+    try:
+        return Path(tempfile.mkdtemp(dir=parent, prefix=f".{p.name}.{os.getpid()}.", suffix=_TMP_SUFFIX))
+    except OSError as e:
+        raise ConfigError(f"{what} {p}: cannot create a folder in {parent}: {e.strerror or e}") from None
+
+
 def _stage(p: Path, text: str | bytes) -> str:
     """Write `text` to a new temporary file beside `p` (named after `p` and this process) and return its name."""
     try:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gimletc._io import read_data
+from gimletc._io import brief, read_data
 from gimletc.errors import GimletError
 
 __all__ = ["register"]
@@ -39,6 +39,12 @@ def _parse_drafts(specs: list[str]) -> dict[str, tuple[str, int]]:
         if not sep or not llm or not rest:
             raise GimletError(f"--draft takes LLM=DRAFT.onnx[:K]; got {s!r}")
         path, _, k = rest.rpartition(":") if rest.rsplit(":", 1)[-1].isdigit() else (rest, "", "4")
+        if not path:
+            raise GimletError(f"--draft {s}: no draft model before ':{k}'")
+        if int(k) < 1:
+            raise GimletError(f"--draft {s}: K = {int(k)} tokens drafted per step; speculative decoding drafts at least 1")
+        if llm in out:
+            raise GimletError(f"--draft {llm}: given twice ({out[llm][0]}, then {path})")
         out[llm] = (path, int(k))
     return out
 
@@ -49,6 +55,10 @@ def _read_inputs(path: Path | None) -> dict[str, Any]:
     data = read_data(path)
     if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(x, int) for x in v) for v in data.values()):
         raise GimletError(f"{path}: expected an object mapping input names to lists of token ids")
+    for name, ids in data.items():
+        bad = next((x for x in ids if isinstance(x, bool) or not -(2**63) <= x < 2**63), None)
+        if bad is not None:
+            raise GimletError(f"{path}: {name}: token id {brief(bad)} is not a 64-bit integer")
     return data
 
 
@@ -65,14 +75,17 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path | None, typer.Option("--output", "-o", help="where to write the plan with its artifacts (default: in place)")] = None,
     ) -> None:
         """Build a plan's executables (ONNX subgraphs, IREE binaries, the dataflow MLIR) and record them in the plan."""
+        from gimletc._io import check_outputs
         from gimletc.plan import load_plan
         from gimletc.targets.build import build_plan_artifacts
 
+        dest = output if output is not None else plan
+        check_outputs([dest])  # the plan is rewritten (or written to -o) last; it must be writable first
+        drafts = _parse_drafts(draft)
         p = load_plan(plan)
         out_dir = artifacts if artifacts is not None else plan.with_name(plan.stem + ".artifacts")
-        dest = output if output is not None else plan
         backends: tuple[str, ...] | None = () if no_iree else (tuple(backend) if backend else None)
-        arts = build_plan_artifacts(p, out_dir, plan_dir=dest.parent, backends=backends, drafts=_parse_drafts(draft),
+        arts = build_plan_artifacts(p, out_dir, plan_dir=dest.parent, backends=backends, drafts=drafts,
                                     model_base=plan.parent)
         root = Path(os.path.relpath(out_dir.resolve(), dest.parent.resolve())).as_posix()
         p.model_copy(update={"artifacts": arts, "artifact_root": root}).write(dest)
@@ -96,9 +109,10 @@ def register(app: typer.Typer) -> None:
         retries: Annotated[int, typer.Option(help="with process or ray: how often a lost worker is replaced and the request replayed")] = 1,
     ) -> None:
         """Execute a plan on this machine and check the split model against the unsplit one."""
-        from gimletc._io import write_atomic
+        from gimletc._io import check_outputs, write_atomic
         from gimletc.runtime.local import load_tools, run_plan
 
+        check_outputs([trace])  # before the run: a trace that cannot be written is known now
         registry = load_tools(tools) if tools else None
         if address is not None and executor is not RunExecutor.ray:
             raise GimletError("--address names a Ray cluster; it needs --executor ray")

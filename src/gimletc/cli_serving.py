@@ -165,6 +165,8 @@ def register(app: typer.Typer) -> None:
         arrival_trace: Annotated[Path | None, typer.Option("--arrival-trace",
                                                            help="CSV/JSONL of arrival_s[,input_tokens,output_tokens]")] = None,
         seed: Annotated[int, typer.Option(help="random seed (arrivals, loops, branches, tool times)")] = 0,
+        memory_limit: Annotated[float | None, typer.Option(
+            "--memory-limit", help="GB the simulation may hold (default: 80% of the memory available)")] = None,
         policy: Annotated[PolicyName | None, typer.Option(
             help="batching policy (default: the software stack's engine; docs/serving.md)")] = None,
         max_batch: Annotated[int | None, typer.Option(
@@ -195,15 +197,20 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="progress on stderr (default on a terminal)")] = False,
     ) -> None:
         """Simulate a plan under load: latency percentiles, throughput, goodput under SLOs, energy, each with its band."""
-        from gimletc._io import write_atomic
+        from gimletc._io import check_outputs, write_atomic
         from gimletc.plan import load_plan
         from gimletc.sim.arrivals import generate, load_trace
-        from gimletc.sim.load import simulate_plan
+        from gimletc.sim.limits import MAX_SPAN_S, estimate
+        from gimletc.sim.load import simulate, workload_of_plan
         from gimletc.sim.metrics import goodput as find_goodput
         from gimletc.sim.metrics import summary, timeline_trace
 
+        check_outputs([timeline])
         _positive("--rate", rate)
         _positive("--requests", requests, integer=True)
+        _positive("--memory-limit", memory_limit)
+        if seed < 0:
+            raise GimletError(f"--seed must be an integer >= 0; got {seed}")
         if arrivals == ArrivalKind.bursty:
             _positive("--cv", cv)
         slo = _slo(slo_ttft_ms, slo_tpot_ms, slo_share)
@@ -211,21 +218,26 @@ def register(app: typer.Typer) -> None:
                           stack_option(stack, profile), host_lanes,
                           loops.value, tool_times.value, timeline is not None,
                           policy=policy.value if policy else None, prefix_caching=prefix_caching)
+        if memory_limit is not None:
+            cfg = dataclasses.replace(cfg, memory_limit=memory_limit * 1e9)
         p = load_plan(plan)
+        wl = workload_of_plan(p, source=str(plan))  # what the simulator relies on in the plan, checked
         if arrival_trace is not None:
             arr = load_trace(arrival_trace)
             if requests is not None:
                 arr = arr.head(requests)
+            estimate(wl, len(arr), cfg).check(f"{plan}: ")
             if rate is not None:
                 arr = arr.at_rate(rate)
         else:
             if rate is None:
                 raise GimletError("--rate is required (or give --arrival-trace)")
+            estimate(wl, requests or 1000, cfg).check(f"{plan}: ")  # before the arrivals are drawn
             arr = generate(arrivals.value, rate, requests or 1000, seed, cv)
         progress = _progress(verbose)
         if progress:
             progress(f"simulating {len(arr)} requests of {p.name} at {arr.rate:.4g} req/s ({arr.kind})")
-        result = simulate_plan(p, arr, cfg, seed, progress=progress)
+        result = simulate(wl, arr, cfg, seed, progress=progress)
         good = None
         if goodput and not slo.empty:
             if progress:
@@ -236,7 +248,10 @@ def register(app: typer.Typer) -> None:
                 if progress:
                     progress(f"  {pt.rate:.4g} req/s -> {pt.attainment:.1%} meet the SLO")
 
-            good = find_goodput(lambda r: simulate_plan(p, arr.at_rate(r), quiet, seed), slo, arr.rate, progress=tell)
+            # The bisection lowers the rate at most to where the arrivals would span MAX_SPAN_S.
+            floor = max(2.0**-12, 2 * float(arr.times[-1]) / MAX_SPAN_S)
+            good = find_goodput(lambda r: simulate(wl, arr.at_rate(r), quiet, seed), slo, arr.rate,
+                                floor_factor=floor, progress=tell)
         d = summary(result, slo, good)
         if bands:
             d["bands"] = _simulation_bands(p, arr, cfg, seed, slo, good, d, progress)
@@ -496,6 +511,7 @@ def _simulation_bands(p: Any, arr: Any, cfg: Any, seed: int, slo: Any, good: Any
     """The `bands` of `simulate --json`: the same run (and goodput bisection) with every step at the low,
     then the high edge of its band (`gimletc.sim.bands`)."""
     from gimletc.sim.bands import edge_config, edge_plan, plan_stack, summary_bands
+    from gimletc.sim.limits import MAX_SPAN_S
     from gimletc.sim.load import simulate_plan
     from gimletc.sim.metrics import goodput as find_goodput
     from gimletc.sim.metrics import summary
@@ -509,7 +525,10 @@ def _simulation_bands(p: Any, arr: Any, cfg: Any, seed: int, slo: Any, good: Any
         ge = None
         if good is not None:
             start = good.rate if good.rate > 0 else arr.rate
-            ge = find_goodput(lambda r, pe=pe, ce=ce: simulate_plan(pe, arr.at_rate(r), ce, seed), slo, start)
+            # As the run's own bisection: never so low a rate that the arrivals would span MAX_SPAN_S.
+            floor = max(2.0**-12, 2 * float(arr.times[-1]) * arr.rate / (start * MAX_SPAN_S))
+            ge = find_goodput(lambda r, pe=pe, ce=ce: simulate_plan(pe, arr.at_rate(r), ce, seed), slo, start,
+                              floor_factor=floor)
         edges.append(summary(res, slo, ge))
     return summary_bands(d, edges)
 

@@ -12,6 +12,7 @@ or a Ray actor on another machine builds the same executors from it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zlib
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gimletc._io import brief, brief_text
 from gimletc.errors import GimletError
 from gimletc.hardware import get_chip
 from gimletc.hardware.resources import device_of
@@ -188,8 +190,12 @@ class LoadedPlan:
             if draft:
                 dmodel = str(draft[0]["model"])
                 self.reference_for(dmodel, op)
+                k = draft[0].get("draft_k", 4)
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                    raise RunError(f"artifact {draft[0]['path']} (op {name}): draft_k = {k!r} tokens drafted per step; "
+                                   "it must be an integer >= 1 (rebuild with `gimletc build --draft LLM=DRAFT.onnx:K`)")
                 mine.append(PartSpec(name, "draft", dmodel, str(draft[0]["partition"]), self.reference_data[dmodel],
-                                     self._candidates(op, arts, "draft"), int(draft[0].get("draft_k", 4))))
+                                     self._candidates(op, arts, "draft"), k))
         for op, _ in self.graph.walk():  # a device that only converts KV caches still has a program
             if op.kind == "exec.convert":
                 parts.setdefault(str(op.attr("device")), [])
@@ -229,13 +235,24 @@ class LoadedPlan:
             )
 
     def request(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The request's input token ids, made before the run starts: the caller's, else fixed pseudo-random ids."""
+        """The request's input token ids, made before the run starts: the caller's, else fixed pseudo-random ids.
+        (A model reads ids modulo its vocabulary, `gimletc.runtime.calls`.) An input the plan does not
+        have, or ids that are not 64-bit integers, is a RunError naming it."""
+        names = {str(op.attr("of")) for op, _ in self.graph.walk()
+                 if op.kind == "exec.compute" and op.attr("kind_of") == "agent.input"}
+        for name in sorted(set(inputs) - names, key=str):
+            raise RunError(f"inputs: plan {self.plan.name} has no input named {name!r} (its inputs: "
+                           f"{', '.join(sorted(names)) or 'none'})")
         out = {}
         for op, _ in self.graph.walk():
             if op.kind == "exec.compute" and op.attr("kind_of") == "agent.input":
                 name = str(op.attr("of"))
                 if name in inputs:
-                    out[op.name] = np.asarray(inputs[name], dtype=np.int64).reshape(-1)
+                    try:
+                        out[op.name] = np.asarray(inputs[name], dtype=np.int64).reshape(-1)
+                    except (TypeError, ValueError, OverflowError):
+                        raise RunError(f"inputs: {name}: expected a list of token ids (64-bit integers); got "
+                                       f"{brief(inputs[name])}") from None
                 else:
                     rng = np.random.default_rng(zlib.crc32(name.encode()))
                     out[op.name] = rng.integers(0, 2**31 - 1, size=int(op.attr("tokens", 0)), dtype=np.int64)
@@ -247,29 +264,58 @@ def load_tools(spec: str) -> dict[str, Callable[..., Any]]:
     or a function returning one.
 
     This runs the user's module: the caller asks for it by naming it (`gimletc run --tools`);
-    nothing in a plan ever names code to run."""
+    nothing in a plan ever names code to run. Whatever the module does wrong (an exception at
+    import, sys.exit, a factory that raises, a tool that raises when the plan calls it) is a
+    one-line RunError naming `spec`, the tool and the exception."""
     import importlib
     import importlib.util
 
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise RunError(f"--tools takes MODULE:ATTRIBUTE or FILE.py:ATTRIBUTE (a dict of op name -> callable); got {spec!r}")
+    what = f"importing {target}"
     try:
         if target.endswith(".py"):
             path = Path(target)
             if not path.is_file():
-                raise RunError(f"--tools {spec}: {target} does not exist")
+                raise RunError(f"--tools {spec}: {target} does not exist" if not path.exists()
+                               else f"--tools {spec}: {target} is not a regular file")
             mod_spec = importlib.util.spec_from_file_location(f"gimletc_tools_{path.stem}", path)
-            assert mod_spec is not None and mod_spec.loader is not None
+            if mod_spec is None or mod_spec.loader is None:
+                raise RunError(f"--tools {spec}: {target} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
+        if not hasattr(module, attr):
+            raise RunError(f"--tools {spec}: module {target} has no attribute {attr!r}")
         obj = getattr(module, attr)
-    except (ImportError, AttributeError, SyntaxError) as e:
-        raise RunError(f"--tools {spec}: {type(e).__name__}: {e}") from None
-    if callable(obj) and not isinstance(obj, Mapping):
-        obj = obj()
-    if not isinstance(obj, Mapping) or not all(callable(f) for f in obj.values()):
-        raise RunError(f"--tools {spec}: expected a mapping of op name to callable")
-    return dict(obj)
+        if callable(obj) and not isinstance(obj, Mapping):
+            what = f"calling {attr}() of {target}"
+            obj = obj()
+    except GimletError:
+        raise
+    except SystemExit as e:
+        raise RunError(f"--tools {spec}: {what} called sys.exit({brief(e.code)})") from None
+    except (Exception, GeneratorExit) as e:  # noqa: BLE001 - the user's module: anything it raises, in one line
+        raise RunError(f"--tools {spec}: {what} raised {type(e).__name__}: {brief_text(str(e))}") from e
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and callable(f) for k, f in obj.items()):
+        raise RunError(f"--tools {spec}: expected a mapping of op name to callable; got {brief(obj)}")
+    return {name: _tool(spec, name, fn) for name, fn in obj.items()}
+
+
+def _tool(spec: str, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, whose failures (sys.exit included: it runs on a worker thread) name the module and the tool."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GimletError:
+            raise
+        except SystemExit as e:
+            raise RunError(f"--tools {spec}: tool {name!r} called sys.exit({brief(e.code)})") from None
+        except Exception as e:  # noqa: BLE001 - the user's tool: anything it raises, in one line
+            raise RunError(f"--tools {spec}: tool {name!r} raised {type(e).__name__}: {brief_text(str(e))}") from e
+
+    return call

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gimletc.errors import ConfigError, GimletError
+from gimletc.sim.limits import MAX_SPAN_S, span_problem
 
 __all__ = ["ARRIVAL_KINDS", "Arrivals", "ArrivalError", "generate", "load_trace"]
 
@@ -55,6 +56,7 @@ class Arrivals:
         """The same arrival pattern at another mean rate (gaps scaled by self.rate / rate)."""
         _check_rate(rate)
         unit = self._unit if self._unit is not None else self.times * self.rate
+        _check_span(float(unit[-1]) / rate if len(unit) else 0.0, len(unit), rate)
         return Arrivals(unit / rate, self.kind, float(rate), self.input_tokens, self.output_tokens, self.source, unit)
 
     def head(self, n: int) -> Arrivals:
@@ -72,6 +74,13 @@ def _check_rate(rate: float) -> None:
         raise ArrivalError(f"arrival rate must be a positive number of requests/s; got {rate!r}")
 
 
+def _check_span(last: float, n: int, rate: float) -> None:
+    """Arrivals the simulator can time: the last within `gimletc.sim.limits.MAX_SPAN_S`."""
+    why = span_problem(last, f"{n:,} requests at {rate:.4g} req/s")
+    if why:
+        raise ArrivalError(why)
+
+
 def generate(kind: str, rate: float, n: int, seed: int = 0, cv: float = DEFAULT_BURST_CV) -> Arrivals:
     """`n` arrivals at mean `rate` requests/s.
 
@@ -83,6 +92,9 @@ def generate(kind: str, rate: float, n: int, seed: int = 0, cv: float = DEFAULT_
     _check_rate(rate)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ArrivalError(f"number of requests must be a positive integer; got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ArrivalError(f"seed must be an integer >= 0; got {seed!r}")
+    _check_span(n / rate, n, rate)  # their mean span, before drawing them
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x61727276]))
     if kind == "poisson":
         gaps = rng.exponential(1.0, n)
@@ -96,6 +108,7 @@ def generate(kind: str, rate: float, n: int, seed: int = 0, cv: float = DEFAULT_
     else:
         raise ArrivalError(f"unknown arrival process {kind!r}; choose one of {', '.join(ARRIVAL_KINDS)}")
     unit = np.cumsum(gaps)
+    _check_span(float(unit[-1]) / rate, n, rate)
     return Arrivals(unit / rate, kind, float(rate), _unit=unit)
 
 
@@ -146,6 +159,9 @@ def load_trace(path: str | Path) -> Arrivals:
             raise ConfigError(f"{p}: line {i}: {tkey}={t} is negative")
         if t < prev:
             raise ConfigError(f"{p}: line {i}: {tkey}={t} is earlier than the line before ({prev}); sort the trace")
+        if span_problem(t, ""):
+            raise ConfigError(f"{p}: line {i}: {tkey}={t:g} s is past the {MAX_SPAN_S:.0e} s of simulated time "
+                              "the simulator runs (gimletc.sim.limits)")
         prev = t
         times.append(t)
         if has_in:

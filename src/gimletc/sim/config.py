@@ -68,6 +68,7 @@ class SimConfig:
     timeline_limit: int = 200_000  # iterations/tasks kept in the timeline
     fast_forward: bool = True  # run unchanging decode batches to their next finish in one event
     record_schedule: bool = False  # keep every iteration's batch (who ran, how many tokens) in the result
+    memory_limit: float | None = None  # bytes a run may hold; None: gimletc.sim.limits.available_memory()
 
     def __post_init__(self) -> None:
         if self.host_lanes is not None and (not isinstance(self.host_lanes, int) or self.host_lanes < 1):
@@ -76,6 +77,9 @@ class SimConfig:
             raise SimulationError(f"loops must be 'geometric' or 'mean'; got {self.loops!r}")
         if self.tool_times not in ("fixed", "exponential"):
             raise SimulationError(f"tool_times must be 'fixed' or 'exponential'; got {self.tool_times!r}")
+        m = self.memory_limit
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < float("inf")):
+            raise SimulationError(f"memory_limit must be a positive number of bytes; got {m!r}")
 
     def model(self, name: str) -> Model:
         m = get_model(name)

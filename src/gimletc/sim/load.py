@@ -76,6 +76,7 @@ __all__ = [
     "plan_workload",
     "simulate",
     "simulate_plan",
+    "workload_of_plan",
 ]
 
 
@@ -94,14 +95,24 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
 
     The plan's `ir` holds its exec-level graph; its `cluster` summary names the
     chips and gives each host's sockets and lanes (a `cluster`, if given, gives them instead)."""
+    return simulate(workload_of_plan(plan, cluster), arrivals, config, seed, progress)
+
+
+def workload_of_plan(plan: Any, cluster: Any = None, source: str | None = None) -> Workload:
+    """The workload `simulate_plan` runs for `plan` (a DeploymentPlan or a path to one), once what the
+    simulator relies on in it is checked (`gimletc.sim.plancheck`); errors name `source` (default:
+    the path, or the plan's name)."""
     from gimletc.hardware import get_chip
     from gimletc.ir import parse_graph
     from gimletc.plan import DeploymentPlan, load_plan
+    from gimletc.sim.plancheck import check_plan
 
     p: DeploymentPlan = plan if isinstance(plan, DeploymentPlan) else load_plan(plan)
+    src = source or (f"plan {p.name}" if isinstance(plan, DeploymentPlan) else str(plan))
     if not p.ir.strip():
-        raise SimulationError(f"plan {p.name}: has no compiled IR (field `ir`); recompile it with this gimletc")
+        raise SimulationError(f"{src}: has no compiled IR (field `ir`); recompile it with this gimletc")
     graph = parse_graph(p.ir)
+    check_plan(p, graph, src)
     devices = {d.id: (d.node, get_chip(d.chip), d.role) for d in p.cluster.devices}
     sockets = {h: s.sockets for h, s in p.cluster.hosts.items()}
     lanes = {h: s.lanes for h, s in p.cluster.hosts.items()}
@@ -110,4 +121,4 @@ def simulate_plan(plan: Any, arrivals: Arrivals, config: SimConfig | None = None
             if d.role == "host":
                 sockets[d.id], lanes[d.id] = accounting.units(cluster, d), accounting.lanes(cluster, d)
     stack = str((p.inputs.get("options") or {}).get("stack") or "reference")
-    return simulate(plan_workload(graph, devices, p.name, sockets, stack, lanes), arrivals, config, seed, progress)
+    return plan_workload(graph, devices, p.name, sockets, stack, lanes)

@@ -24,6 +24,7 @@ import numpy as np
 from gimletc.sim.arrivals import Arrivals
 from gimletc.sim.config import SimConfig, SimulationError
 from gimletc.sim.engines import Engines
+from gimletc.sim.limits import MAX_SPAN_S, TEMPLATE_CACHE_TASKS, check_seed, check_tasks, estimate, span_problem
 from gimletc.sim.results import LoadResult, Outcomes, load_result
 from gimletc.sim.state import EV_CPU, EV_DONE, EV_ITER, EV_MARK, EV_XFER, Pool, Req
 from gimletc.sim.steps import PROFILES
@@ -38,6 +39,15 @@ class Simulator:
 
     def __init__(self, wl: Workload, arrivals: Arrivals, cfg: SimConfig, seed: int):
         self.wl, self.arr, self.cfg = wl, arrivals, cfg
+        # What the run may ask for (gimletc.sim.limits), checked before anything is built.
+        check_seed(seed)
+        why = span_problem(float(arrivals.times[-1]), f"{len(arrivals):,} arrivals") if len(arrivals) else None
+        if why:
+            raise SimulationError(why)
+        self.mem = estimate(wl, len(arrivals), cfg, check_tasks(wl.graph, cfg.loops))
+        self.mem.check(f"{wl.name}: ")
+        self.finished = 0  # requests done (those arrived and not done are in flight)
+        self.template_tasks = 0  # tasks of the cached templates
         ss = np.random.SeedSequence([int(seed), 0x6C6F6164])
         s_shape, s_tool = ss.spawn(2)
         self.rng_shape = np.random.default_rng(s_shape)
@@ -90,6 +100,8 @@ class Simulator:
                 req = Req(i, t, tpl, d_in, r_out)
                 self.events += 1
                 i += 1
+                if not i & 1023:  # the requests in flight still fit in memory?
+                    self.mem.check_in_flight(i - self.finished, t, arr.rate)
                 if i >= next_report:
                     next_report += step
                     progress(f"  {i:,} of {n:,} requests arrived by t = {t:,.1f} s; {self.events:,} events")  # type: ignore[misc]
@@ -128,12 +140,21 @@ class Simulator:
                     then(t)
             elif code == EV_MARK:
                 engines.mark_done(a, b, t)
+        if t > MAX_SPAN_S:
+            raise SimulationError(f"{self.wl.name}: the run ended at {t:.3g} s of simulated time, past the "
+                                  f"{MAX_SPAN_S:.0e} s where the simulator's float64 seconds resolve "
+                                  f"{np.spacing(MAX_SPAN_S):.1g} s; its times would be rounded off")
         return load_result(self, t)
 
     def _template(self, shape: tuple) -> Template:
         tpl = self.templates.get(shape)
         if tpl is None:
-            tpl = self.templates[shape] = self.builder.build(shape)
+            tpl = self.builder.build(shape)
+            if self.template_tasks + tpl.n > TEMPLATE_CACHE_TASKS:  # bounded: rebuilt when seen again
+                self.templates.clear()
+                self.template_tasks = 0
+            self.templates[shape] = tpl
+            self.template_tasks += tpl.n
         return tpl
 
     # -- task flow --
@@ -232,6 +253,7 @@ class Simulator:
         return c
 
     def _finish_request(self, req: Req, t: float) -> None:
+        self.finished += 1
         self.outcomes.record(req, t)
         engines = self.engines.engines
         for hold in list(req.kv_hold.values()):  # nothing should be left; free defensively

@@ -128,17 +128,20 @@ def goodput(run: Callable[[float], LoadResult], slo: SLO, start: float, rtol: fl
     if not (isinstance(start, (int, float)) and math.isfinite(start) and start > 0):
         raise GimletError(f"goodput search needs a positive starting rate; got {start!r}")
     out = GoodputResult(0.0, slo)
-    cache: dict[float, tuple[GoodputPoint, LoadResult]] = {}
+    cache: dict[float, GoodputPoint] = {}
+    kept: dict[float, LoadResult] = {}  # only the highest passing rate's run: `lo` never falls (bounded memory)
 
     def ok(rate: float) -> bool:
         if rate not in cache:
             res = run(rate)
-            pt = point(rate, res, slo)
-            cache[rate] = (pt, res)
+            pt = cache[rate] = point(rate, res, slo)
             out.points.append(pt)
+            if pt.attainment >= slo.share and all(rate > r for r in kept):
+                kept.clear()
+                kept[rate] = res
             if progress:
                 progress(pt)
-        return cache[rate][0].attainment >= slo.share
+        return cache[rate].attainment >= slo.share
 
     lo, hi = None, None
     r = float(start)
@@ -170,7 +173,7 @@ def goodput(run: Callable[[float], LoadResult], slo: SLO, start: float, rtol: fl
             else:
                 hi = mid
     out.rate = lo
-    out.best = cache[lo][1]
+    out.best = kept[lo]
     return out
 
 

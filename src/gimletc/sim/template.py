@@ -21,6 +21,7 @@ from gimletc.ir import Graph, Op
 from gimletc.ir.core import _uses_including_regions
 from gimletc.ir.names import call_of_decode
 from gimletc.sim.config import SimulationError
+from gimletc.sim.limits import MAX_TASKS_PER_REQUEST
 from gimletc.sim.workload import DECODE, MARK, PREFILL, XFER, ZERO, Classifier, TaskSpec
 
 __all__ = ["Builder", "Shapes", "Template", "loop_probability", "reference_tokens"]
@@ -53,7 +54,10 @@ class Shapes:
         self.mode = mode
         self._p: dict[str, float] = {}
         self._probs: dict[str, np.ndarray] = {}
+        self._size: dict[int, int] = {}  # tasks of a region's own ops (each nested loop or branch: its start)
         for op, _ in graph.walk():
+            for r in op.regions:
+                self._size[id(r)] = sum(1 for b in r.ops if b.kind != "agent.yield")
             if op.kind == "agent.loop":
                 self._p[op.name] = loop_probability(float(op.attr("expected", 1.0)), int(op.attr("max", 1)))
             elif op.kind == "agent.branch":
@@ -72,6 +76,12 @@ class Shapes:
             del self._p[name]
 
     def sample(self, graph: Graph, rng: np.random.Generator) -> tuple:
+        """A request's shape. One that would unroll to more than `MAX_TASKS_PER_REQUEST` tasks is a
+        SimulationError naming the loop and its draw (gimletc.sim.limits)."""
+        self._left = MAX_TASKS_PER_REQUEST - sum(1 for op in graph.ops if op.kind != "agent.yield")
+        return self._sample(graph, rng)
+
+    def _sample(self, graph: Graph, rng: np.random.Generator) -> tuple:
         out = []
         for op in graph.ops:
             if op.kind == "agent.loop":
@@ -83,11 +93,21 @@ class Shapes:
                     p = self._p[op.name]
                     k = most if p <= 0.0 else min(most, int(rng.geometric(p)))
                 body = op.regions[0]
-                out.append((k, tuple(self.sample(body, rng) for _ in range(k))))
+                self._left -= k * (self._size[id(body)] + 1)  # each iteration's body and join
+                iters = []
+                for _ in range(k):
+                    if self._left < 0:
+                        raise SimulationError(
+                            f"loop @{op.name} drew {k:,} iterations ({self.mode}, mean {expected:g}, at most {most:,}): "
+                            f"this request would unroll to more than {MAX_TASKS_PER_REQUEST:,} tasks, the most the "
+                            "simulator builds for one request: lower the loop's `expected` and `max`")
+                    iters.append(self._sample(body, rng))
+                out.append((k, tuple(iters)))
             elif op.kind == "agent.branch":
                 arm = int(np.searchsorted(self._probs[op.name], rng.random(), side="right"))
                 arm = min(arm, len(op.regions) - 1)
-                out.append((arm, self.sample(op.regions[arm], rng)))
+                self._left -= self._size[id(op.regions[arm])] + 1
+                out.append((arm, self._sample(op.regions[arm], rng)))
         return tuple(out)
 
 

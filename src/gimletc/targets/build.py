@@ -33,13 +33,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from gimletc._io import write_atomic
+from gimletc._io import staging_folder, write_atomic
 from gimletc.errors import GimletError
 from gimletc.hardware import get_chip
 from gimletc.hardware.resources import device_of
@@ -101,15 +102,20 @@ def _marked(sub: Subgraph, chain: str) -> bytes:
 
 
 class _Builder:
+    """Writes artifacts under `out_dir` (a staging folder), recording their paths as they will be once
+    the staging folder's contents are moved into `final`."""
+
     def __init__(self, out_dir: Path, rel: Path, backends: tuple[str, ...] | None, cache_dir: Path | None,
-                 cpu: str, model_base: Path | None):
+                 cpu: str, model_base: Path | None, final: Path | None = None):
         self.out, self.rel, self.backends, self.cache, self.cpu = out_dir, rel, backends, cache_dir, cpu
+        self.final = final if final is not None else out_dir
         self.model_base = model_base
         self.artifacts: list[dict[str, Any]] = []
         self.references: dict[str, dict[str, Any]] = {}
 
     def relpath(self, p: Path) -> str:
-        return Path(os.path.relpath(p.resolve(), self.rel.resolve())).as_posix()
+        where = self.final / p.relative_to(self.out)
+        return Path(os.path.relpath(where.resolve(), self.rel.resolve())).as_posix()
 
     def imported(self, ref: str, op: str) -> ImportedModel | None:
         path = resolve_model_path(ref, self.model_base)
@@ -188,15 +194,56 @@ def build_plan_artifacts(
     `backends`: IREE backends to compile every partition for; None (default) means each chip's own
     backend plus `llvm-cpu`; an empty tuple compiles nothing with IREE. `drafts` maps an LLM call
     to (draft ONNX path, tokens drafted per step) for speculative decoding (exec-level plans do not
-    carry the draft). `model_base` resolves relative model paths (default: the plan's folder)."""
+    carry the draft). `model_base` resolves relative model paths (default: the plan's folder).
+
+    Everything is checked before anything is written (backends, drafts, the folders), and the
+    artifacts are built in a staging folder beside `out_dir` whose files are moved into `out_dir`
+    once all are built: a build that fails leaves nothing new behind."""
     out = Path(out_dir)
     rel = Path(plan_dir) if plan_dir is not None else out.parent
     g = graph if graph is not None else parse_graph(plan.ir)
     base = Path(model_base) if model_base is not None else rel
     chips = _chips({d.id: d.chip for d in plan.cluster.devices})
-    b = _Builder(out, rel, tuple(backends) if backends is not None else None,
-                 Path(cache_dir) if cache_dir is not None else None, cpu, base)
+    wanted = tuple(backends) if backends is not None else None
+    for backend in wanted or ():
+        if backend not in iree_mod.BACKENDS:
+            raise ArtifactError(f"unknown IREE backend {backend!r}; choose one of {', '.join(iree_mod.BACKENDS)}")
     drafts = dict(drafts or {})
+    for llm, (ref, k) in drafts.items():
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ArtifactError(f"draft for {llm}: draft_k = {k!r} tokens drafted per step; it must be an integer >= 1")
+        path = resolve_model_path(str(ref), base)
+        if path is None:
+            raise ArtifactError(f"draft for {llm}: {ref} is not an ONNX file (.onnx); only imported models run")
+        if not path.is_file():
+            raise ArtifactError(f"draft for {llm}: model file {ref} does not exist" if not path.exists()
+                                else f"draft for {llm}: {ref} is not a regular file")
+    stage = staging_folder(out, "artifacts folder")
+    try:
+        arts = _build(plan, g, stage, out, rel, base, chips, wanted, drafts, cache_dir, cpu)
+        _move_into(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return arts
+
+
+def _move_into(stage: Path, out: Path) -> None:
+    """Move every file built in `stage` to the same place under `out` (replacing an earlier build's)."""
+    for src in sorted(stage.rglob("*")):
+        if src.is_dir():
+            continue
+        dest = out / src.relative_to(stage)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, dest)
+        except OSError as e:
+            raise ArtifactError(f"artifacts folder {out}: cannot put {dest} in place: {e.strerror or e}") from None
+
+
+def _build(plan: Any, g: Graph, stage: Path, out: Path, rel: Path, base: Path, chips: dict[str, Chip],
+           wanted: tuple[str, ...] | None, drafts: dict[str, tuple[str, int]], cache_dir: str | Path | None,
+           cpu: str) -> list[dict[str, Any]]:
+    b = _Builder(stage, rel, wanted, Path(cache_dir) if cache_dir is not None else None, cpu, base, final=out)
     def model_of(op: Any) -> Any:
         im = b.imported(str(op.attr("model")), op.name)
         return im.model if im is not None else None
@@ -235,8 +282,7 @@ def build_plan_artifacts(
     from gimletc.targets.dataflow import dataflow_module
 
     text = dataflow_module(g, b.artifacts, attrs={"gimlet.plan": plan.name, "gimlet.digest": plan.digest})
-    dest = out / "dataflow.mlir"
-    out.mkdir(parents=True, exist_ok=True)
+    dest = stage / "dataflow.mlir"
     write_atomic(dest, text)
     b.artifacts.append({"kind": "mlir-dataflow", "path": b.relpath(dest), "sha256": _sha(text.encode())})
     return sorted(b.artifacts, key=lambda a: (a["kind"], a.get("op", ""), a.get("role", ""), a.get("backend", ""), a["path"]))
