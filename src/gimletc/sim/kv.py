@@ -361,11 +361,9 @@ class KVMemory:
         per = amount / eng.n
         used = self.used
         if self.caches[eng.idx] is not None:
-            cap = self.cap
-            for d in eng.devs:
-                if used[d] + per > cap[d] + 1e-6:
-                    self._evict(eng, per)
-                    break
+            d0 = eng.devs[0]  # an engine alone on its devices holds the same on each
+            if len(eng.near) > 1 or used[d0] + per > self.cap[d0] + 1e-6:
+                self._evict(eng, per)
         for d in eng.devs:
             used[d] += per
 
