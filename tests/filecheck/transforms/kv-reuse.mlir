@@ -3,13 +3,14 @@
 // earlier prefill ran on) and is priced as a prefill of its new tokens after the cached ones. A call placed
 // elsewhere is moved there, or, when it cannot move (pinned), the earlier KV cache moves to it (an operand
 // that insert-transfers turns into an exec transfer). In a loop, later iterations also reuse the previous
-// iteration's unchanging prefix. Every eligible prefill records its prompt's segments. Runs on placed IR.
-// RUN: gimletc opt %s --pipeline kv-reuse --cluster %S/../clusters/two_h200.yaml | filecheck %s
-// RUN: gimletc opt %s --pipeline kv-reuse,insert-transfers --cluster %S/../clusters/two_h200.yaml --pin b=g.h200.1 \
+// iteration's unchanging prefix. Every eligible prefill records its prompt's segments. Runs on placed IR. The runs name the reference stack (opt's default is vllm, whose 16-token blocks the VLLM run checks); --pin
+// applies to kv-reuse too (it moves no pinned call).
+// RUN: gimletc opt %s --pipeline "kv-reuse{stack=reference}" --cluster %S/../clusters/two_h200.yaml | filecheck %s
+// RUN: gimletc opt %s --pipeline "kv-reuse{stack=reference},insert-transfers" --cluster %S/../clusters/two_h200.yaml --pin b=g.h200.1 \
 // RUN:   | filecheck %s --check-prefix=XFER
-// RUN: gimletc opt %s --pipeline "kv-reuse{route=false}" --cluster %S/../clusters/two_h200.yaml | filecheck %s --check-prefix=LOCAL
+// RUN: gimletc opt %s --pipeline "kv-reuse{route=false,stack=reference}" --cluster %S/../clusters/two_h200.yaml | filecheck %s --check-prefix=LOCAL
 // RUN: gimletc opt %s --pipeline "kv-reuse{stack=vllm}" --cluster %S/../clusters/two_h200.yaml | filecheck %s --check-prefix=VLLM
-// RUN: gimletc opt %s --pipeline "kv-reuse{enable=false}" --cluster %S/../clusters/two_h200.yaml | filecheck %s --check-prefix=OFF
+// RUN: gimletc opt %s --pipeline "kv-reuse{enable=false,stack=reference}" --cluster %S/../clusters/two_h200.yaml | filecheck %s --check-prefix=OFF
 // RUN: not gimletc opt %s --pipeline kv-reuse 2>&1 | filecheck %s --check-prefix=NOCLUSTER
 
 module attributes {gimlet.level = "placed", gimlet.name = "pair", gimlet.objective = "latency"} {
