@@ -188,6 +188,7 @@ def test_chain_under_load_energy_by_hand():
         "llms": {}, "events": 10, "heap_events": 8, "config": SimConfig(record_timeline=True).to_dict(),
         "slo": None, "slo_attainment": None, "goodput_req_s": None, "goodput": None,
         "policy": "vllm", "preemptions": 0, "recomputed_tokens": 0,
+        "prefix_cache": {**engine["prefix_cache"], "hit_rate": 0.0},  # the totals over the one engine
         "source": "predicted: cost model (gimletc.cost) + load simulation (gimletc.sim.load)"}
 
 
