@@ -5,7 +5,7 @@ verification on a GPU, 2-5x end-to-end for interactive use versus the same setup
 the same power. The request: a task with repository context (2,000 + 4,096 tokens) answered with an
 800-token patch at batch 1 (interactive). The draft is llama-3.2-1b stored as MXINT8 (1.27 GB, so it
 fits Corsair's 2 GB SRAM); llama-3.2-1b stands in for the draft's size only (a real draft must share
-gpt-oss's tokenizer). Acceptance 0.7 is the documented default; docs/scenarios.md varies it.
+gpt-oss's tokenizer). Acceptance 0.7 is the documented default (docs/serving.md).
 """
 
 from __future__ import annotations
