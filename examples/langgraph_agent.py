@@ -79,10 +79,12 @@ annotations = (
     .input("request", tokens=2000)
     .output("answer")
     .retrieve("repo_context", index_docs=200_000, k=8, doc_tokens=512)
-    .llm("plan", model="gpt-oss-120b", system_tokens=1500, output_tokens=800,
+    .llm("plan", model="gpt-oss-120b", system_tokens=1500, system="coder", output_tokens=800,
          draft="llama-3.2-1b", draft_k=4, acceptance=0.7, reads=["request", "repo_context"])
     # "plan" here is what flows in along edit's incoming edges: the plan on the first round, the test log after.
-    .llm("edit", model="gpt-oss-120b", output_tokens=400, reads=["plan", "request", "repo_context"])
+    # It changes every round, so it comes last (examples/coding_agent.py says why).
+    .llm("edit", model="gpt-oss-120b", system_tokens=1500, system="coder", output_tokens=400,
+         reads=["request", "repo_context", "plan"])
     .tool("run_tests", tool="pytest", cpu_s=20.0, output_tokens=300)
     .llm("summary", model="gpt-oss-20b", output_tokens=250, reads=["request", "plan", "run_tests"])
     .loop("edit", expected=3, max=8, name="fix")

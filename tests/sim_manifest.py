@@ -12,8 +12,8 @@ its `--json` object. Cases cover arrival rates from light load to overload, chun
 prefill, geometric and mean loops, exponential tool times, a trace of arrivals with
 token counts, bursty arrivals, contended host lanes and links, KV admission under
 tight memory, pipeline stages, speculative and attention/FFN jobs, a disaggregated
-serving configuration, the serving search on a small case, and each batching policy by name
-(overload, KV pressure with preemption).
+serving configuration, the serving search on a small case, each batching policy by name
+(overload, KV pressure with preemption), and prefix caching (evictions under KV pressure; off).
 """
 
 from __future__ import annotations
@@ -257,6 +257,10 @@ CASES: dict[str, Callable[[], str]] = {
                                                         max_batch=16),
     "one call tight KV trtllm no evict": simulate_graph(1000, 200, 40.0, 200, kv_requests=3.5, policy="trtllm",
                                                         max_batch=16),
+    # Prefix caching (on by default for the engines' policies): evictions under KV pressure, and switched off.
+    "rag api prefix cache evicts under KV pressure": simulate_api("rag", 20.0, 400, 1, engine={"mem_fraction": 0.1}),
+    "coding cli no prefix caching": simulate_cli("coding", "--rate", "0.3", "-n", "150", "--seed", "2",
+                                                 "--no-prefix-caching"),
     "search rag 2 chips trtllm": lambda: _cli(
         "search", str(EX / "rag.py"), "--cluster", GPU_ONLY, "--slo-ttft-ms", "500", "--slo-tpot-ms", "20",
         "--requests", "100", "--configs", "2", "--max-chips", "2", "--policy", "trtllm", "--json"),

@@ -254,7 +254,7 @@ SIM_KEYS = {"name", "requests", "completed", "arrivals", "duration_s", "ttft_ms"
             "throughput_tok_s", "throughput_req_s", "output_tokens", "energy_j", "energy_per_request_j",
             "energy_per_token_j", "chips", "power_w", "utilisation", "engines", "llms", "events", "heap_events",
             "policy", "preemptions", "recomputed_tokens", "config", "slo", "slo_attainment", "goodput_req_s",
-            "goodput", "source", "throughput_tok_s_per_chip"}
+            "goodput", "source", "throughput_tok_s_per_chip", "prefix_cache"}
 
 
 def test_simulate_json_keeps_its_keys_and_adds_bands_around_each_figure(rag_plan, capsys):

@@ -169,7 +169,10 @@ def test_chain_under_load_energy_by_hand():
               "iterations": 2, "prefill_iterations": 0, "mean_decode_batch": 0.0, "max_decode_batch": 0,
               "busy_s": 6.0, "utilisation": approx(6 / 25.00301), "kv_capacity_gb": approx(72.0),
               # the default engine stack's batching policy; no model, so no knobs and nothing preempted
-              "policy": "vllm", "batching": {}, "preemptions": 0, "recomputed_tokens": 0}
+              "policy": "vllm", "batching": {}, "preemptions": 0, "recomputed_tokens": 0,
+              # vLLM's prefix cache (16-token blocks), on by default; no prompt, so nothing looked up
+              "prefix_cache": {"block": 16, "lookups": 0, "hits": 0, "misses": 0, "saved_tokens": 0, "inserted": 0,
+                               "evictions": 0, "evicted_tokens": 0}}
     assert r.engines == [engine]
     e2e = approx(5003.01)
     no_llm = {"p50": None, "p90": None, "p99": None, "mean": None, "max": None}
@@ -185,6 +188,7 @@ def test_chain_under_load_energy_by_hand():
         "llms": {}, "events": 10, "heap_events": 8, "config": SimConfig(record_timeline=True).to_dict(),
         "slo": None, "slo_attainment": None, "goodput_req_s": None, "goodput": None,
         "policy": "vllm", "preemptions": 0, "recomputed_tokens": 0,
+        "prefix_cache": {**engine["prefix_cache"], "hit_rate": 0.0},  # the totals over the one engine
         "source": "predicted: cost model (gimletc.cost) + load simulation (gimletc.sim.load)"}
 
 
@@ -514,7 +518,7 @@ def test_compile_reports_progress_per_pass_and_for_the_baseline():
     seen: list[str] = []
     compile(chain_graph(), ONE_GPU, pins=CHAIN_PINS, progress=seen.append)
     assert [s.split(" done in ")[0] for s in seen[:-1]] == [
-        "expand-llm", "place", "insert-transfers", "schedule", "overlap",
+        "expand-llm", "place", "kv-reuse", "insert-transfers", "schedule", "overlap",
         "plan: replaying the compiled graph, collecting placements, programs and metrics"]
     assert seen[-1] == "baseline: compiling onto single-chip-type clusters at the same power"
 

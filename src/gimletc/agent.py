@@ -112,6 +112,7 @@ class AgentGraph:
         self._stack: list[_Region] = [self._root]
         self._names: dict[str, str] = {}  # op or value name -> the node that claimed it
         self._tools: dict[str, _ToolSpec] = {}
+        self._systems: dict[str, tuple[int, str]] = {}  # system prompt name -> (its tokens, the first call naming it)
         self._outputs = 0
 
     def __repr__(self) -> str:
@@ -228,13 +229,18 @@ class AgentGraph:
         prompt: Val | Sequence[Val] = (),
         output_tokens: int,
         system_tokens: int | None = None,
+        system: str | None = None,
         draft: str | Path | None = None,
         draft_k: int | None = None,
         acceptance: float | None = None,
         batch: int | None = None,
     ) -> Val:
-        """An LLM call: the prompt is the `prompt` values plus `system_tokens`; the result has
-        `output_tokens` tokens. `draft` names a draft model for speculative decoding, proposing
+        """An LLM call: the prompt is `system_tokens` of system prompt first, then the `prompt` values in
+        order; the result has `output_tokens` tokens. `system` names the system prompt's text: calls that
+        name the same one send the same tokens, so a serving engine can reuse their KV cache across calls
+        (prefix caching; the `kv-reuse` pass); a call that names none has a system prompt of its own. Put
+        what stays the same first and what changes last, as agents do: a cached prefix ends at the first
+        value that differs. `draft` names a draft model for speculative decoding, proposing
         `draft_k` tokens per step of which a fraction `acceptance` (0 < a <= 1) is accepted.
         `batch` (default 1) runs the call for that many sequences at once (a batch job, or one
         engine's share of concurrent requests); the result's size is one sequence's."""
@@ -244,6 +250,7 @@ class AgentGraph:
         ops = tuple(v.name for v in vals)
         out = self._count(label, "output_tokens", output_tokens)
         sys_t = self._count(label, "system_tokens", system_tokens) if system_tokens is not None else None
+        sys_name = self._system(label, system, sys_t)
         if not ops and sys_t is None:
             raise self._error(label, "prompt: empty, and no system_tokens: the model would see no input")
         d = self._model(label, "draft", draft) if draft is not None else None
@@ -262,9 +269,28 @@ class AgentGraph:
         ):
             raise self._error(label, f"acceptance must be a rate in (0, 1], got {acceptance!r}")
         b = self._count(label, "batch", batch) if batch is not None else None
-        attrs = {"model": m, "output_tokens": out, "system_tokens": sys_t, "draft": d, "draft_k": k, "batch": b}
+        attrs = {"model": m, "output_tokens": out, "system_tokens": sys_t, "system": sys_name, "draft": d,
+                 "draft_k": k, "batch": b}
         attrs["acceptance"] = float(acceptance) if acceptance is not None else None
-        return self._add("llm", name, ops, attrs, out)
+        val = self._add("llm", name, ops, attrs, out)
+        if sys_name is not None:
+            self._systems.setdefault(sys_name, (int(sys_t or 0), name))
+        return val
+
+    def _system(self, label: str, system: Any, tokens: int | None) -> str | None:
+        """A system prompt's name, checked: a valid IR name, with system_tokens, and as long as every other
+        call naming it."""
+        if system is None:
+            return None
+        if not isinstance(system, str) or not _SUFFIX_ID.fullmatch(system):
+            raise self._error(label, f"system {system!r} is not a valid name (letters, digits and _ . $ - only)")
+        if tokens is None:
+            raise self._error(label, f"system {system!r} given without system_tokens")
+        seen = self._systems.get(system)
+        if seen is not None and seen[0] != tokens:
+            raise self._error(label, f"system prompt {system!r} has {tokens} tokens here but {seen[0]} in llm "
+                                     f"{seen[1]!r}: one named system prompt is one text")
+        return system
 
     def tool_spec(
         self, name: str, *, cpu_s: float | None = None, latency_s: float | None = None, output_tokens: int

@@ -404,6 +404,7 @@ def _print_plan(plan: Any, out: Console = out) -> None:
             t.add_row(tr.value, tr.src, tr.dst, tr.route, _fmt_bytes(tr.bytes),
                       _op_seconds(tr.seconds * 1e3, "exec.send", None, p.stack, None, "{:.3f}"), str(tr.chunks), conv)
         out.print(t)
+    _print_kv_reuse(p)
     t = Table(title="metrics per request (predicted, with the band each lies in: docs/cost-model.md)")
     t.add_column("metric")
     t.add_column("this plan", justify="right")
@@ -492,6 +493,28 @@ def _comparison_line(p: Any) -> str:
     en = (f"{p.energy_ratio:.2f} ({c.energy_ratio.lo:.2f}-{c.energy_ratio.hi:.2f}): "
           + ("less energy" if c.energy == "less" else "more energy" if c.energy == "more" else "not distinguishable"))
     return f"speedup over the baseline: {lat}\nenergy ratio (plan / baseline): {en}"
+
+
+def _print_kv_reuse(p: Any) -> None:
+    """The plan's KV reuse: each prefill that reuses a cached prefix, and the metrics without it."""
+    r = p.kv_reuse
+    if r is None or not r.reused:
+        return
+    t = Table(title="KV reuse: cached prompt prefixes (predicted, cost model)")
+    for col in ("prefill", "reuses", "route", "cached tokens", "ms with", "ms without", "runs", "saved ms"):
+        t.add_column(col, justify="left" if col in ("prefill", "reuses", "route") else "right")
+    for x in r.reused:
+        cached = f"{x.cached_first}/{x.prompt_tokens}" + (
+            f", then {x.cached_later}" if x.cached_later != x.cached_first else "")
+        t.add_row(x.op, ", ".join(x.sources), x.route, cached, f"{x.seconds * 1e3:.2f}",
+                  f"{x.seconds_without * 1e3:.2f}", f"{x.runs:g}", f"{x.saved_s * 1e3:.1f}")
+    out.print(t)
+    m = p.metrics
+    out.print(f"KV reuse saves {r.saved_prefill_s * 1e3:.1f} ms of prefill per request: latency "
+              f"{r.latency_ms_without:.4g} -> {m.latency_ms:.4g} ms, energy {r.energy_j_without:.4g} -> "
+              f"{m.energy_j:.4g} J" + "".join(f", TTFT {k} {v:.4g} -> {m.ttft_ms.get(k, v):.4g} ms"
+                                                for k, v in r.ttft_ms_without.items())
+              + " (without -> with, predicted)")
 
 
 @app.command()

@@ -47,7 +47,7 @@ def _run(pm: PassManager, text: str, cluster: str | None, pins: dict[str, str]) 
     ctx = PassContext(cluster=load_cluster(cluster) if cluster is not None else None, pins=dict(pins),
                       score_placed=partition_scorer(pm.passes))
     out = pm.run(graph, ctx)
-    if pins and not any(p.name == "place" for p in pm.passes):
+    if pins and not any(p.name in ("place", "kv-reuse") for p in pm.passes):  # kv-reuse moves no pinned call
         raise GimletError(f"--pin {next(iter(pins))}: pipeline {str(pm)!r} has no place pass to pin ops for")
     check_pins_used(graph, out, pins)
     return print_graph(out)

@@ -129,7 +129,7 @@ def _dtype(name: str, value: str | None) -> str | None:
 def _sim_config(max_batch: int | None, max_prefill_tokens: int | None, chunked: bool | None,
                 chunk_tokens: int | None, stack: str | None, host_lanes: int | None, loops: str = "geometric",
                 tool_times: str = "fixed", timeline: bool = False, weight_dtype: str | None = None,
-                kv_dtype: str | None = None, policy: str | None = None) -> Any:
+                kv_dtype: str | None = None, policy: str | None = None, prefix_caching: bool | None = None) -> Any:
     from gimletc.sim.load import EngineConfig, SimConfig
     from gimletc.sim.steps import profile_for_stack
 
@@ -138,7 +138,7 @@ def _sim_config(max_batch: int | None, max_prefill_tokens: int | None, chunked: 
         _positive(name, v, integer=True)
     return SimConfig(
         engine=EngineConfig(max_batch=max_batch, max_prefill_tokens=max_prefill_tokens, chunked_prefill=chunked,
-                            chunk_tokens=chunk_tokens, policy=policy),
+                            chunk_tokens=chunk_tokens, policy=policy, prefix_caching=prefix_caching),
         profile=profile_for_stack(stack) if stack else None, host_lanes=host_lanes, loops=loops, tool_times=tool_times,  # type: ignore[arg-type]
         record_timeline=timeline, weight_dtype=_dtype("--weight-dtype", weight_dtype),
         kv_dtype=_dtype("--kv-dtype", kv_dtype),
@@ -184,6 +184,9 @@ def register(app: typer.Typer) -> None:
             help="split prompts across iterations (default: the policy's; vllm and sglang chunk)")] = None,
         chunk_tokens: Annotated[int | None, typer.Option(
             help="chunk size (per policy: docs/serving.md; prefill-first: tokens per mixed iteration)")] = None,
+        prefix_caching: Annotated[bool | None, typer.Option(
+            "--prefix-caching/--no-prefix-caching",
+            help="engines keep prompt prefixes' KV cache and reuse it (default: on for vllm, sglang and trtllm)")] = None,
         stack: Annotated[str | None, typer.Option(
             help=STACK_HELP + " (default: the stack the plan was compiled for, which compile defaults to vllm)")] = None,
         profile: Annotated[str | None, typer.Option(help=PROFILE_HELP)] = None,
@@ -220,7 +223,7 @@ def register(app: typer.Typer) -> None:
         cfg = _sim_config(max_batch, max_prefill_tokens, chunked_prefill, chunk_tokens,
                           stack_option(stack, profile), host_lanes,
                           loops.value, tool_times.value, timeline is not None,
-                          policy=policy.value if policy else None)
+                          policy=policy.value if policy else None, prefix_caching=prefix_caching)
         if memory_limit is not None:
             cfg = dataclasses.replace(cfg, memory_limit=memory_limit * 1e9)
         p = load_plan(plan)
@@ -572,11 +575,16 @@ def _print_simulation(d: dict) -> None:
         ("preemptions (KV cache full)", _fmt(d["preemptions"])),
         ("tokens recomputed after preemption", _fmt(d["recomputed_tokens"])),
     ]
+    pc = d.get("prefix_cache")
+    if pc:
+        rows += [("prefix cache hits / lookups", f"{pc['hits']} / {pc['lookups']}"),
+                 ("prompt tokens served from the prefix cache", pc["saved_tokens"]),
+                 ("prefix cache evictions (segments)", pc["evictions"])]
     if d.get("slo"):
         rows.append((f"share meeting the SLO ({_slo_text(d['slo'])})", _banded(d, "slo_attainment")))
         rows.append((f"goodput, req/s ({d['slo']['share']:.0%} within the SLO)", _banded(d, "goodput_req_s")))
     for k, v in rows:
-        t.add_row(k, v)
+        t.add_row(k, v if isinstance(v, str) else _fmt(v))
     out.print(t)
     t = Table(title="engines")
     for col in ("engine", "chip", "models", "iterations", "mean batch", "max batch", "utilisation"):

@@ -30,7 +30,7 @@ from gimletc.hardware import Cluster, get_chip, load_cluster
 from gimletc.ir import Graph, Op
 from gimletc.ir.text import print_graph
 from gimletc.models.workload import DEFAULT_STACK, resolve_stack
-from gimletc.passes.manager import Pass, PartitionScorer, PassContext, PassManager
+from gimletc.passes.manager import Pass, PartitionScorer, PassContext, PassManager, RestScorer
 from gimletc.passes.place import OBJECTIVES, Place, PlacementError
 from gimletc.passes.results import PartitionReport
 from gimletc.analysis.metrics import Interval, Metrics
@@ -42,14 +42,16 @@ from gimletc.plan import (
     Convert,
     DeploymentPlan,
     HostSummary,
+    KVReuse,
     PartitionChoice,
     Placement,
+    ReusedPrefix,
     Search,
     Step,
     Transfer,
 )
 
-DEFAULT_PIPELINE = "expand-llm,place,insert-transfers,schedule,overlap"
+DEFAULT_PIPELINE = "expand-llm,place,kv-reuse,insert-transfers,schedule,overlap"
 MAX_BASELINE_CHIPS = 64
 
 
@@ -183,7 +185,8 @@ def _compile_one(
     if unknown:
         raise GimletError(f"--dump-ir-after {', '.join(unknown)}: no such pass in pipeline {str(pm)!r}")
     ctx = PassContext(cluster=cl, objective=objective, power_budget_w=budget, pins=pins, dump_after=dump_after,
-                      progress=progress, stack=stack, score_placed=partition_scorer(pm.passes))
+                      progress=progress, stack=stack, score_placed=partition_scorer(pm.passes),
+                      score_rest=rest_scorer(pm.passes))
     out = pm.run(g, ctx)
     check_pins_used(g, out, pins)
     if progress:
@@ -229,6 +232,24 @@ def partition_scorer(passes: Sequence[Pass]) -> PartitionScorer | None:
         for p in after:
             g = p.run(g, ctx)
         return plan_metrics(g, ctx.analyses.timeline(g), ctx.cluster).objective(objective)
+
+    return score
+
+
+def rest_scorer(passes: Sequence[Pass]) -> RestScorer:
+    """How a pass scores a rewrite for this pipeline: the passes after it, run on its output, then the plan's
+    metrics on the replay (what the plan reports)."""
+    passes = tuple(passes)
+
+    def score(graph: Graph, ctx: PassContext, after: Pass) -> Any:
+        at = next((i for i, p in enumerate(passes) if p is after), None)
+        if at is None:
+            raise GimletError(f"pass {after.name!r} asked to score the passes after it, but it is not in the "
+                              f"pipeline {','.join(map(str, passes))!r}")
+        g = graph
+        for p in passes[at + 1:]:
+            g = p.run(g, ctx)
+        return plan_metrics(g, ctx.analyses.timeline(g), ctx.cluster)
 
     return score
 
@@ -327,6 +348,7 @@ def build_plan(
         search=search,
         overlap=dict(sorted(ctx.overlap.to_plan().items())) if ctx.overlap is not None else {},
         partitions={n: _partition_choice(v) for n, v in sorted(ctx.partitions.items())},
+        kv_reuse=_kv_reuse(ctx),
         ir=print_graph(out),
         warnings=list(pl.warnings) if pl is not None else [],
         sources={
@@ -362,6 +384,20 @@ def _total_seconds(op: Op) -> float:
     if op.attr("chunks") is None:
         return float(op.attr("seconds"))
     return float(op.attr("seconds")) * int(op.attr("chunks"))
+
+
+def _kv_reuse(ctx: PassContext) -> KVReuse | None:
+    """The plan's `kv_reuse`: what kv-reuse kept (None when no prefill shares a prefix)."""
+    r = ctx.kv_reuse
+    if r is None:
+        return None
+    reused = [ReusedPrefix(op=x.op, llm=x.llm, model=x.model, devices=list(x.devices), prompt_tokens=x.prompt_tokens,
+                           cached_first=x.cached_first, cached_later=x.cached_later, sources=list(x.sources),
+                           route=x.route, runs=x.runs, seconds=x.seconds, seconds_without=x.seconds_without,
+                           saved_s=x.saved_s, kv_bytes=x.kv_bytes) for x in r.reused]
+    return KVReuse(reused=reused, kept=r.kept, saved_prefill_s=sum(x.saved_s for x in r.reused),
+                   latency_ms_without=r.latency_s_without * 1e3, energy_j_without=r.energy_j_without,
+                   ttft_ms_without={llm: s * 1e3 for llm, s in sorted(r.ttft_s_without)})
 
 
 def _partition_choice(r: PartitionReport) -> PartitionChoice:

@@ -24,7 +24,8 @@ from gimletc.errors import ConfigError
 from gimletc.hardware.resources import DEFAULT_HOST_LANES
 
 __all__ = ["Baseline", "ClusterDevice", "ClusterSummary", "Comparison", "Convert", "DeploymentPlan", "HostSummary",
-           "Interval", "LLMMetrics", "MetricBands", "Metrics", "PartitionChoice", "Placement", "Search", "Step", "Transfer", "load_plan", "plan_schema", "schema_text"]
+           "Interval", "KVReuse", "LLMMetrics", "MetricBands", "Metrics", "PartitionChoice", "Placement", "ReusedPrefix",
+           "Search", "Step", "Transfer", "load_plan", "plan_schema", "schema_text"]
 
 SCHEMA_VERSION = "1"
 
@@ -99,6 +100,36 @@ class PartitionChoice(_M):
     why: str = ""
 
 
+class ReusedPrefix(_M):
+    op: str = Field(description="the prefill that reuses a cached prompt prefix")
+    llm: str
+    model: str
+    devices: list[str] = Field(description="where it runs, and where the prefix's KV cache is kept")
+    prompt_tokens: int
+    cached_first: int = Field(description="prompt tokens served from cache on its first run (in a loop: its first "
+                                          "iteration)")
+    cached_later: int = Field(description="prompt tokens served from cache on its loop's later iterations")
+    sources: list[str] = Field(description="prefills whose KV cache it reuses (its own name: its previous iteration)")
+    route: str = Field(description="local: it runs where the prefix is | moved: the call was moved there | transfer: "
+                                   "the prefix's KV cache moves to it (an exec transfer)")
+    runs: float = Field(description="expected executions per request")
+    seconds: float = Field(description="predicted prefill seconds per execution with reuse (mean over its loop)")
+    seconds_without: float = Field(description="predicted prefill seconds per execution without reuse")
+    saved_s: float = Field(description="prefill seconds saved per request: runs x (seconds_without - seconds)")
+    kv_bytes: float = Field(description="KV cache bytes of the longest reused prefix, kept on its devices")
+
+
+class KVReuse(_M):
+    reused: list[ReusedPrefix] = Field(description="each prefill that reuses a prefix (empty: none paid)")
+    kept: str = Field(description="all | local (moves and transfers did not pay) | none")
+    saved_prefill_s: float = Field(description="prefill seconds saved per request (predicted)")
+    latency_ms_without: float = Field(description="this plan's predicted latency without reuse")
+    energy_j_without: float = Field(description="this plan's predicted energy per request without reuse")
+    ttft_ms_without: dict[str, float] = Field(default_factory=dict,
+                                              description="TTFT of each reusing LLM call without reuse (predicted)")
+    source: str = "predicted: cost model + single-request replay, with and without reuse (kv-reuse pass)"
+
+
 class Baseline(_M):
     chip: str = Field(description="the one chip type this plan uses")
     chips: int = Field(ge=1)
@@ -169,6 +200,9 @@ class DeploymentPlan(_M):
     partitions: dict[str, PartitionChoice] = Field(
         default_factory=dict, description="per LLM call: how it was partitioned, and the runner-up"
     )
+    kv_reuse: KVReuse | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="prompt prefixes whose KV cache later calls reuse, and what that saves (kv-reuse pass)")
     ir: str = Field("", description="the compiled exec-level graph in MLIR generic text (gimletc.ir.parse_graph)")
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
     artifact_root: str | None = Field(

@@ -120,11 +120,12 @@ class Annotations:
         return self
 
     def llm(self, node: str, *, model: str, output_tokens: int, system_tokens: int | None = None,
-            draft: str | None = None, draft_k: int | None = None, acceptance: float | None = None,
-            batch: int | None = None, reads: Sequence[str] = ()) -> Annotations:
-        """Node `node` is an LLM call (`AgentGraph.llm`); its prompt is what it reads."""
+            system: str | None = None, draft: str | None = None, draft_k: int | None = None,
+            acceptance: float | None = None, batch: int | None = None, reads: Sequence[str] = ()) -> Annotations:
+        """Node `node` is an LLM call (`AgentGraph.llm`); its prompt is its system prompt (`system` names
+        one several calls share), then what it reads, in the order of `reads`."""
         return self._node(node, "llm", reads, model=model, output_tokens=output_tokens, system_tokens=system_tokens,
-                          draft=draft, draft_k=draft_k, acceptance=acceptance, batch=batch)
+                          system=system, draft=draft, draft_k=draft_k, acceptance=acceptance, batch=batch)
 
     def tool(self, node: str, *, output_tokens: int, tool: str | None = None, cpu_s: float | None = None,
              latency_s: float | None = None, reads: Sequence[str] = ()) -> Annotations:

@@ -355,6 +355,18 @@ COMMON_OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "partition": str,
 }
 
+# What kv-reuse records on a prefill: its prompt's segments in order ("sys:NAME" for a system prompt, else a
+# value's name) with their tokens, and, where a cached prefix is reused, how many tokens hit and from where.
+_PREFIX_ATTRS: dict[str, type | tuple[type, ...]] = {
+    "system": str,  # the system prompt's name (agent.llm's `system`)
+    "prompt": tuple,
+    "prompt_tokens": tuple,
+    "kv_reuse": str,  # local | moved | transfer
+    "cached_first": int,  # prompt tokens served from cache on its first run (in a loop: the first iteration)
+    "cached_later": int,  # on later iterations of its loop
+    "cached_from": tuple,  # the prefills whose KV it reuses (its own name: its previous iteration)
+}
+
 # Attributes the partitioning passes set on model ops.
 _PARTITION_ATTRS: dict[str, type | tuple[type, ...]] = {
     "layers": tuple,  # (first, last): a pipeline stage's or a block's layer range
@@ -371,9 +383,10 @@ for _s in (
     OpSpec(
         "agent.llm",
         {"model": str, "output_tokens": int},
-        {"system_tokens": int, "draft": str, "draft_k": int, "acceptance": _NUM, "batch": int},
+        {"system_tokens": int, "system": str, "draft": str, "draft_k": int, "acceptance": _NUM, "batch": int},
         results=(1, 1),
-        doc="an LLM call: prompt = operands + system tokens; produces output_tokens (per sequence of `batch`)",
+        doc="an LLM call: prompt = system tokens (of the system prompt named `system`, if any), then the operands in "
+        "order; produces output_tokens (per sequence of `batch`)",
     ),
     OpSpec(
         "agent.tool",
@@ -404,7 +417,7 @@ for _s in (
     OpSpec(
         "model.prefill",
         {"model": str, "tokens": int},
-        {"ctx": int, "batch": int, "of": str, **_PARTITION_ATTRS},
+        {"ctx": int, "batch": int, "of": str, **_PARTITION_ATTRS, **_PREFIX_ATTRS},
         operands=(1, None),
         results=(1, None),
         doc="prefill of `tokens` prompt tokens (of layers `layers`, when a pipeline stage): results are the "
@@ -465,7 +478,7 @@ for _s in (
         {"kind_of": str, "model": str, "tokens": int, "ctx": int, "batch": int, "llm": str, "chunk": int,
          "chunks": int, "draft_k": int, "draft": str, "acceptance": _NUM, "tool": str, "cpu_s": _NUM,
          "latency_s": _NUM, "output_tokens": int, "index_docs": int, "k": int, "doc_tokens": int, "embed_dim": int,
-         **_PARTITION_ATTRS},
+         **_PARTITION_ATTRS, **_PREFIX_ATTRS},
         results=(1, None),
         doc="runs op `of` on `device`; its last result is a done token",
     ),

@@ -117,6 +117,21 @@ StackName = Literal["reference", "fused", "vllm", "sglang", "trtllm"]
 assert get_args(StackName) == tuple(MASKED_VERIFY)
 
 
+# Prefix caching: a serving engine reuses a cached prompt prefix in whole KV blocks, and always computes
+# at least a prompt's last token (its logits start the answer). Block sizes by stack: vLLM 0.11's default
+# `block_size` 16 (`vllm/config/cache.py`), SGLang's radix cache at its default `page_size` 1 (any
+# token), TensorRT-LLM 1.0's `tokens_per_block` 32 with `enable_block_reuse` on (`llm_args.py`
+# KvCacheConfig); the reference stack (PyTorch, `past_key_values` kept by the caller) any token.
+PREFIX_BLOCK: dict[str, int] = {"vllm": 16, "sglang": 1, "trtllm": 32, "reference": 1}
+
+
+def cached_prefix_tokens(prefix: int, prompt: int, block: int) -> int:
+    """Tokens of a `prompt`-token prompt an engine takes from a cached `prefix`-token prefix: whole
+    `block`s only, and never the prompt's last token."""
+    usable = min(prefix, prompt - 1)
+    return max(0, usable // block * block) if block > 1 else max(0, usable)
+
+
 def resolve_stack(stack: str) -> str:
     """The canonical name of `stack` (deprecated aliases mapped); EstimateError naming the known ones."""
     s = STACK_ALIASES.get(stack, stack)

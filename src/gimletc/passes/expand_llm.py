@@ -1,6 +1,7 @@
 """expand-llm: `agent.llm` -> `model.prefill` + `model.decode`, with the KV cache as a value.
 
-The prompt is the operands' tokens plus the call's fixed system tokens. The
+The prompt is the call's fixed system tokens, then the operands' tokens in order (the prefill keeps the
+name of a named system prompt as `system`, for `kv-reuse`). The
 prefill's result is the KV cache after the prompt, sized from the model
 (`Model.kv_cache_bytes`); the decode consumes it and defines the LLM's
 original result value, so users of the LLM's output are unchanged.
@@ -38,13 +39,14 @@ class ExpandLLM(Pass):
             prompt = prompt_tokens(values, op)
             out = op.results[0]
             batch = {"batch": int(op.attr("batch"))} if op.attr("batch") is not None else {}
+            system = {"system": str(op.attr("system"))} if op.attr("system") is not None else {}
             kv = Value(f"{op.name}.kv", Type("kv", model.kv_cache_bytes(prompt, int(op.attr("batch", 1)))))
             prefill = Op(
                 "model.prefill",
                 prefill_name(op.name),
                 op.operands,
                 (kv,),
-                {"model": str(op.attr("model")), "tokens": prompt, "ctx": 0, "of": op.name, **batch},
+                {"model": str(op.attr("model")), "tokens": prompt, "ctx": 0, "of": op.name, **batch, **system},
             )
             spec = {k: op.attr(k) for k in ("draft", "draft_k", "acceptance") if op.attr(k) is not None}
             decode = Op(

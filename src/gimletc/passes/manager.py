@@ -39,9 +39,10 @@ from gimletc.errors import GimletError
 from gimletc.ir import LEVELS, Graph, IRError, Level, level_of, print_graph, verify
 from gimletc.ir.levels import LEVEL_ATTR
 from gimletc.models.workload import DEFAULT_STACK
-from gimletc.passes.results import OverlapReport, PartitionReport, PlacementSearch, TransferRecord
+from gimletc.passes.results import KVReuseReport, OverlapReport, PartitionReport, PlacementSearch, TransferRecord
 
 if TYPE_CHECKING:
+    from gimletc.analysis.metrics import Metrics
     from gimletc.hardware import Cluster
 
 __all__ = [
@@ -73,6 +74,9 @@ class PassFailure(GimletError):
 
 # (placed graph, a context to run later passes in, objective) -> the objective's value for that placement.
 PartitionScorer = Callable[[Graph, "PassContext", str], float]
+# (graph, a context to run later passes in, the pass asking) -> the plan's metrics after the pipeline's passes
+# that follow that pass.
+RestScorer = Callable[[Graph, "PassContext", "Pass"], "Metrics"]
 
 
 @dataclass
@@ -96,10 +100,14 @@ class PassContext:
     # Set by the compile driver: how place scores a partitioning (the user's passes after place, then
     # the plan's metrics). None: place scores by its own list-schedule.
     score_placed: PartitionScorer | None = None
+    # Set by the compile driver: the plan's metrics of a graph once the passes after a given one have run
+    # (kv-reuse scores its rewrites with it). None: a pass scores by its own means.
+    score_rest: RestScorer | None = None
     placement: PlacementSearch | None = None  # written by place
     partitions: dict[str, PartitionReport] = field(default_factory=dict)  # by place and the partition passes
     transfers: tuple[TransferRecord, ...] = ()  # by insert-transfers
     overlap: OverlapReport | None = None  # by overlap
+    kv_reuse: KVReuseReport | None = None  # by kv-reuse
 
 
 # ---- passes and their options ------------------------------------------------------------
@@ -368,6 +376,7 @@ PASS_REGISTRY: dict[str, str] = {
     "speculative": "gimletc.passes.partition:Speculative",
     "partition-phase": "gimletc.passes.partition_phase:PartitionPhase",
     "place": "gimletc.passes.place:Place",
+    "kv-reuse": "gimletc.passes.kv_reuse:KVReuse",
     "insert-transfers": "gimletc.passes.insert_transfers:InsertTransfers",
     "schedule": "gimletc.passes.schedule:Schedule",
     "overlap": "gimletc.passes.overlap:Overlap",

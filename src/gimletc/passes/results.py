@@ -88,3 +88,42 @@ class PartitionReport:
     runner_up_objective: float | None = None
     options: tuple[str, ...] = ()
     why: str = ""
+
+
+@dataclass(frozen=True)
+class ReuseRecord:
+    """A prefill that reuses a cached prompt prefix (`kv-reuse`): on its first run (in a loop, its first
+    iteration) `cached_first` of its `prompt_tokens` come from cache, on later iterations `cached_later`."""
+
+    op: str
+    llm: str
+    model: str
+    devices: tuple[str, ...]
+    prompt_tokens: int
+    cached_first: int
+    cached_later: int
+    sources: tuple[str, ...]  # prefills whose KV it reuses; its own name: its previous iteration
+    route: str  # local: the KV is where it runs | moved: the call was moved there | transfer: the KV moves to it
+    runs: float  # executions per request
+    seconds: float  # predicted seconds per execution with reuse (the mean over its loop's iterations)
+    seconds_without: float
+    kv_bytes: float  # the longest reused prefix's KV cache, kept on its devices
+
+    @property
+    def saved_s(self) -> float:
+        """Prefill seconds saved per request."""
+        return self.runs * (self.seconds_without - self.seconds)
+
+
+@dataclass(frozen=True)
+class KVReuseReport:
+    """What `kv-reuse` kept (`PassContext.kv_reuse`), and the plan's metrics with and without it."""
+
+    reused: tuple[ReuseRecord, ...]
+    kept: str  # all | local (moves and transfers dropped) | none (no reuse, or it did not pay)
+    scoring: str  # how the two were compared: "plan" (the driver's passes after kv-reuse) | "replay" (its own)
+    latency_s: float
+    energy_j: float
+    latency_s_without: float
+    energy_j_without: float
+    ttft_s_without: tuple[tuple[str, float], ...] = ()  # (LLM call, its TTFT without reuse), for the reusing calls

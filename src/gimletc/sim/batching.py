@@ -95,6 +95,8 @@ class BatchPolicy(ABC):
     # Whether KV caches grow as tokens are made (reserved per decoded token, so a policy may have
     # to preempt), or are reserved whole, output included, when a request is admitted.
     grows_kv: ClassVar[bool] = False
+    # The engine whose prefix cache it runs (`gimletc.models.workload.PREFIX_BLOCK`), None: it has none.
+    prefix_cache: ClassVar[str | None] = None
 
     def __init__(self, config: EngineConfig, kv: KVMemory):
         self.ec = config

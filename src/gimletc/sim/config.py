@@ -32,6 +32,7 @@ class EngineConfig:
     chunk_tokens: int | None = None  # the chunk size
     mem_fraction: float = 0.9  # of each chip's memory for weights + KV cache
     policy: str | None = None
+    prefix_caching: bool | None = None  # None: the policy's engine's default (on for vllm, sglang, trtllm)
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_prefill_tokens", "chunk_tokens"):
@@ -40,6 +41,8 @@ class EngineConfig:
                 raise SimulationError(f"engine {name} must be a positive integer; got {v!r}")
         if self.chunked_prefill is not None and not isinstance(self.chunked_prefill, bool):
             raise SimulationError(f"engine chunked_prefill must be true or false; got {self.chunked_prefill!r}")
+        if self.prefix_caching is not None and not isinstance(self.prefix_caching, bool):
+            raise SimulationError(f"engine prefix_caching must be true or false; got {self.prefix_caching!r}")
         if not 0 < self.mem_fraction <= 1:
             raise SimulationError(f"engine mem_fraction must be in (0, 1]; got {self.mem_fraction!r}")
         if self.policy is not None and self.policy not in POLICIES:
@@ -49,7 +52,7 @@ class EngineConfig:
         """As asked: None where the policy's default applies (each engine's summary has the values it ran with)."""
         return {"max_batch": self.max_batch, "max_prefill_tokens": self.max_prefill_tokens,
                 "chunked_prefill": self.chunked_prefill, "chunk_tokens": self.chunk_tokens,
-                "mem_fraction": self.mem_fraction, "policy": self.policy}
+                "mem_fraction": self.mem_fraction, "policy": self.policy, "prefix_caching": self.prefix_caching}
 
 
 @dataclass(frozen=True)

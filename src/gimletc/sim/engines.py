@@ -24,8 +24,8 @@ from gimletc.hardware.schema import Chip
 from gimletc.sim.batching import BatchPolicy, DecodeStep, MixedStep, PrefillStep
 from gimletc.sim.config import EngineConfig, SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
-from gimletc.sim.kv import KVMemory
-from gimletc.sim.policies import default_policy, make_policy
+from gimletc.sim.kv import KEY_SPAN, KVMemory
+from gimletc.sim.policies import default_policy, make_policy, prefix_block
 from gimletc.sim.results import note_iteration
 from gimletc.sim.roles import ROLE_PARTS, role_cost
 from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
@@ -79,6 +79,9 @@ class Engines:
         # Batching policies: the simulation's, and an engine's own where its role asks for another.
         self.policy_name = self.ec.policy or default_policy(profile.name)
         self.policy = make_policy(self.policy_name, self.ec, self.kv)
+        # Prefix caching: the simulation's setting, checked against its policy (an error where it has none);
+        # each engine then caches with its own policy's block, where that policy has a cache.
+        self.prefix_block = prefix_block(self.policy, self.ec)
         policies: dict[tuple[str, EngineConfig], BatchPolicy] = {(self.policy_name, self.ec): self.policy}
         for e in self.engines:
             ec = e.spec.engine or self.ec
@@ -88,6 +91,9 @@ class Engines:
                 pol = policies[(name, ec)] = make_policy(name, ec, self.kv)
             e.policy = pol
             e.grows = pol.grows_kv
+            block = 0 if pol.prefix_cache is None or self.ec.prefix_caching is False else prefix_block(pol, ec)
+            if block:
+                self.kv.enable_prefix_cache(e, block)
             for mq in e.mqs:
                 pol.setup(e, mq)
         self.grows_kv = self.policy.grows_kv
@@ -166,6 +172,12 @@ class Engines:
         req.engine[task] = e
         job = Job(req, task, tokens, ctx, s.seqs, kv, next(self._seq))
         job.out = out
+        if s.prompt and s.seqs == 1 and ctx == 0 and self.kv.caches[e] is not None:
+            chain = tpl.chain[task]
+            if chain:
+                job.prefix = chain
+                job.koff = req.id * KEY_SPAN  # keys of values are this request's own
+                job.given = tpl.given[task]
         mq.pq.append(job)
         eng.outstanding += 1
         self.kick(eng, t)
@@ -445,7 +457,7 @@ class Engines:
             if p >= 0 and tpl.adopt[p] == task:
                 hold = req.kv_hold.pop(p, None)
                 if hold is not None:
-                    kv.free(self.engines[hold[0]], hold[1])
+                    kv.drop(hold)
             self.sim.complete(req, task, t)
         if mq.B == 0:
             mq.ctx_sum = mq.out_sum = mq.base_sum = 0.0
@@ -460,6 +472,13 @@ class Engines:
         tpl = req.tpl
         marks = tpl.marks[job.task]
         if m == marks[-1]:
+            if job.prefix is not None:  # its prompt's segments join its engine's prefix cache
+                hold = req.kv_hold.get(job.task)
+                if hold is not None:
+                    eng = self.engines[hold[0]]
+                    s = tpl.spec[job.task]
+                    self.kv.insert(eng.mq_by_model[(s.model, s.chips, s.part)], eng, job.prefix, job.koff, job.tokens,
+                                   hold)
             req.pf_end[job.task] = t
             ttft = t - req.t0
             if ttft < req.first:
@@ -470,7 +489,7 @@ class Engines:
             if tpl.kv_users[job.task] == 0 and tpl.adopt[job.task] < 0:
                 hold = req.kv_hold.pop(job.task, None)
                 if hold is not None:
-                    self.kv.release(self.engines[hold[0]], hold[1], t)
+                    self.kv.drop(hold, t)
         self.sim.complete(req, m, t)
 
 

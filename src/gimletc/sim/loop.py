@@ -256,6 +256,6 @@ class Simulator:
         self.finished += 1
         self.outcomes.record(req, t)
         engines = self.engines.engines
-        for _h, (e, b) in list(req.kv_hold.items()):  # nothing should be left; free defensively
-            self.kv.release(engines[e], b, t)
+        for hold in list(req.kv_hold.values()):  # nothing should be left; free defensively
+            self.kv.drop(hold, t)
         req.kv_hold.clear()

@@ -210,6 +210,7 @@ def summary(result: LoadResult, slo: SLO | None = None, good: GoodputResult | No
         "policy": result.policy,
         "preemptions": result.preemptions,
         "recomputed_tokens": result.recomputed_tokens,
+        "prefix_cache": result.prefix_cache,
         "config": result.config.to_dict(),
         "slo": slo.to_dict() if slo is not None and not slo.empty else None,
         "slo_attainment": slo.met(result) if slo is not None and not slo.empty else None,

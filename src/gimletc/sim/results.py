@@ -55,6 +55,7 @@ class LoadResult:
     policy: str = ""  # the batching policy the engines ran
     preemptions: int = 0  # running requests sent back to wait under KV pressure, all engines
     recomputed_tokens: int = 0  # tokens prefilled again to rebuild preempted requests' KV caches
+    prefix_cache: dict[str, Any] | None = None  # prefix-cache totals over the engines (None: caching off)
     # Every iteration's batch when SimConfig(record_schedule=True) (a fast-forwarded run is one row).
     schedule: list[dict[str, Any]] | None = None
 
@@ -143,9 +144,13 @@ def load_result(sim: Simulator, t_end: float) -> LoadResult:
         chip = es.dev_chip[d]
         util[dev] = es.dev_busy_s[d] / span if span > 0 else 0.0
         energy += accounting.energy_j(chip, es.dev_active_s[d], span)
+    totals: dict[str, Any] | None = None
     for e in es.engines:
         chip = e.spec.chip
         u = e.busy_s / span if span > 0 else 0.0
+        pc = _prefix_counts(es.kv.caches[e.idx])
+        if pc is not None:
+            totals = {k: (totals or {}).get(k, 0) + v for k, v in pc.items() if k != "block"} | {"block": pc["block"]}
         engines.append({
             "id": e.spec.id,
             "devices": list(e.spec.devices),
@@ -162,7 +167,10 @@ def load_result(sim: Simulator, t_end: float) -> LoadResult:
             "batching": {m.name: m.params.to_dict() for m in e.mqs},
             "preemptions": e.preemptions,
             "recomputed_tokens": e.recomputed,
+            "prefix_cache": pc,
         })
+    if totals is not None:
+        totals["hit_rate"] = totals["hits"] / totals["lookups"] if totals["lookups"] else 0.0
     for h, pool in zip(sim.wl.hosts, sim.hosts, strict=True):
         busy = accounting.host_busy_s(pool.busy_s, pool.lanes)
         util[h.id] = busy / span if span > 0 else 0.0
@@ -195,5 +203,15 @@ def load_result(sim: Simulator, t_end: float) -> LoadResult:
         policy=es.policy_name,
         preemptions=sum(e.preemptions for e in es.engines),
         recomputed_tokens=sum(e.recomputed for e in es.engines),
+        prefix_cache=totals,
         schedule=sim.schedule,
     )
+
+
+def _prefix_counts(cache: Any) -> dict[str, Any] | None:
+    """An engine's prefix-cache counters (None when it has no prefix cache)."""
+    if cache is None:
+        return None
+    return {"block": cache.block, "lookups": cache.lookups, "hits": cache.hits, "misses": cache.lookups - cache.hits,
+            "saved_tokens": cache.hit_tokens, "inserted": cache.inserted, "evictions": cache.evictions,
+            "evicted_tokens": cache.evicted_tokens}

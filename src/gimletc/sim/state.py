@@ -59,7 +59,7 @@ class Job:
     `resume` rejoins the running batch."""
 
     __slots__ = ("req", "task", "tokens", "ctx", "seqs", "kv", "seq", "done", "next_mark", "resume", "adm", "out",
-                 "counted")
+                 "counted", "prefix", "koff", "node", "kv_full", "given", "seen")
 
     def __init__(self, req: Req, task: int, tokens: int, ctx: int, seqs: int, kv: float, seq: int):
         self.req, self.task, self.tokens, self.ctx, self.seqs, self.kv, self.seq = req, task, tokens, ctx, seqs, kv, seq
@@ -69,6 +69,16 @@ class Job:
         self.adm = 0  # when it was admitted (the policy's count, 0 before), for choosing whom to preempt
         self.out = 0  # a prefill: output tokens of the decode that continues its cache here (0: none)
         self.counted = False  # it holds its sequences' place in the running set (`ModelQueue.active`)
+        # Prefix caching (`gimletc.sim.kv.PrefixCache`): a prefill's prompt as its template's chain of (segment key,
+        # end token),
+        # the cached node its prompt starts with (looked up until it is admitted), its KV cache without a hit,
+        # and the prompt tokens whose KV cache another engine sent it (a transferred prefix).
+        self.prefix: tuple | None = None
+        self.koff = 0  # added to a value segment's key: the request's own (see `gimletc.sim.kv.KEY_SPAN`)
+        self.node: Any = None
+        self.kv_full = kv
+        self.given = 0
+        self.seen = -1  # the cache's version when it was last looked up
 
 
 class ModelQueue:
@@ -82,7 +92,7 @@ class ModelQueue:
     `params` and `state` are the policy's resolved knobs and per-model state."""
 
     __slots__ = ("name", "cost", "pq", "wait", "run", "iters", "B", "ctx_sum", "active", "out_sum", "base_sum",
-                 "g", "params", "state")
+                 "g", "params", "state", "prefix_root")
 
     def __init__(self, name: str, cost: StepCost):
         self.name, self.cost = name, cost
@@ -98,6 +108,7 @@ class ModelQueue:
         self.g = 0.0
         self.params: Any = None
         self.state: Any = None
+        self.prefix_root: Any = None  # its engine's prefix cache for this model (`gimletc.sim.kv.PrefixCache`)
 
     def join(self, job: Job, seq: int) -> None:
         """`job`'s sequences join the running batch, to leave once it has produced its tokens

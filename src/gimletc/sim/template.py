@@ -13,7 +13,7 @@ per request shape and shared by every request of that shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -128,6 +128,12 @@ class Template:
     kv_users: list[int]  # PREFILL: tasks that free its KV cache when done
     kv_user_of: list[int]  # XFER / DECODE(kv_xfer): the prefill whose KV cache it frees, or -1
     scale_head: list[int]  # XFER: the prefill whose prompt scales its bytes, or -1
+    # PREFILL: its prompt as (segment key, end token) pairs: a system prompt's key is its name, a value's the
+    # task that made it in this request's shape (an int below 2**32; the engines add the request's own
+    # offset, `gimletc.sim.kv.KEY_SPAN`); segments no other prompt can share end it as one `Tail`; () when
+    # it has none.
+    chain: list[tuple] = field(default_factory=list)
+    given: list[int] = field(default_factory=list)  # PREFILL: prompt tokens whose KV cache is sent to it, or 0
     n: int = 0
 
 
@@ -151,6 +157,7 @@ class Builder:
         self.preds: list[set[int]] = []
         self.uses: list[tuple[tuple[str, int], ...]] = []  # (value name, producer) per task
         self.head: list[int] = []
+        self.chain: list[tuple] = []
         env: dict[str, int] = {}
         self._run(self.graph, shape, env, -1, {}, {})
         return self._finish()
@@ -161,6 +168,7 @@ class Builder:
         self.preds.append({p for p in preds if p >= 0})
         self.uses.append(uses)
         self.head.append(-1)
+        self.chain.append(())
         return i
 
     def _spec(self, op: Op) -> TaskSpec:
@@ -222,6 +230,8 @@ class Builder:
                 heads[spec.of] = i
                 if spec.llm:
                     llm_head[spec.llm] = i
+                if spec.prompt:
+                    self.chain[i] = _chain(spec, env, i)
             elif spec.kind == MARK:
                 h = heads.get(spec.of, -1)
                 if h < 0:
@@ -230,6 +240,19 @@ class Builder:
             elif spec.kind == DECODE:
                 self.head[i] = llm_head.get(spec.llm, -1)
         return made
+
+    def _kv_source(self, p: int, prefill_of: object) -> int:
+        """The prefill whose KV cache reaches a task through task `p` (a receive, a send, a conversion)."""
+        for _ in range(8):
+            if p < 0:
+                return -1
+            h = prefill_of(p)  # type: ignore[operator]
+            if h >= 0:
+                return h
+            if not self.uses[p]:
+                return -1
+            p = self.uses[p][0][1]
+        return -1
 
     def _sinks(self, tasks: list[int]) -> set[int]:
         inside = set(tasks)
@@ -311,6 +334,16 @@ class Builder:
         def m(i: int) -> int:
             return new.get(i, -1) if i >= 0 else -1
 
+        given = [0] * n
+        for i, s in enumerate(spec):
+            if s.kind == PREFILL and self.chain[i]:
+                for v, p in self.uses[i]:
+                    if self._types.get(v) == "kv":
+                        h = self._kv_source(p, prefill_of)
+                        if h >= 0 and self.chain[h]:
+                            given[i] = max(given[i], _shared(self.chain[i], self.chain[h]))
+        chains = _merge_tails(self.chain, spec)
+
         tpl = Template(
             spec=[spec[i] for i in keep],
             kind=[spec[i].kind for i in keep],
@@ -324,11 +357,79 @@ class Builder:
             kv_users=[kv_users[i] for i in keep],
             kv_user_of=[m(kv_user_of[i]) for i in keep],
             scale_head=[m(scale_head[i]) for i in keep],
+            chain=[chains[i] for i in keep],
+            given=[given[i] for i in keep],
         )
         tpl.n = len(keep)
         return tpl
 
 
+
+
+def _chain(spec: TaskSpec, env: dict[str, int], task: int) -> tuple:
+    """A prefill's prompt as (key, end token) pairs: system prompts by name, values by the task that made them."""
+    out = []
+    end = 0
+    for seg, n in zip(spec.prompt, spec.prompt_tokens, strict=False):
+        end += int(n)
+        if seg.startswith("sys:"):
+            key: object = seg
+        else:
+            src = env.get(seg)
+            key = src if src is not None and src >= 0 else (1 << 31) + task  # unknown: matches nothing else
+        out.append((key, end))
+    return tuple(out)
+
+
+def _merge_tails(chains: list[tuple], spec: list[TaskSpec]) -> list[tuple]:
+    """Each chain with the segments no other prompt can share merged into one tail, keyed `Tail`. A value's key
+    is this request's own, so beyond the leading system prompts only another prompt of the same model in
+    the same request can share a segment; a cache keeps the rest as one piece that nobody looks up (what it
+    holds and frees is the same; there are fewer pieces to keep)."""
+    by_model: dict[str, list[int]] = {}
+    for i, c in enumerate(chains):
+        if c:
+            by_model.setdefault(spec[i].model, []).append(i)
+    out = list(chains)
+    for idx in by_model.values():
+        for i in idx:
+            c = chains[i]
+            depth = 0
+            while depth < len(c) and isinstance(c[depth][0], str):
+                depth += 1  # system prompts: other requests send them too
+            for j in idx:
+                if j != i:
+                    k = 0
+                    other = chains[j]
+                    while k < len(c) and k < len(other) and c[k] == other[k]:
+                        k += 1
+                    depth = max(depth, k)
+            if depth < len(c):
+                out[i] = (*c[:depth], (Tail(len(c) - depth), c[-1][1]))
+    return out
+
+
+class Tail:
+    """The key of a prompt's merged tail (`_merge_tails`): the segments no other prompt can share, `segs` of
+    them, cached as one piece outside the tree."""
+
+    __slots__ = ("segs",)
+
+    def __init__(self, segs: int):
+        self.segs = segs
+
+    def __repr__(self) -> str:
+        return f"Tail({self.segs})"
+
+
+def _shared(a: tuple, b: tuple) -> int:
+    """Tokens of the longest common prefix of two chains."""
+    n = 0
+    for (ka, ea), (kb, eb) in zip(a, b, strict=False):
+        if ka != kb or ea != eb:
+            break
+        n = ea
+    return n
 
 
 def reference_tokens(graph: Graph) -> tuple[int, int]:

@@ -75,6 +75,8 @@ class TaskSpec:
     part: tuple = ()  # PREFILL/DECODE: (first layer, last layer, block) of a pipeline stage or split; () whole
     is_tool: bool = False  # CPU: a tool/code call whose time may be sampled
     label: str = ""
+    prompt: tuple = ()  # PREFILL: its prompt's segments in order, as kv-reuse recorded them (prefix caching)
+    prompt_tokens: tuple = ()  # and each segment's tokens
 
 
 # classify(op) -> the task `op` becomes (the same TaskSpec for every request: treat it as read-only).
@@ -166,8 +168,8 @@ class _PlanLayout:
     def scaled_part(self, op: Op, ko: str, chip: Chip, n: int) -> tuple:
         """() when the op's compiled seconds are the whole model's; else ("scaled", time ratio, KV ratio)."""
         secs = float(op.attr("seconds", 0.0)) * int(op.attr("chunks", 1))
-        if secs <= 0:
-            return ()
+        if secs <= 0 or (ko == "model.prefill" and op.attr("kv_reuse") is not None):
+            return ()  # a prefill priced for a reused prefix is the whole model's (the simulator prices hits itself)
         key = (str(op.attr("model")), chip.name, n)
         cost = self.whole.get(key)
         if cost is None:
@@ -205,6 +207,9 @@ class _PlanLayout:
             ctx=int(op.attr("ctx", 0)), seqs=int(op.attr("batch", 1)), llm=str(op.attr("llm", "") or ""),
             of=label, label=label, part=part,
         )
+        if ko == "model.prefill" and op.attr("prompt") is not None:
+            spec.prompt = tuple(str(x) for x in op.attr("prompt"))
+            spec.prompt_tokens = tuple(int(x) for x in op.attr("prompt_tokens", ()))
         if ko == "model.prefill" and op.attr("chunk") is not None:
             spec.chunk, spec.chunks = int(op.attr("chunk")), int(op.attr("chunks", 1))
             if spec.chunk > 0:

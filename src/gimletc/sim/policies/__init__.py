@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from gimletc.hardware.schema import Chip
 from gimletc.models import Model
+from gimletc.models.workload import PREFIX_BLOCK
 from gimletc.sim.batching import BatchParams, BatchPolicy
 from gimletc.sim.config import POLICIES, EngineConfig, SimConfig, SimulationError
 from gimletc.sim.kv import KVMemory
@@ -20,7 +21,7 @@ from gimletc.sim.policies.sglang import SGLangPolicy
 from gimletc.sim.policies.trtllm import TRTLLMPolicy
 from gimletc.sim.policies.vllm import VLLMPolicy
 
-__all__ = ["POLICIES", "batch_params", "default_policy", "make_policy", "policy_class", "policy_name"]
+__all__ = ["POLICIES", "batch_params", "default_policy", "make_policy", "policy_class", "policy_name", "prefix_block"]
 
 # The serving engine each software stack or profile stands for. The cost model's profiles
 # (`gimletc.sim.steps.PROFILES`) are not engines: their step times are PyTorch's ("calibrated",
@@ -67,3 +68,16 @@ def batch_params(sim: SimConfig, model: Model, chip: Chip, kv_tokens: float, sta
 def make_policy(name: str, config: EngineConfig, kv: KVMemory) -> BatchPolicy:
     """The policy `name` with `config`'s knobs (unset ones take the policy's defaults)."""
     return policy_class(name, config)(config, kv)
+
+
+def prefix_block(policy: BatchPolicy, config: EngineConfig) -> int:
+    """The prefix cache's block (tokens) the engines run with; 0: no prefix caching. On by default where the
+    engine has it on (vLLM 0.11 V1, SGLang's radix cache, TensorRT-LLM's block reuse); `prefix_caching=False`
+    turns it off; prefill-first has none."""
+    if config.prefix_caching is False:
+        return 0
+    if policy.prefix_cache is None:
+        if config.prefix_caching:
+            raise SimulationError(f"the {policy.name} policy has no prefix cache; use vllm, sglang or trtllm")
+        return 0
+    return PREFIX_BLOCK[policy.prefix_cache]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from gimletc.models.workload import cached_prefix_tokens
 from gimletc.sim.batching import BatchPolicy, MixedStep, PrefillStep, Step
 from gimletc.sim.config import SimulationError
 from gimletc.sim.state import Engine, Job, ModelQueue
@@ -46,6 +47,24 @@ class ContinuousPolicy(BatchPolicy):
         if st.partial:
             st.partial = [j for j in st.partial if j.done < j.tokens * j.seqs]
         return st.partial
+
+    def probe(self, eng: Engine, mq: ModelQueue, job: Job) -> None:
+        """Before a prompt is admitted: the tokens its engine's prefix cache (or a prefix sent to it) already
+        holds, counted as done, and the KV cache it still needs. Looked up again whenever it is considered,
+        as engines do when they schedule a waiting request (the cache changes while it waits)."""
+        if job.prefix is None or job.adm:
+            return
+        cache = self.kv.caches[eng.idx]
+        if cache is None or job.seen == cache.version:
+            return  # nothing joined or left the cache since its last lookup
+        job.seen = cache.version
+        node, hit = cache.match(mq, job.prefix, job.koff, job.tokens)
+        given = cached_prefix_tokens(job.given, job.tokens, cache.block) if job.given else 0
+        if given >= hit and given > 0:  # its prefix's KV cache was sent here: reserved as part of its own
+            job.node, job.done, job.kv = None, given, job.kv_full
+        else:
+            job.node, job.done = node, hit
+            job.kv = job.kv_full - self.kv.kv_bytes(mq, hit) if hit else job.kv_full
 
     @staticmethod
     def fresh(mq: ModelQueue) -> Job | None:
@@ -145,7 +164,7 @@ class ContinuousPolicy(BatchPolicy):
         if h >= 0:
             hold = req.kv_hold.pop(h, None)  # the prompt's cache, which it continued
             if hold is not None:
-                self.kv.free(eng, hold[1])
+                self.kv.drop(hold)
         if job.counted:
             mq.active -= job.seqs
             job.counted = False
@@ -183,7 +202,7 @@ class ContinuousPolicy(BatchPolicy):
         if job.seqs > 1 and job.done % job.tokens == 0 and room >= job.tokens:
             return room // job.tokens * job.tokens
         if not p.chunked:
-            if job.tokens > p.max_tokens and self.whole_prompts_only:
+            if min(job.tokens, left) > p.max_tokens and self.whole_prompts_only:
                 raise SimulationError(
                     f"{self.name} without chunked prefill: a {job.tokens}-token prompt of {mq.name} does not fit "
                     f"the {p.max_tokens}-token budget (the engine requires a budget of at least the context length)")

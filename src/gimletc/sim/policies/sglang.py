@@ -25,9 +25,13 @@ GPU memory, 8192 below 160 GiB, else 16384; `max_prefill_tokens` 16384; `max_run
 the KV capacity in tokens / context length x 512, clamped to 2048..4096 and at most half the
 capacity (`model_runner.py`).
 
-Prefix-aware scheduling (the radix cache, `lpm` order, retracted requests finding their
-prefix still cached) needs KV reuse across calls, which the compiler does not model yet:
-`cached_prefix` is where a prefix-hit model plugs in; it returns 0 today.
+The radix cache (on unless `--disable-radix-cache`; `mem_cache/radix_cache.py`): a waiting
+request's prefix is matched in the tree when the prefill batch is formed (`match_prefix`, any
+token: page size 1); only the rest counts against `max_prefill_tokens` and the chunk (its
+`extend_input_len`) and against the memory estimate, through `cached_prefix`; unreferenced
+nodes are evicted least recently used first (`gimletc.sim.kv.PrefixCache`). Not modelled: the
+`lpm` order (longest prefix first; the default is `fcfs`) and a retracted request finding its
+own prefix still cached (it recomputes in full).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ RETRACT_STEPS = 20  # SGLANG_RETRACT_DECODE_STEPS
 
 class SGLangPolicy(ContinuousPolicy):
     name = "sglang"
+    prefix_cache = "sglang"
     grows_kv = True
     resume_front = False
     whole_prompts_only = False  # a prompt longer than max_prefill_tokens runs alone
@@ -71,8 +76,8 @@ class SGLangPolicy(ContinuousPolicy):
         mq.state.ratio = INIT_RATIO
 
     def cached_prefix(self, job: Job) -> int:
-        """Prompt tokens of `job` already in the radix cache (KV reuse across calls: not modelled yet)."""
-        return 0
+        """Prompt tokens of a waiting `job` already in the radix cache (`probe` looked them up)."""
+        return job.done if not job.adm else 0
 
     def expected(self, mq: ModelQueue, ratio: float) -> float:
         """KV bytes the running requests are still expected to add."""
@@ -108,6 +113,7 @@ class SGLangPolicy(ContinuousPolicy):
                     continue
                 if rem_input <= 0 or (rem_chunk is not None and rem_chunk <= 0) or not self.room_for(mq, job):
                     break
+                self.probe(eng, mq, job)
                 need = self.need(mq, job)
                 if need >= room:
                     break
@@ -149,6 +155,8 @@ class SGLangPolicy(ContinuousPolicy):
             if not mq.pq or (mq.active >= mq.params.max_batch and mq.active):
                 continue
             job = self.fresh(mq)
+            if job is not None:
+                self.probe(eng, mq, job)
             # Admissible at the lowest ratio the run could reach (the room only shrinks as tokens are made).
             if job is not None and self.room_for(mq, job) and \
                     self.need(mq, job) < self.kv.room(eng) - self.expected(mq, MIN_RATIO):

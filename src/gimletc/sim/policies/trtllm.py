@@ -15,7 +15,9 @@
 Defaults (`tensorrt_llm/llmapi/llm_args.py`): `max_batch_size` 2048, `max_num_tokens` 8192,
 chunked prefill off, `tokens_per_block` 32. TensorRT-LLM has no chunk size apart from the token
 budget: a chunk size given (`--chunk-tokens`) caps `max_num_tokens` when chunking.
-`MAX_UTILIZATION` (admit greedily, pause under KV pressure) is not modelled.
+`MAX_UTILIZATION` (admit greedily, pause under KV pressure) is not modelled. KV block reuse
+(`enable_block_reuse`, on by default): a new request reuses the cached blocks its prompt starts
+with, whole 32-token blocks, and computes and reserves only the rest (`gimletc.sim.kv.PrefixCache`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ CHUNK_UNIT = 32  # tokens_per_block, the default KV block: context chunks are mu
 
 class TRTLLMPolicy(ContinuousPolicy):
     name = "trtllm"
+    prefix_cache = "trtllm"
     grows_kv = False  # guaranteed no evict: a request's whole cache is reserved when it starts
 
     @classmethod
@@ -80,6 +83,7 @@ class TRTLLMPolicy(ContinuousPolicy):
                     break
                 if job.adm:
                     continue
+                self.probe(eng, mq, job)
                 n = self.take(mq, job, budget)
                 if n <= 0 or not self.room_for(mq, job) or not self.admit_prompt(eng, mq, job):
                     break
@@ -100,8 +104,10 @@ class TRTLLMPolicy(ContinuousPolicy):
             if not mq.pq or (mq.active >= mq.params.max_batch and mq.active):
                 continue
             job = self.fresh(mq)
+            if job is not None:
+                self.probe(eng, mq, job)
             if job is None or not self.room_for(mq, job) or not self.kv.fits(eng, job.kv):
                 continue
-            if mq.params.chunked or job.tokens * job.seqs <= mq.params.max_tokens - mq.B:
+            if mq.params.chunked or job.tokens * job.seqs - job.done <= mq.params.max_tokens - mq.B:
                 return True
         return False

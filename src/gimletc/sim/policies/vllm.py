@@ -12,6 +12,11 @@ budget (`max_num_batched_tokens`) is spent:
    budget without chunked prefill, or its prompt's KV cache).
 Decode and prompt tokens share one forward pass (a mixed iteration).
 
+Automatic prefix caching (on by default in V1, `enable_prefix_caching`): a waiting request's
+computed tokens are looked up in the cache when it is scheduled (`get_computed_blocks`), whole
+16-token blocks, never the prompt's last token; only the rest counts against the token budget
+and needs new KV blocks (`gimletc.sim.kv.PrefixCache`).
+
 Defaults (`vllm/engine/arg_utils.py`, `EngineArgs._set_default_args`, OpenAI server):
 chunked prefill on; `max_num_batched_tokens` 8192 on GPUs with at least 70 GiB that are not
 A100s, else 2048, and `max_model_len` without chunked prefill; `max_num_seqs` 1024 on those
@@ -38,6 +43,7 @@ GIB = 1 << 30
 
 class VLLMPolicy(ContinuousPolicy):
     name = "vllm"
+    prefix_cache = "vllm"
     grows_kv = True
 
     @classmethod
@@ -88,6 +94,7 @@ class VLLMPolicy(ContinuousPolicy):
                         break
                     if job.adm:
                         continue
+                    self.probe(eng, mq, job)
                     n = self.take(mq, job, budget)
                     if n <= 0 or not self.room_for(mq, job) or not self.admit_prompt(eng, mq, job, mq.B * mq.g):
                         break
@@ -108,8 +115,10 @@ class VLLMPolicy(ContinuousPolicy):
             if not mq.pq or (mq.active >= mq.params.max_batch and mq.active):
                 continue
             job = self.fresh(mq)
+            if job is not None:
+                self.probe(eng, mq, job)
             if job is None or not self.room_for(mq, job) or not self.kv.fits(eng, job.kv):
                 continue
-            if mq.params.chunked or job.tokens * job.seqs <= mq.params.max_tokens - mq.B:
+            if mq.params.chunked or job.tokens * job.seqs - job.done <= mq.params.max_tokens - mq.B:
                 return True
         return False
