@@ -446,6 +446,10 @@ def test_baseline_cluster_by_hand():
     # Each socket of a two-socket host counts: at 1,500 W, floor((1,500 - 2 x 150) / 700) = 1 H100.
     two = baseline_cluster(load_cluster(ONE_GPU_TWO_SOCKETS), "h100-sxm", 1500.0)
     assert two is not None and two.name == "baseline-h100-sxm-x1"
+    # A node with a fabric of its own (TWO_GPUS: NVLink) keeps it in the baseline, not the chip's default link.
+    nv = baseline_cluster(load_cluster(TWO_GPUS), "h100-sxm", 1600.0)
+    assert nv is not None and nv.model_dump(mode="json")["nodes"][0]["fabric"] == {
+        "kind": "nvlink", "bandwidth": 450e9, "latency": 2e-6}
 
 
 def test_baseline_skips_a_chip_type_that_does_not_fit_the_envelope():
@@ -459,6 +463,10 @@ def test_baseline_skips_a_chip_type_that_does_not_fit_the_envelope():
     b = p.baseline
     assert b is not None and (b.chip, b.chips) == ("h100-sxm", 1)
     assert b.metrics.energy_j == approx(107.5)  # 150 x 0.25 + 40 x 1.75, as in the oracle above
+    # Plan and baseline both run the 2 s tool on a host, each figure exact (no band): equal, so neither wins.
+    assert p.comparison is not None and p.comparison.model_dump() == {
+        "speedup": {"lo": 1.0, "hi": 1.0}, "energy_ratio": {"lo": 1.0, "hi": 1.0},
+        "latency": "not distinguishable", "energy": "not distinguishable"}
 
 
 # ---- degenerate plans: no time, or under a millisecond ----------------------------------------------
@@ -538,6 +546,9 @@ def test_the_baseline_and_the_simulator_price_the_plans_stack():
     secs = {x.op: x.seconds for x in fused.placements}
     assert secs != {x.op: x.seconds for x in ref.placements}  # the stacks price the LLM differently
     assert fused.baseline is not None and {x.op: x.seconds for x in fused.baseline.placements} == secs
+    # The same for a stack other than the default (vllm): the reference plan's baseline is priced as reference.
+    ref_secs = {x.op: x.seconds for x in ref.placements}
+    assert ref.baseline is not None and {x.op: x.seconds for x in ref.baseline.placements} == ref_secs
     # The load simulator reads the stack from the plan: the fused plan is simulated as fused.
     arr = generate("constant", 0.1, 1)
     as_ref = fused.model_copy(update={"inputs": {**fused.inputs, "options": {**fused.inputs["options"],
