@@ -500,6 +500,14 @@ def test_a_sub_millisecond_plan_still_has_a_speedup_and_energy_ratio():
     assert p.speedup == approx(1.0) and p.energy_ratio == approx(1.0)
 
 
+def test_throughput_is_zero_only_where_one_over_the_busy_time_overflows():
+    # The largest float is about 1.80e308, so 1 / busy is finite down to busy = 5.56e-309 (subnormal).
+    # a for 6.4e-308 s on a host lane: busy 6.4e-308 / 8 = 8e-309 s, throughput 1 / 8e-309 = 1.25e308 (2 / busy
+    # would overflow); a for 8e-310 s: busy 1e-310 s, 1 / busy = 1e310 overflows: throughput 0, not inf.
+    assert compile(one_tool(6.4e-308), ONE_GPU, baseline=False).plan.metrics.throughput_rps == approx(1.25e308)
+    assert compile(one_tool(8e-310), ONE_GPU, baseline=False).plan.metrics.throughput_rps == 0.0
+
+
 # ---- what compile() says and reports ---------------------------------------------------------------
 
 
