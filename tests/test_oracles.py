@@ -469,6 +469,25 @@ def test_baseline_skips_a_chip_type_that_does_not_fit_the_envelope():
         "latency": "not distinguishable", "energy": "not distinguishable"}
 
 
+
+def test_baseline_skips_a_chip_type_that_cannot_hold_the_model_and_tries_the_next():
+    # mixtral-8x7b needs 93.4 GB (weights + KV cache). At 850 W, a100-sxm-80gb (first by name) gets
+    # floor((850 - 150) / 400) = 1 A100 of 80 GB beside its node's host, whose 8 GB cannot take the
+    # layers that do not fit: no placement (PlacementError), so the next type is tried: h200,
+    # floor((850 - 150) / 700) = 1 H200 of 141 GB, holds it.
+    link = {"kind": "pcie", "bandwidth": 64e9, "latency": 2e-6}
+    cl = Cluster.model_validate({"name": "small-a100-host", "nodes": [
+        {"name": "a", "chips": {"a100-sxm-80gb": 1}, "host": {"cpu": "xeon-host-16c", "memory_bytes": 8e9},
+         "host_link": link},
+        {"name": "b", "chips": {"h200": 1}, "host": {"cpu": "xeon-host-16c", "memory_bytes": 1e12},
+         "host_link": link}],
+        "links": [{"between": ["a", "b"], "kind": "rdma", "bandwidth": 50e9, "latency": 5e-6}]})
+    g = AgentGraph("big")
+    q = g.input("q", tokens=100)
+    g.output("o", [g.llm("ans", model="mixtral-8x7b", prompt=[q], output_tokens=20)])
+    b = compile(g.build(), cl, power_budget_w=850).plan.baseline
+    assert b is not None and (b.chip, b.chips, b.power_w) == ("h200", 1, 850.0)
+
 # ---- degenerate plans: no time, or under a millisecond ----------------------------------------------
 
 
