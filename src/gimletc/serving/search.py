@@ -845,13 +845,22 @@ def _spaces(g: Graph, cluster: Cluster, slo: SLO, settings: SearchSettings, skip
     return spaces, modes_of
 
 
-def _predict_all(graph: Graph, cluster: Cluster, slo: SLO, settings: SearchSettings
-                 ) -> tuple[list[Candidate], list[tuple[str, str]], dict[str, _ModelSpace]]:
+def _setup(graph: Graph, cluster: Cluster, slo: SLO, settings: SearchSettings
+           ) -> tuple[Graph, dict[str, int], int, list[tuple[str, str]], dict[str, _ModelSpace],
+                      dict[str, tuple[str, ...]]]:
+    """What a search and a recommendation start from: the graph at model level, the chips per type, the
+    total budget, the kinds dropped (why), and each model's options and modes."""
     g = lower_to_model_level(graph, cluster)
     budgets = _budgets(cluster, settings)
-    total_budget = min(settings.max_chips or sum(budgets.values()), sum(budgets.values()))
+    total = min(settings.max_chips or sum(budgets.values()), sum(budgets.values()))
     skipped: list[tuple[str, str]] = []
     spaces, modes_of = _spaces(g, cluster, slo, settings, skipped)
+    return g, budgets, total, skipped, spaces, modes_of
+
+
+def _predict_all(graph: Graph, cluster: Cluster, slo: SLO, settings: SearchSettings
+                 ) -> tuple[list[Candidate], list[tuple[str, str]], dict[str, _ModelSpace]]:
+    g, budgets, total_budget, skipped, spaces, modes_of = _setup(graph, cluster, slo, settings)
     weights: dict[str, float] = {}
     for model, sp in spaces.items():
         usable = [o.perf for o in sp.options["agg"]] + [o.perf for o in sp.options["decode"]]
@@ -1182,11 +1191,7 @@ def recommend(graph: Graph, cluster: Cluster, slo: SLO, rate: float, settings: S
         raise GimletError("recommend needs an SLO: give a TTFT target, a TPOT target, or both")
     if not (math.isfinite(rate) and rate > 0):
         raise GimletError(f"--rate must be a positive number; got {rate:g}")
-    g = lower_to_model_level(graph, cluster)
-    budgets = _budgets(cluster, settings)
-    total = min(settings.max_chips or sum(budgets.values()), sum(budgets.values()))
-    skipped: list[tuple[str, str]] = []
-    spaces, modes_of = _spaces(g, cluster, slo, settings, skipped)
+    g, budgets, total, skipped, spaces, modes_of = _setup(graph, cluster, slo, settings)
     picks: dict[str, Evaluation] = {}
     tried: list[tuple[str, str, float]] = []
     simulated: dict[ServingConfig, LoadResult] = {}
