@@ -450,6 +450,10 @@ def test_baseline_cluster_by_hand():
     # Each socket of a two-socket host counts: at 1,500 W, floor((1,500 - 2 x 150) / 700) = 1 H100.
     two = baseline_cluster(load_cluster(ONE_GPU_TWO_SOCKETS), "h100-sxm", 1500.0)
     assert two is not None and two.name == "baseline-h100-sxm-x1"
+    # A node with a fabric of its own (TWO_GPUS: NVLink) keeps it in the baseline, not the chip's default link.
+    nv = baseline_cluster(load_cluster(TWO_GPUS), "h100-sxm", 1600.0)
+    assert nv is not None and nv.model_dump(mode="json")["nodes"][0]["fabric"] == {
+        "kind": "nvlink", "bandwidth": 450e9, "latency": 2e-6}
 
 
 def test_baseline_skips_a_chip_type_that_does_not_fit_the_envelope():
@@ -463,7 +467,30 @@ def test_baseline_skips_a_chip_type_that_does_not_fit_the_envelope():
     b = p.baseline
     assert b is not None and (b.chip, b.chips) == ("h100-sxm", 1)
     assert b.metrics.energy_j == approx(107.5)  # 150 x 0.25 + 40 x 1.75, as in the oracle above
+    # Plan and baseline both run the 2 s tool on a host, each figure exact (no band): equal, so neither wins.
+    assert p.comparison is not None and p.comparison.model_dump() == {
+        "speedup": {"lo": 1.0, "hi": 1.0}, "energy_ratio": {"lo": 1.0, "hi": 1.0},
+        "latency": "not distinguishable", "energy": "not distinguishable"}
 
+
+
+def test_baseline_skips_a_chip_type_that_cannot_hold_the_model_and_tries_the_next():
+    # mixtral-8x7b needs 93.4 GB (weights + KV cache). At 850 W, a100-sxm-80gb (first by name) gets
+    # floor((850 - 150) / 400) = 1 A100 of 80 GB beside its node's host, whose 8 GB cannot take the
+    # layers that do not fit: no placement (PlacementError), so the next type is tried: h200,
+    # floor((850 - 150) / 700) = 1 H200 of 141 GB, holds it.
+    link = {"kind": "pcie", "bandwidth": 64e9, "latency": 2e-6}
+    cl = Cluster.model_validate({"name": "small-a100-host", "nodes": [
+        {"name": "a", "chips": {"a100-sxm-80gb": 1}, "host": {"cpu": "xeon-host-16c", "memory_bytes": 8e9},
+         "host_link": link},
+        {"name": "b", "chips": {"h200": 1}, "host": {"cpu": "xeon-host-16c", "memory_bytes": 1e12},
+         "host_link": link}],
+        "links": [{"between": ["a", "b"], "kind": "rdma", "bandwidth": 50e9, "latency": 5e-6}]})
+    g = AgentGraph("big")
+    q = g.input("q", tokens=100)
+    g.output("o", [g.llm("ans", model="mixtral-8x7b", prompt=[q], output_tokens=20)])
+    b = compile(g.build(), cl, power_budget_w=850).plan.baseline
+    assert b is not None and (b.chip, b.chips, b.power_w) == ("h200", 1, 850.0)
 
 # ---- degenerate plans: no time, or under a millisecond ----------------------------------------------
 
@@ -494,6 +521,14 @@ def test_a_sub_millisecond_plan_still_has_a_speedup_and_energy_ratio():
     assert p.metrics.energy_j == approx(0.026875)
     assert p.metrics.throughput_rps == approx(16000.0)  # 1 / 0.0000625
     assert p.speedup == approx(1.0) and p.energy_ratio == approx(1.0)
+
+
+def test_throughput_is_zero_only_where_one_over_the_busy_time_overflows():
+    # The largest float is about 1.80e308, so 1 / busy is finite down to busy = 5.56e-309 (subnormal).
+    # a for 6.4e-308 s on a host lane: busy 6.4e-308 / 8 = 8e-309 s, throughput 1 / 8e-309 = 1.25e308 (2 / busy
+    # would overflow); a for 8e-310 s: busy 1e-310 s, 1 / busy = 1e310 overflows: throughput 0, not inf.
+    assert compile(one_tool(6.4e-308), ONE_GPU, baseline=False).plan.metrics.throughput_rps == approx(1.25e308)
+    assert compile(one_tool(8e-310), ONE_GPU, baseline=False).plan.metrics.throughput_rps == 0.0
 
 
 # ---- what compile() says and reports ---------------------------------------------------------------
@@ -542,6 +577,9 @@ def test_the_baseline_and_the_simulator_price_the_plans_stack():
     secs = {x.op: x.seconds for x in fused.placements}
     assert secs != {x.op: x.seconds for x in ref.placements}  # the stacks price the LLM differently
     assert fused.baseline is not None and {x.op: x.seconds for x in fused.baseline.placements} == secs
+    # The same for a stack other than the default (vllm): the reference plan's baseline is priced as reference.
+    ref_secs = {x.op: x.seconds for x in ref.placements}
+    assert ref.baseline is not None and {x.op: x.seconds for x in ref.baseline.placements} == ref_secs
     # The load simulator reads the stack from the plan: the fused plan is simulated as fused.
     arr = generate("constant", 0.1, 1)
     as_ref = fused.model_copy(update={"inputs": {**fused.inputs, "options": {**fused.inputs["options"],
