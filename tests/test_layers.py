@@ -72,3 +72,26 @@ def test_no_module_imports_itself_through_others():
         g.add_edges_from((m, t) for t in graph.find_modules_directly_imported_by(m))
     cycles = [sorted(c) for c in nx.strongly_connected_components(g) if len(c) > 1]
     assert cycles == []
+
+
+def _sizes() -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]]:
+    """Every source file's lines and every class's lines."""
+    import ast
+
+    files, classes = [], []
+    for p in sorted((SRC / "gimletc").rglob("*.py")):
+        text = p.read_text()
+        rel = str(p.relative_to(REPO))
+        files.append((rel, text.count("\n")))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                classes.append((rel, node.name, node.end_lineno - node.lineno + 1))
+    return files, classes
+
+
+def test_no_source_file_over_800_lines_and_no_class_over_400():
+    """Issue 9's bound on size: files split along ideas before they pass 800 lines, classes before 400."""
+    files, classes = _sizes()
+    assert files and classes
+    assert [f for f in files if f[1] > 800] == []
+    assert [c for c in classes if c[2] > 400] == []

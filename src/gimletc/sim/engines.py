@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 from gimletc.hardware import get_chip
 from gimletc.hardware.schema import Chip
-from gimletc.sim.batching import BatchPolicy, DecodeStep, MixedStep, PrefillStep
-from gimletc.sim.config import EngineConfig, SimConfig, SimulationError
+from gimletc.sim.batching import DecodeStep, MixedStep, PrefillStep
+from gimletc.sim.config import SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
-from gimletc.sim.kv import KEY_SPAN, KVMemory
-from gimletc.sim.policies import default_policy, make_policy, prefix_block
+from gimletc.sim.engine_setup import assign_policies, index_devices, load_models
+from gimletc.sim.kv import KEY_SPAN
 from gimletc.sim.results import note_iteration
 from gimletc.sim.roles import ROLE_PARTS, role_cost
 from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
@@ -45,21 +45,7 @@ class Engines:
         self.sim, self.wl, self.cfg, self.profile = sim, wl, cfg, profile
         self.ec = cfg.engine
         # Devices: every engine's iteration holds all of its devices; KV memory is kept per device.
-        self.dev_ids: list[str] = []
-        dev_idx: dict[str, int] = {}
-        self.dev_chip: list[Chip] = []
-        for spec in wl.engines:
-            for d in spec.devices:
-                if d not in dev_idx:
-                    dev_idx[d] = len(self.dev_ids)
-                    self.dev_ids.append(d)
-                    self.dev_chip.append(spec.chip)
-        for spec in wl.engines:  # a composite engine's second kind of group (gimletc.sim.roles)
-            for d in spec.aux:
-                if d not in dev_idx:
-                    dev_idx[d] = len(self.dev_ids)
-                    self.dev_ids.append(d)
-                    self.dev_chip.append(spec.aux_chip or spec.chip)
+        self.dev_ids, dev_idx, self.dev_chip = index_devices(wl)
         nd = len(self.dev_ids)
         self.dev_holder = [-1] * nd
         self.dev_nblocked = [0] * nd
@@ -74,31 +60,10 @@ class Engines:
         self.pools = [tuple(p) for p in wl.pools]
         self.pool_rr = [0] * len(self.pools)
         self.costs: dict[tuple[str, str, int], StepCost] = {}
-        self.kv = self._setup()
+        self.kv = load_models(self.engines, wl.engine_models, self.cost, self.dev_ids, self.dev_chip,
+                              self.ec.mem_fraction)
         self.kv.wake = self.kick
-        # Batching policies: the simulation's, and an engine's own where its role asks for another.
-        self.policy_name = self.ec.policy or default_policy(profile.name)
-        self.policy = make_policy(self.policy_name, self.ec, self.kv)
-        # Prefix caching: the simulation's setting, checked against its policy (an error where it has none);
-        # each engine then caches with its own policy's block, where that policy has a cache.
-        self.prefix_block = prefix_block(self.policy, self.ec)
-        policies: dict[tuple[str, EngineConfig], BatchPolicy] = {(self.policy_name, self.ec): self.policy}
-        for e in self.engines:
-            ec = e.spec.engine or self.ec
-            name = e.spec.policy or ec.policy or self.policy_name
-            pol = policies.get((name, ec))
-            if pol is None:
-                pol = policies[(name, ec)] = make_policy(name, ec, self.kv)
-            e.policy = pol
-            e.grows = pol.grows_kv
-            block = 0 if pol.prefix_cache is None or self.ec.prefix_caching is False else prefix_block(pol, ec)
-            if block:
-                self.kv.enable_prefix_cache(e, block)
-            for mq in e.mqs:
-                pol.setup(e, mq)
-        self.grows_kv = self.policy.grows_kv
-        # The per-step hook, only where a policy listens (SGLang's new-token ratio).
-        self.decoded = {id(p): p.decoded for p in policies.values() if type(p).decoded is not BatchPolicy.decoded}
+        self.policy_name, self.decoded = assign_policies(self.engines, self.ec, self.kv, profile.name)
         self.runs = DecodeRuns(self)
         self._seq = itertools.count(1)  # orders jobs by arrival at their engine
 
@@ -112,31 +77,6 @@ class Engines:
                 c = StepCost(self.cfg.model(model), chip, n, self.profile, part)
             self.costs[key] = c
         return c
-
-    def _setup(self) -> KVMemory:
-        """Each engine's models (their queues and step costs); the KV memory their weights leave."""
-        weights = [0.0] * len(self.dev_ids)
-        names: list[set[str]] = [set() for _ in self.dev_ids]
-        for e, models in zip(self.engines, self.wl.engine_models, strict=True):
-            for name, n, part in models:
-                if (name, n, part) in e.mq_by_model:
-                    continue
-                cost = self.cost(name, e.spec.chip, n, part)
-                mq = ModelQueue(name, cost)
-                e.mqs.append(mq)
-                e.mq_by_model[(name, n, part)] = mq
-                # Serving layouts send a model's tasks to whichever engine of a pool is least loaded,
-                # whatever its size: they name the model alone (chips -1).
-                e.mq_by_model.setdefault((name, -1, ()), mq)
-                for d in e.devs:  # tensor parallel: each chip holds its share of the weights
-                    weights[d] += cost.weight_bytes / e.n
-                    names[d].add(name)
-                if e.aux:
-                    e.aux_r = getattr(cost, "aux_ratio", 0.0)
-                    for d in e.aux:
-                        weights[d] += getattr(cost, "aux_weight_bytes", 0.0) / len(e.aux)
-                        names[d].add(name)
-        return KVMemory(self.engines, self.dev_ids, self.dev_chip, weights, names, self.ec.mem_fraction)
 
     def pick(self, pool: int) -> int:
         """The engine of `pool` with the fewest outstanding jobs; ties rotate."""
