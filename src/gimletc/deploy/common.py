@@ -52,6 +52,20 @@ class Rendered:
     notes: list[str] = field(default_factory=list)
 
 
+def add_server(r: Rendered, g: EngineGroup, argv: list[str], env: Sequence[tuple[str, str]], title: str,
+               where: str, folder: str, notes: list[str]) -> None:
+    """One engine server's launch script: `title` (the engine and its version) heads it with the group's
+    role, model, calls, where it runs and the notes; written to `folder/<group>.sh`."""
+    launch = Launch(g.name, g.node, tuple(env), tuple(argv))
+    r.launches.append(launch)
+    header = [f"{title}: {g.name} ({g.role}) serving {g.base_model} for call(s) {', '.join(g.calls)}",
+              f"run on {where}; {g.parallel.chips}x {g.chip}", *[f"note: {n}" for n in (*g.notes, *notes)]]
+    path = f"{folder}/{g.name}.sh"
+    r.files[path] = bash_script(launch, header)
+    r.executables.add(path)
+    r.notes += notes
+
+
 def served_name(g: EngineGroup) -> str:
     """The name an engine serves its model under (requests name it): the catalog model's name."""
     return g.base_model

@@ -22,7 +22,7 @@ The batching knobs are passed explicitly as the simulator resolved them for SGLa
 from __future__ import annotations
 
 from gimletc.deploy.common import (
-    VERSIONS, Launch, Rendered, bash_script, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools, port_of,
+    VERSIONS, Launch, Rendered, add_server, bash_script, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools, port_of,
     quantization, router_port, served_name,
 )
 from gimletc.deploy.description import Deployment, EngineGroup, hf_repo
@@ -105,15 +105,8 @@ def render(d: Deployment) -> Rendered:
         argv = ["python3", "-m", "sglang.launch_server", "--model-path", model_path(g, notes), "--host", "0.0.0.0",
                 "--port", str(port_of(d, g))]
         argv += server_args(g, notes, bootstrap_port(d, g) if g.role == "prefill" else BOOTSTRAP_PORT)
-        launch = Launch(g.name, g.node, tuple(env(g)), tuple(argv))
-        r.launches.append(launch)
         where = f"node {g.node}" if g.node else f"the nodes of {', '.join(g.devices)} (spans nodes: add --nnodes, --node-rank and --dist-init-addr per node)"
-        header = [f"SGLang {VERSIONS['sglang']}: {g.name} ({g.role}) serving {g.base_model} for call(s) {', '.join(g.calls)}",
-                  f"run on {where}; {g.parallel.chips}x {g.chip}", *[f"note: {n}" for n in (*g.notes, *notes)]]
-        path = f"sglang/{g.name}.sh"
-        r.files[path] = bash_script(launch, header)
-        r.executables.add(path)
-        r.notes += notes
+        add_server(r, g, argv, env(g), f"SGLang {VERSIONS['sglang']}", where, "sglang", notes)
     for pool in pools(d):
         g = pool[0]
         if g.role == "agg" and len(pool) == 1:

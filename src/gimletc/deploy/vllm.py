@@ -21,7 +21,7 @@ tests/v1/kv_connector/nixl_integration/toy_proxy_server.py, or `--engine dynamo`
 from __future__ import annotations
 
 from gimletc.deploy.common import (
-    VERSIONS, Launch, Rendered, bash_script, compact_json, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools,
+    VERSIONS, Rendered, add_server, compact_json, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools,
     port_of, quantization, router_port, served_name,
 )
 from gimletc.deploy.description import Deployment, EngineGroup, hf_repo
@@ -99,15 +99,8 @@ def render(d: Deployment) -> Rendered:
         notes: list[str] = []
         argv = ["vllm", "serve", model_path(g, notes), "--host", "0.0.0.0", "--port", str(port_of(d, g))]
         argv += engine_args(g, notes)
-        launch = Launch(g.name, g.node, tuple(env(d, g)), tuple(argv))
-        r.launches.append(launch)
         where = f"node {g.node}" if g.node else f"nodes of {', '.join(g.devices)} (spans nodes: start vLLM's Ray cluster over them and run this on its head)"
-        header = [f"vLLM {VERSIONS['vllm']}: {g.name} ({g.role}) serving {g.base_model} for call(s) {', '.join(g.calls)}",
-                  f"run on {where}; {g.parallel.chips}x {g.chip}", *[f"note: {n}" for n in (*g.notes, *notes)]]
-        path = f"vllm/{g.name}.sh"
-        r.files[path] = bash_script(launch, header)
-        r.executables.add(path)
-        r.notes += notes
+        add_server(r, g, argv, env(d, g), f"vLLM {VERSIONS['vllm']}", where, "vllm", notes)
     for pool in pools(d):
         g = pool[0]
         if g.role == "agg" and len(pool) == 1:
