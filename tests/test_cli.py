@@ -247,3 +247,13 @@ def test_show_prints_the_plans_warnings(capsys, tmp_path):
     code, out, _ = run(capsys, "show", str(path))
     assert code == 0
     assert f"warning: {plan.warnings[0]}\n" in out  # one line, however wide
+
+
+def test_a_figure_against_a_zero_baseline_gives_no_ratio():
+    """A chip without a price costs nothing: the cost row says so instead of 'infx worse'."""
+    from gimletc.cli import _versus
+
+    assert _versus((0.0155, (0.0129, 0.0181)), (0.0, (0.0, 0.0)), True) == "no ratio: the baseline is 0"
+    assert _versus((0.0, None), (2.0, None), True) == "no ratio: this plan is 0"
+    assert _versus((2.0, None), (1.0, None), True) == "2.00x worse"
+    assert _versus((1.0, None), (1.0, None), True) == "same"

@@ -476,7 +476,9 @@ def _versus(a: Figure, b: Figure, lower_is_better: bool) -> str:
         v = verdict(ba, bb, lower_is_better)
         if v == "not distinguishable":
             return v
-    ratio = max(va, vb) / min(va, vb) if min(va, vb) > 0 else float("inf")
+    if min(va, vb) <= 0:  # e.g. a cost where a chip has no price in the catalog (it then costs nothing)
+        return f"no ratio: {'the baseline' if vb <= 0 else 'this plan'} is 0"
+    ratio = max(va, vb) / min(va, vb)
     better = (va < vb) == lower_is_better
     return f"{ratio:.2f}x {'better' if better else 'worse'}"
 
