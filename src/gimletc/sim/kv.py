@@ -127,9 +127,9 @@ class KVMemory:
                     "no room for a KV cache")
         self.ev = [0.0] * len(dev_ids)  # bytes of unpinned cached prefixes (evictable) per device
         self.caches: list[PrefixCache | None] = [None] * len(engines)
+        self.grow_at = [-1] * len(engines)  # per engine: -1 no prefix cache, else see `enable_prefix_cache`
         self._tick = itertools.count(1)
         self._tie = itertools.count(1)
-        self._kvb: dict[tuple[int, int], float] = {}
         # Called for every engine near one that freed memory (the engines set it): it may start now.
         self.wake: Callable[[Engine, float], None] = lambda eng, t: None
 
@@ -138,13 +138,15 @@ class KVMemory:
     def enable_prefix_cache(self, eng: Engine, block: int) -> None:
         """`eng` keeps a prefix cache of `block`-token blocks."""
         self.caches[eng.idx] = PrefixCache(eng, block)
+        # Where a decode's growth is checked for evictions (`grow`): an engine alone on its devices holds the
+        # same on each, so one of them; one sharing a device, every time.
+        self.grow_at[eng.idx] = eng.devs[0] if len(eng.near) == 1 else -2
 
     def kv_bytes(self, mq: ModelQueue, tokens: int) -> float:
         """KV bytes of one sequence of `tokens` tokens of `mq`'s model (memoised: prompts' segment ends recur)."""
-        key = (id(mq), tokens)
-        v = self._kvb.get(key)
+        v = mq.kvb.get(tokens)
         if v is None:
-            v = self._kvb[key] = mq.cost.kv_bytes(tokens, 1) if tokens > 0 else 0.0
+            v = mq.kvb[tokens] = mq.cost.kv_bytes(tokens, 1) if tokens > 0 else 0.0
         return v
 
     def _ev(self, eng: Engine, node: PrefixNode, sign: float) -> None:
@@ -193,7 +195,12 @@ class KVMemory:
             if end > tokens:
                 break
             if key.__class__ is Tail:  # the prompt's own tail: cached as one piece, outside the tree (nobody shares it)
-                nb = self.kv_bytes(mq, end) - self.kv_bytes(mq, prev)
+                kvb = mq.kvb
+                nb = kvb.get(end)
+                if nb is None:
+                    nb = self.kv_bytes(mq, end)
+                if prev:
+                    nb -= kvb.get(prev) or self.kv_bytes(mq, prev)
                 if nb <= hold[1] + 1e-6:
                     hold[3], hold[4], hold[5] = nb, (end - prev, key.segs), next(self._tick)
                     cache.inserted += key.segs  # counted as the segments it merges
@@ -262,13 +269,20 @@ class KVMemory:
             d = eng.devs[0]
             limit = cap[d] + 1e-6 - per
             cache = self.caches[eng.idx]
+            if cache is None:
+                return
+            h = cache.heap
+            pop = heapq.heappop
             while used[d] > limit:
-                h = cache.heap if cache is not None else None
-                while h and not _evictable(h[0]):
-                    heapq.heappop(h)
-                if not h:
+                while h:
+                    e = h[0]
+                    n = e[2]
+                    if n.__class__ is tuple or (n.alive and n.refs == 0 and not n.children and n.last == e[0]):
+                        break  # `_evictable`, inline
+                    pop(h)
+                else:
                     return
-                self._evict_one(cache, heapq.heappop(h)[2])
+                self._evict_one(cache, pop(h)[2])
             return
         devs = eng.devs
         while True:
@@ -324,7 +338,9 @@ class KVMemory:
         used, cap = self.used, self.cap
         if self.fits(eng, need):
             if self.caches[eng.idx] is not None:
-                self._evict(eng, per)
+                d0 = eng.devs[0]  # an engine alone on its devices holds the same on each
+                if len(eng.near) > 1 or used[d0] + per > cap[d0] + 1e-6:
+                    self._evict(eng, per)
             for d in eng.devs:
                 used[d] += per
             return True
@@ -360,10 +376,12 @@ class KVMemory:
         """Caches grew by `amount` bytes as tokens were made (checked by the policy beforehand)."""
         per = amount / eng.n
         used = self.used
-        if self.caches[eng.idx] is not None:
-            d0 = eng.devs[0]  # an engine alone on its devices holds the same on each
-            if len(eng.near) > 1 or used[d0] + per > self.cap[d0] + 1e-6:
+        d0 = self.grow_at[eng.idx]
+        if d0 >= 0:
+            if used[d0] + per > self.cap[d0] + 1e-6:
                 self._evict(eng, per)
+        elif d0 == -2:
+            self._evict(eng, per)
         for d in eng.devs:
             used[d] += per
 

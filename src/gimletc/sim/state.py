@@ -92,7 +92,7 @@ class ModelQueue:
     `params` and `state` are the policy's resolved knobs and per-model state."""
 
     __slots__ = ("name", "cost", "pq", "wait", "run", "iters", "B", "ctx_sum", "active", "out_sum", "base_sum",
-                 "g", "params", "state", "prefix_root")
+                 "g", "params", "state", "prefix_root", "kvb")
 
     def __init__(self, name: str, cost: StepCost):
         self.name, self.cost = name, cost
@@ -109,6 +109,7 @@ class ModelQueue:
         self.params: Any = None
         self.state: Any = None
         self.prefix_root: Any = None  # its engine's prefix cache for this model (`gimletc.sim.kv.PrefixCache`)
+        self.kvb: dict[int, float] = {}  # KV bytes of one sequence by its tokens (`gimletc.sim.kv.KVMemory.kv_bytes`)
 
     def join(self, job: Job, seq: int) -> None:
         """`job`'s sequences join the running batch, to leave once it has produced its tokens
