@@ -30,6 +30,7 @@ from gimletc.sim.results import note_iteration
 from gimletc.sim.roles import ROLE_PARTS, role_cost
 from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
 from gimletc.sim.steps import SoftwareProfile, StepCost
+from gimletc.sim.template import Tail
 from gimletc.sim.workload import TaskSpec, Workload
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ class Engines:
                 job.prefix = chain
                 job.koff = req.id * KEY_SPAN  # keys of values are this request's own
                 job.given = tpl.given[task]
+                # A prompt whose chain is one tail (nothing another prompt can share) finds nothing cached.
+                job.look = bool(job.given) or chain[0][0].__class__ is not Tail
         mq.pq.append(job)
         eng.outstanding += 1
         self.kick(eng, t)

@@ -188,6 +188,16 @@ class KVMemory:
         cache = self.caches[eng.idx]
         if cache is None or not chain:
             return
+        key, end = chain[0]
+        if key.__class__ is Tail:  # nothing in it another prompt can share (most prompts): its tail alone
+            if end <= tokens:
+                nb = mq.kvb.get(end)
+                if nb is None:
+                    nb = self.kv_bytes(mq, end)
+                if nb <= hold[1] + 1e-6:
+                    hold[3], hold[4], hold[5] = nb, (end, key.segs), next(self._tick)
+                    cache.inserted += key.segs
+            return
         node = base = cache.root(mq)
         prev = 0
         now = 0
