@@ -195,7 +195,7 @@ class KVMemory:
                 if nb is None:
                     nb = self.kv_bytes(mq, end)
                 if nb <= hold[1] + 1e-6:
-                    hold[3], hold[4], hold[5] = nb, (end, key.segs), next(self._tick)
+                    hold[3], hold[4], hold[5] = nb, (nb, end, key.segs), next(self._tick)
                     cache.inserted += key.segs
             return
         node = base = cache.root(mq)
@@ -212,7 +212,7 @@ class KVMemory:
                 if prev:
                     nb -= kvb.get(prev) or self.kv_bytes(mq, prev)
                 if nb <= hold[1] + 1e-6:
-                    hold[3], hold[4], hold[5] = nb, (end - prev, key.segs), next(self._tick)
+                    hold[3], hold[4], hold[5] = nb, (nb, end - prev, key.segs), next(self._tick)
                     cache.inserted += key.segs  # counted as the segments it merges
                 break
             if key.__class__ is not str:
@@ -248,11 +248,11 @@ class KVMemory:
 
     def drop(self, hold: list, t: float | None = None) -> None:
         """Free a request's hold on a prefill's KV cache ([engine, bytes, held node, its tail's bytes,
-        (tokens, segments), last use]); with `t`, wake the engines sharing its devices. What the prefix cache keeps
-        stays, unpinned."""
+        its tail as evicted (bytes, tokens, segments), last use]); with `t`, wake the engines sharing its devices.
+        What the prefix cache keeps stays, unpinned."""
         eng = self.engines[hold[0]]
         freed = hold[1]
-        cache = self.caches[eng.idx]
+        cache = self.caches[hold[0]]
         if cache is not None:
             if hold[2] is not None:
                 self.unpin(cache, hold[2])
@@ -264,7 +264,7 @@ class KVMemory:
                 ev = self.ev
                 for d in eng.devs:
                     ev[d] += per
-                heapq.heappush(cache.heap, (hold[5], next(self._tie), (tail, *hold[4])))
+                heapq.heappush(cache.heap, (hold[5], next(self._tie), hold[4]))
                 hold[3] = 0.0
         if t is None:
             self.free(eng, freed)
@@ -274,7 +274,7 @@ class KVMemory:
     def _evict(self, eng: Engine, per: float) -> None:
         """Evict unpinned cached prefixes, least recently used leaves first, from the engines sharing a
         device with `eng`, until `per` more bytes fit on each of its devices."""
-        used, cap = self.used, self.cap
+        used, cap, ev = self.used, self.cap, self.ev
         if len(eng.near) == 1:  # its devices are its own: they hold the same, and only its cache is there
             d = eng.devs[0]
             limit = cap[d] + 1e-6 - per
@@ -292,7 +292,16 @@ class KVMemory:
                     pop(h)
                 else:
                     return
-                self._evict_one(cache, pop(h)[2])
+                n = pop(h)[2]
+                if n.__class__ is tuple:  # a prompt's own tail (`_evict_one`, inline: most evictions are tails)
+                    per_dev = n[0] / eng.n
+                    for d2 in eng.devs:
+                        used[d2] -= per_dev
+                        ev[d2] -= per_dev
+                    cache.evictions += n[2]
+                    cache.evicted_tokens += n[1]
+                else:
+                    self._evict_one(cache, n)
             return
         devs = eng.devs
         while True:
