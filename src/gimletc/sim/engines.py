@@ -117,6 +117,7 @@ class Engines:
             chain = tpl.chain[task]
             if chain:
                 job.prefix = chain
+                job.mq = mq
                 job.koff = req.id * KEY_SPAN  # keys of values are this request's own
                 job.given = tpl.given[task]
                 # A prompt whose chain is one tail (nothing another prompt can share) finds nothing cached.
@@ -418,10 +419,7 @@ class Engines:
             if job.prefix is not None:  # its prompt's segments join its engine's prefix cache
                 hold = req.kv_hold.get(job.task)
                 if hold is not None:
-                    eng = self.engines[hold[0]]
-                    s = tpl.spec[job.task]
-                    self.kv.insert(eng.mq_by_model[(s.model, s.chips, s.part)], eng, job.prefix, job.koff, job.tokens,
-                                   hold)
+                    self.kv.insert(job, hold)
             req.pf_end[job.task] = t
             ttft = t - req.t0
             if ttft < req.first:

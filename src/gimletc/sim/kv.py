@@ -181,13 +181,16 @@ class KVMemory:
                 self._offer(cache, n)
             n = n.parent
 
-    def insert(self, mq: ModelQueue, eng: Engine, chain: tuple, koff: int, tokens: int, hold: list) -> None:
-        """A prefill of `tokens` prompt tokens with `chain` is done on `eng`: its segments not cached yet
-        join the tree, their bytes moving out of `hold` ([engine, bytes, held node]), and the request
-        holds its whole chain until it frees its KV cache."""
-        cache = self.caches[eng.idx]
+    def insert(self, job: Job, hold: list) -> None:
+        """Prefill `job` (its prompt's chain `job.prefix`, value keys offset by `job.koff`, prefilled in `job.mq`)
+        is done on engine `hold[0]`: its segments not cached yet join the tree, their bytes moving out of `hold`
+        ([engine, bytes, held node, ...]), and the request holds its whole chain until it frees its KV cache."""
+        cache = self.caches[hold[0]]
+        chain = job.prefix
         if cache is None or not chain:
             return
+        mq = job.mq
+        tokens = job.tokens
         key, end = chain[0]
         if key.__class__ is Tail:  # nothing in it another prompt can share (most prompts): its tail alone
             if end <= tokens:
@@ -198,6 +201,7 @@ class KVMemory:
                     hold[3], hold[4], hold[5] = nb, (nb, end, key.segs), next(self._tick)
                     cache.inserted += key.segs
             return
+        koff = job.koff
         node = base = cache.root(mq)
         prev = 0
         now = 0

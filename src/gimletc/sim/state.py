@@ -59,7 +59,7 @@ class Job:
     `resume` rejoins the running batch."""
 
     __slots__ = ("req", "task", "tokens", "ctx", "seqs", "kv", "seq", "done", "next_mark", "resume", "adm", "out",
-                 "counted", "prefix", "koff", "node", "kv_full", "given", "seen", "look")
+                 "counted", "prefix", "koff", "node", "kv_full", "given", "seen", "look", "mq")
 
     def __init__(self, req: Req, task: int, tokens: int, ctx: int, seqs: int, kv: float, seq: int):
         self.req, self.task, self.tokens, self.ctx, self.seqs, self.kv, self.seq = req, task, tokens, ctx, seqs, kv, seq
@@ -79,6 +79,7 @@ class Job:
         self.kv_full = kv
         self.given = 0
         self.seen = -1  # the cache's version when it was last looked up
+        self.mq: ModelQueue | None = None  # a prompt with a chain: the model queue it is prefilled in
         self.look = False  # it is looked up (it has a prefix another prompt may have cached, or was sent one)
 
 
