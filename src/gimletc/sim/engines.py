@@ -118,10 +118,13 @@ class Engines:
             if chain:
                 job.prefix = chain
                 job.mq = mq
-                job.koff = req.id * KEY_SPAN  # keys of values are this request's own
-                job.given = tpl.given[task]
-                # A prompt whose chain is one tail (nothing another prompt can share) finds nothing cached.
-                job.look = bool(job.given) or chain[0][0].__class__ is not Tail
+                given = tpl.given[task]
+                # A prompt whose chain is one tail (nothing another prompt can share) finds nothing cached, and
+                # its values are never looked up: it needs neither its offset nor a lookup.
+                if given or chain[0][0].__class__ is not Tail:
+                    job.look = True
+                    job.koff = req.id * KEY_SPAN  # keys of values are this request's own
+                    job.given = given
         mq.pq.append(job)
         eng.outstanding += 1
         self.kick(eng, t)
