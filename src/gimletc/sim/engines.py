@@ -30,6 +30,7 @@ from gimletc.sim.results import note_iteration
 from gimletc.sim.roles import ROLE_PARTS, role_cost
 from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
 from gimletc.sim.steps import SoftwareProfile, StepCost
+from gimletc.sim.template import Tail
 from gimletc.sim.workload import TaskSpec, Workload
 
 if TYPE_CHECKING:
@@ -116,8 +117,14 @@ class Engines:
             chain = tpl.chain[task]
             if chain:
                 job.prefix = chain
-                job.koff = req.id * KEY_SPAN  # keys of values are this request's own
-                job.given = tpl.given[task]
+                job.mq = mq
+                given = tpl.given[task]
+                # A prompt whose chain is one tail (nothing another prompt can share) finds nothing cached, and
+                # its values are never looked up: it needs neither its offset nor a lookup.
+                if given or chain[0][0].__class__ is not Tail:
+                    job.look = True
+                    job.koff = req.id * KEY_SPAN  # keys of values are this request's own
+                    job.given = given
         mq.pq.append(job)
         eng.outstanding += 1
         self.kick(eng, t)
@@ -415,10 +422,7 @@ class Engines:
             if job.prefix is not None:  # its prompt's segments join its engine's prefix cache
                 hold = req.kv_hold.get(job.task)
                 if hold is not None:
-                    eng = self.engines[hold[0]]
-                    s = tpl.spec[job.task]
-                    self.kv.insert(eng.mq_by_model[(s.model, s.chips, s.part)], eng, job.prefix, job.koff, job.tokens,
-                                   hold)
+                    self.kv.insert(job, hold)
             req.pf_end[job.task] = t
             ttft = t - req.t0
             if ttft < req.first:

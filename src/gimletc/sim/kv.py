@@ -127,9 +127,9 @@ class KVMemory:
                     "no room for a KV cache")
         self.ev = [0.0] * len(dev_ids)  # bytes of unpinned cached prefixes (evictable) per device
         self.caches: list[PrefixCache | None] = [None] * len(engines)
+        self.grow_at = [-1] * len(engines)  # per engine: -1 no prefix cache, else see `enable_prefix_cache`
         self._tick = itertools.count(1)
         self._tie = itertools.count(1)
-        self._kvb: dict[tuple[int, int], float] = {}
         # Called for every engine near one that freed memory (the engines set it): it may start now.
         self.wake: Callable[[Engine, float], None] = lambda eng, t: None
 
@@ -138,13 +138,15 @@ class KVMemory:
     def enable_prefix_cache(self, eng: Engine, block: int) -> None:
         """`eng` keeps a prefix cache of `block`-token blocks."""
         self.caches[eng.idx] = PrefixCache(eng, block)
+        # Where a decode's growth is checked for evictions (`grow`): an engine alone on its devices holds the
+        # same on each, so one of them; one sharing a device, every time.
+        self.grow_at[eng.idx] = eng.devs[0] if len(eng.near) == 1 else -2
 
     def kv_bytes(self, mq: ModelQueue, tokens: int) -> float:
         """KV bytes of one sequence of `tokens` tokens of `mq`'s model (memoised: prompts' segment ends recur)."""
-        key = (id(mq), tokens)
-        v = self._kvb.get(key)
+        v = mq.kvb.get(tokens)
         if v is None:
-            v = self._kvb[key] = mq.cost.kv_bytes(tokens, 1) if tokens > 0 else 0.0
+            v = mq.kvb[tokens] = mq.cost.kv_bytes(tokens, 1) if tokens > 0 else 0.0
         return v
 
     def _ev(self, eng: Engine, node: PrefixNode, sign: float) -> None:
@@ -179,13 +181,27 @@ class KVMemory:
                 self._offer(cache, n)
             n = n.parent
 
-    def insert(self, mq: ModelQueue, eng: Engine, chain: tuple, koff: int, tokens: int, hold: list) -> None:
-        """A prefill of `tokens` prompt tokens with `chain` is done on `eng`: its segments not cached yet
-        join the tree, their bytes moving out of `hold` ([engine, bytes, held node]), and the request
-        holds its whole chain until it frees its KV cache."""
-        cache = self.caches[eng.idx]
+    def insert(self, job: Job, hold: list) -> None:
+        """Prefill `job` (its prompt's chain `job.prefix`, value keys offset by `job.koff`, prefilled in `job.mq`)
+        is done on engine `hold[0]`: its segments not cached yet join the tree, their bytes moving out of `hold`
+        ([engine, bytes, held node, ...]), and the request holds its whole chain until it frees its KV cache."""
+        cache = self.caches[hold[0]]
+        chain = job.prefix
         if cache is None or not chain:
             return
+        mq = job.mq
+        tokens = job.tokens
+        key, end = chain[0]
+        if key.__class__ is Tail:  # nothing in it another prompt can share (most prompts): its tail alone
+            if end <= tokens:
+                nb = mq.kvb.get(end)
+                if nb is None:
+                    nb = self.kv_bytes(mq, end)
+                if nb <= hold[1] + 1e-6:
+                    hold[3], hold[4], hold[5] = nb, (nb, end, key.segs), next(self._tick)
+                    cache.inserted += key.segs
+            return
+        koff = job.koff
         node = base = cache.root(mq)
         prev = 0
         now = 0
@@ -193,9 +209,14 @@ class KVMemory:
             if end > tokens:
                 break
             if key.__class__ is Tail:  # the prompt's own tail: cached as one piece, outside the tree (nobody shares it)
-                nb = self.kv_bytes(mq, end) - self.kv_bytes(mq, prev)
+                kvb = mq.kvb
+                nb = kvb.get(end)
+                if nb is None:
+                    nb = self.kv_bytes(mq, end)
+                if prev:
+                    nb -= kvb.get(prev) or self.kv_bytes(mq, prev)
                 if nb <= hold[1] + 1e-6:
-                    hold[3], hold[4], hold[5] = nb, (end - prev, key.segs), next(self._tick)
+                    hold[3], hold[4], hold[5] = nb, (nb, end - prev, key.segs), next(self._tick)
                     cache.inserted += key.segs  # counted as the segments it merges
                 break
             if key.__class__ is not str:
@@ -231,11 +252,11 @@ class KVMemory:
 
     def drop(self, hold: list, t: float | None = None) -> None:
         """Free a request's hold on a prefill's KV cache ([engine, bytes, held node, its tail's bytes,
-        (tokens, segments), last use]); with `t`, wake the engines sharing its devices. What the prefix cache keeps
-        stays, unpinned."""
+        its tail as evicted (bytes, tokens, segments), last use]); with `t`, wake the engines sharing its devices.
+        What the prefix cache keeps stays, unpinned."""
         eng = self.engines[hold[0]]
         freed = hold[1]
-        cache = self.caches[eng.idx]
+        cache = self.caches[hold[0]]
         if cache is not None:
             if hold[2] is not None:
                 self.unpin(cache, hold[2])
@@ -247,7 +268,7 @@ class KVMemory:
                 ev = self.ev
                 for d in eng.devs:
                     ev[d] += per
-                heapq.heappush(cache.heap, (hold[5], next(self._tie), (tail, *hold[4])))
+                heapq.heappush(cache.heap, (hold[5], next(self._tie), hold[4]))
                 hold[3] = 0.0
         if t is None:
             self.free(eng, freed)
@@ -257,18 +278,34 @@ class KVMemory:
     def _evict(self, eng: Engine, per: float) -> None:
         """Evict unpinned cached prefixes, least recently used leaves first, from the engines sharing a
         device with `eng`, until `per` more bytes fit on each of its devices."""
-        used, cap = self.used, self.cap
+        used, cap, ev = self.used, self.cap, self.ev
         if len(eng.near) == 1:  # its devices are its own: they hold the same, and only its cache is there
             d = eng.devs[0]
             limit = cap[d] + 1e-6 - per
             cache = self.caches[eng.idx]
+            if cache is None:
+                return
+            h = cache.heap
+            pop = heapq.heappop
             while used[d] > limit:
-                h = cache.heap if cache is not None else None
-                while h and not _evictable(h[0]):
-                    heapq.heappop(h)
-                if not h:
+                while h:
+                    e = h[0]
+                    n = e[2]
+                    if n.__class__ is tuple or (n.alive and n.refs == 0 and not n.children and n.last == e[0]):
+                        break  # `_evictable`, inline
+                    pop(h)
+                else:
                     return
-                self._evict_one(cache, heapq.heappop(h)[2])
+                n = pop(h)[2]
+                if n.__class__ is tuple:  # a prompt's own tail (`_evict_one`, inline: most evictions are tails)
+                    per_dev = n[0] / eng.n
+                    for d2 in eng.devs:
+                        used[d2] -= per_dev
+                        ev[d2] -= per_dev
+                    cache.evictions += n[2]
+                    cache.evicted_tokens += n[1]
+                else:
+                    self._evict_one(cache, n)
             return
         devs = eng.devs
         while True:
@@ -324,7 +361,9 @@ class KVMemory:
         used, cap = self.used, self.cap
         if self.fits(eng, need):
             if self.caches[eng.idx] is not None:
-                self._evict(eng, per)
+                d0 = eng.devs[0]  # an engine alone on its devices holds the same on each
+                if len(eng.near) > 1 or used[d0] + per > cap[d0] + 1e-6:
+                    self._evict(eng, per)
             for d in eng.devs:
                 used[d] += per
             return True
@@ -360,10 +399,12 @@ class KVMemory:
         """Caches grew by `amount` bytes as tokens were made (checked by the policy beforehand)."""
         per = amount / eng.n
         used = self.used
-        if self.caches[eng.idx] is not None:
-            d0 = eng.devs[0]  # an engine alone on its devices holds the same on each
-            if len(eng.near) > 1 or used[d0] + per > self.cap[d0] + 1e-6:
+        d0 = self.grow_at[eng.idx]
+        if d0 >= 0:
+            if used[d0] + per > self.cap[d0] + 1e-6:
                 self._evict(eng, per)
+        elif d0 == -2:
+            self._evict(eng, per)
         for d in eng.devs:
             used[d] += per
 

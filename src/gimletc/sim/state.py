@@ -59,7 +59,7 @@ class Job:
     `resume` rejoins the running batch."""
 
     __slots__ = ("req", "task", "tokens", "ctx", "seqs", "kv", "seq", "done", "next_mark", "resume", "adm", "out",
-                 "counted", "prefix", "koff", "node", "kv_full", "given", "seen")
+                 "counted", "prefix", "koff", "node", "kv_full", "given", "seen", "look", "mq")
 
     def __init__(self, req: Req, task: int, tokens: int, ctx: int, seqs: int, kv: float, seq: int):
         self.req, self.task, self.tokens, self.ctx, self.seqs, self.kv, self.seq = req, task, tokens, ctx, seqs, kv, seq
@@ -79,6 +79,8 @@ class Job:
         self.kv_full = kv
         self.given = 0
         self.seen = -1  # the cache's version when it was last looked up
+        self.mq: ModelQueue | None = None  # a prompt with a chain: the model queue it is prefilled in
+        self.look = False  # it is looked up (it has a prefix another prompt may have cached, or was sent one)
 
 
 class ModelQueue:
@@ -92,7 +94,7 @@ class ModelQueue:
     `params` and `state` are the policy's resolved knobs and per-model state."""
 
     __slots__ = ("name", "cost", "pq", "wait", "run", "iters", "B", "ctx_sum", "active", "out_sum", "base_sum",
-                 "g", "params", "state", "prefix_root")
+                 "g", "params", "state", "prefix_root", "kvb")
 
     def __init__(self, name: str, cost: StepCost):
         self.name, self.cost = name, cost
@@ -109,6 +111,7 @@ class ModelQueue:
         self.params: Any = None
         self.state: Any = None
         self.prefix_root: Any = None  # its engine's prefix cache for this model (`gimletc.sim.kv.PrefixCache`)
+        self.kvb: dict[int, float] = {}  # KV bytes of one sequence by its tokens (`gimletc.sim.kv.KVMemory.kv_bytes`)
 
     def join(self, job: Job, seq: int) -> None:
         """`job`'s sequences join the running batch, to leave once it has produced its tokens

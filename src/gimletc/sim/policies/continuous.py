@@ -52,8 +52,8 @@ class ContinuousPolicy(BatchPolicy):
         """Before a prompt is admitted: the tokens its engine's prefix cache (or a prefix sent to it) already
         holds, counted as done, and the KV cache it still needs. Looked up again whenever it is considered,
         as engines do when they schedule a waiting request (the cache changes while it waits)."""
-        if job.prefix is None or job.adm:
-            return
+        if not job.look or job.adm:
+            return  # nothing to look up (a prompt with only its own segments finds nothing), or admitted
         cache = self.kv.caches[eng.idx]
         if cache is None or job.seen == cache.version:
             return  # nothing joined or left the cache since its last lookup
