@@ -118,6 +118,19 @@ def kv_cache_dtype(engine: str, g: EngineGroup, notes: list[str]) -> str | None:
     return v
 
 
+def dtype_args(engine: str, g: EngineGroup, notes: list[str]) -> list[str]:
+    """`--quantization` and `--kv-cache-dtype` (the same flag names in vLLM and SGLang) where the group
+    needs them, with the engine's own value names."""
+    args: list[str] = []
+    q = quantization(engine, g, notes)
+    if q:
+        args += ["--quantization", q]
+    kv = kv_cache_dtype(engine, g, notes)
+    if kv:
+        args += ["--kv-cache-dtype", kv]
+    return args
+
+
 def gpu_env(g: EngineGroup) -> list[tuple[str, str]]:
     """The environment that puts an engine on its devices: their indices on the node (CUDA for NVIDIA,
     HIP for AMD)."""

@@ -22,8 +22,8 @@ The batching knobs are passed explicitly as the simulator resolved them for SGLa
 from __future__ import annotations
 
 from gimletc.deploy.common import (
-    VERSIONS, Launch, Rendered, add_server, bash_script, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools, port_of,
-    quantization, router_port, served_name,
+    VERSIONS, Launch, Rendered, add_server, dtype_args, bash_script, gpu_env, host_of, model_path, pool_of, pools, port_of,
+    router_port, served_name,
 )
 from gimletc.deploy.description import Deployment, EngineGroup, hf_repo
 
@@ -41,12 +41,7 @@ def server_args(g: EngineGroup, notes: list[str], bootstrap_port: int = BOOTSTRA
         args += ["--pp-size", str(p.pp)]
     if p.ep > 1:
         args += ["--ep-size", str(p.ep)]
-    q = quantization("sglang", g, notes)
-    if q:
-        args += ["--quantization", q]
-    kv = kv_cache_dtype("sglang", g, notes)
-    if kv:
-        args += ["--kv-cache-dtype", kv]
+    args += dtype_args("sglang", g, notes)
     args += ["--mem-fraction-static", f"{g.mem_fraction:g}"]
     b = g.batching
     if b is not None:

@@ -21,8 +21,8 @@ tests/v1/kv_connector/nixl_integration/toy_proxy_server.py, or `--engine dynamo`
 from __future__ import annotations
 
 from gimletc.deploy.common import (
-    VERSIONS, Rendered, add_server, compact_json, gpu_env, host_of, kv_cache_dtype, model_path, pool_of, pools,
-    port_of, quantization, router_port, served_name,
+    VERSIONS, Rendered, add_server, dtype_args, compact_json, gpu_env, host_of, model_path, pool_of, pools,
+    port_of, router_port, served_name,
 )
 from gimletc.deploy.description import Deployment, EngineGroup, hf_repo
 
@@ -40,12 +40,7 @@ def engine_args(g: EngineGroup, notes: list[str]) -> list[str]:
         args += ["--pipeline-parallel-size", str(p.pp)]
     if p.ep > 1:
         args += ["--enable-expert-parallel"]
-    q = quantization("vllm", g, notes)
-    if q:
-        args += ["--quantization", q]
-    kv = kv_cache_dtype("vllm", g, notes)
-    if kv:
-        args += ["--kv-cache-dtype", kv]
+    args += dtype_args("vllm", g, notes)
     args += ["--gpu-memory-utilization", f"{g.mem_fraction:g}"]
     b = g.batching
     if b is not None:
