@@ -392,26 +392,30 @@ def test_engine_fit_reproduces_the_committed_profile_and_meets_the_targets(h200_
 def test_routing_follows_the_measured_skew():
     from gimletc.cost.engine import routing
 
-    assert routing(1, 8, 128) == (8.0, 8 * 16.0, 8.0)  # one token: its top-k, each padded to a 16-row block
-    touched, rows, blocks = routing(16, 8, 128)
+    assert routing(1, 8, 128, 16) == (8.0, 8 * 16.0, 8.0)  # one token: its top-k, each padded to a 16-row block
+    touched, rows, blocks = routing(16, 8, 128, 16)
     assert touched == 57  # uniform routing would touch 128(1 - (120/128)^16) = 82
     assert rows == blocks * 16 and rows >= 16 * 8
-    for tokens, k, e in ((7, 2, 8), (300, 8, 128), (4096, 22, 512), (5, 4, 32)):
-        touched, rows, blocks = routing(tokens, k, e)
+    for tokens, k, e, bm in ((7, 2, 8, 16), (300, 8, 128, 64), (4096, 22, 512, 128), (5, 4, 32, 16)):
+        touched, rows, blocks = routing(tokens, k, e, bm)
         assert 1 <= touched <= min(e, tokens * k)
-        assert rows >= tokens * k and rows == blocks * (16 if tokens <= e else 64)
-    assert routing(2048, 2, 8)[0] == 8  # many tokens touch every expert
+        assert rows >= tokens * k and rows == blocks * bm
+    assert routing(2048, 2, 8, 64)[0] == 8  # many tokens touch every expert
+    # 2048 tokens x top-2 over 8 experts: the shares pad to whole blocks, fewer of them with bigger blocks
+    assert routing(2048, 2, 8, 128)[2] < routing(2048, 2, 8, 64)[2]
 
 
 def test_estimates_route_uniformly_as_the_workload_counts_experts():
     from gimletc.cost.engine import routing, uniform_routing
     from gimletc.models.workload import distinct_experts
 
-    for tokens, k, e in ((1, 8, 128), (16, 8, 128), (64, 4, 128), (300, 8, 128), (4096, 2, 8)):
-        touched, rows, blocks = uniform_routing(tokens, k, e)
+    for tokens, k, e, bm in ((1, 8, 128, 16), (16, 8, 128, 16), (64, 4, 128, 64), (300, 8, 128, 64), (4096, 2, 8, 128)):
+        touched, rows, blocks = uniform_routing(tokens, k, e, bm)
         assert touched == pytest.approx(distinct_experts(e, k, tokens))
-        assert rows >= tokens * k and rows == pytest.approx(blocks * (16 if tokens <= e else 64))
-        assert touched >= routing(tokens, k, e)[0]  # the tables' skew concentrates tokens on fewer experts
+        assert rows >= tokens * k and rows == pytest.approx(blocks * bm)
+        assert touched >= routing(tokens, k, e, bm)[0]  # the tables' skew concentrates tokens on fewer experts
+    # 4096 tokens x 2 over 8 experts = 1024 rows each: 8 blocks of 128 per expert, 64 in all
+    assert uniform_routing(4096, 2, 8, 128) == (pytest.approx(8.0), pytest.approx(8192.0), pytest.approx(64.0))
 
 
 def test_gemm_tiles_waves_and_overlap():

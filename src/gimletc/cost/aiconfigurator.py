@@ -53,6 +53,7 @@ from gimletc.cost.engine import (
     profile_path,
     routing,
 )
+from gimletc.cost.moe_tiles import moe_tile
 from gimletc.errors import GimletError, UnknownNameError
 from gimletc.models.arch import Model
 from gimletc.models.workload import visible_keys
@@ -200,8 +201,12 @@ def load_tables(system: str, framework: str) -> Tables:
         moe = _cols(df, keys[1:] + ["latency"])
         moe["fp8"] = (df.moe_dtype == "fp8_block").to_numpy(dtype=float)
         # The rows' routing (experts touched, padded rows, row blocks): fixed by the shape, not fitted.
-        r = np.array([routing(int(n), int(k), int(e)) for n, k, e in zip(moe["num_tokens"], moe["topk"],
-                                                                        moe["num_experts"], strict=True)])
+        # The tile each row's kernel ran (the engine's file for the shape, else its default): facts, not fitted.
+        tiles = np.array([moe_tile(framework, SYSTEM_CHIP[system], e, f / tp, n) for n, e, f, tp in
+                          zip(moe["num_tokens"], moe["num_experts"], moe["inter_size"], moe["moe_tp_size"], strict=True)])
+        moe["bm"], moe["bn"] = tiles[:, 0].astype(float), tiles[:, 1].astype(float)
+        r = np.array([routing(int(n), int(k), int(e), int(bm)) for n, k, e, bm in
+                      zip(moe["num_tokens"], moe["topk"], moe["num_experts"], moe["bm"], strict=True)])
         moe["touched"], moe["rows"], moe["blocks"] = r[:, 0], r[:, 1], r[:, 2]
 
     ar = None
@@ -278,8 +283,9 @@ def _moe_pred(p: EngineProfile, chip: Any, c: dict[str, np.ndarray]) -> np.ndarr
     lo = c["fp8"] > 0
     sms = float(chip.compute_units)
     args = (tokens, h, f, k, c["touched"], c["rows"], c["blocks"])
-    t = moe_s(p, bf16, bw, *args, 2.0, sms=sms)
-    t8 = moe_s(p, fp8, bw, *args, 1.0, low_precision=True, sms=sms)
+    tile = (c["bm"], c["bn"])
+    t = moe_s(p, bf16, bw, *args, 2.0, sms=sms, tile=tile)
+    t8 = moe_s(p, fp8, bw, *args, 1.0, low_precision=True, sms=sms, tile=tile)
     return np.where(lo, t8, t)
 
 
@@ -291,7 +297,7 @@ GROUPS: dict[str, tuple[tuple[str, ...], Any]] = {
     "gemm": (("gemm_eff", "mem_eff", "kernel_s", "tile_s", "gemm_wave_floor"), _gemm_pred),
     "gemm_fp8": (("gemm_fp8_eff",), _gemm_pred),
     "attn": (("attn_eff", "attn_mem_eff", "attn_seq_s", "attn_pad_keys"), _attn_pred),
-    "moe": (("moe_eff",), _moe_pred),  # its tiles pay the dense GEMMs' tile_s
+    "moe": (("moe_feed_bw",), _moe_pred),  # its tiles pay the dense GEMMs' tile_s, at their gemm_eff
     "ar": (("ar_latency_s", "ar_bw"), _ar_pred),
 }
 
