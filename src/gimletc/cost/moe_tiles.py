@@ -21,10 +21,21 @@ SGLang ships one shape for several Triton versions, the newest, as SGLang's own
 fallback picks it) into
 `data/fused_moe_tiles.json`, with each file's wheel and path. The defaults are
 the engines' `get_default_config` rules for bf16, restated below (facts about
-the engines, cited, not fitted). TensorRT-LLM's CUTLASS MoE kernels choose a
-tactic by autotuning when the engine starts, which no file records: gimletc
-keeps the 64-row, 64-column block for them. Chips no engine file names take the
-engine's default.
+the engines, cited, not fitted). Chips no engine file names take the engine's default.
+
+Not every MoE layer runs the Triton kernel. TensorRT-LLM's CUTLASS kernels,
+FlashInfer's (vLLM 0.24 on the B200 runs its bf16 experts through FlashInfer's
+TensorRT-LLM kernels; SGLang on Hopper and Blackwell runs some shapes through
+FlashInfer's CUTLASS or TensorRT-LLM kernels) are library kernels that pick a
+tactic by autotuning when the engine starts, which no file records. For them
+gimletc takes the row block an autotuner picks, the smallest of 16, 32, 64 and
+128 rows that holds an expert's rows, 128 columns, and no operand-feed limit
+(their tiles are chosen to stay compute- or memory-bound: the TensorRT-LLM fits
+on the H100 and H200 took the feed bandwidth to its bound when they had one).
+Which kernel ran each measured row is in aiconfigurator-core's tables
+(`kernel_source`); a profile lists the shapes whose rows ran a library kernel
+(`library_moe`), and other shapes take the engine's default on the chip
+(`LIBRARY_DEFAULT`).
 """
 
 from __future__ import annotations
@@ -35,6 +46,8 @@ import sys
 import zipfile
 from functools import cache
 from pathlib import Path
+
+from gimletc.models.workload import distinct_experts
 
 DATA = Path(__file__).parent / "data" / "fused_moe_tiles.json"
 
@@ -47,7 +60,38 @@ VERSIONS: dict[str, dict[str, str]] = {
     "sglang": {"a100-sxm-80gb": "0.5.10", "h100-sxm": "0.5.14", "h200": "0.5.14", "b200": "0.5.14"},
 }
 TRITON_ENGINES = frozenset(VERSIONS)
-AUTOTUNED_TILE = (64, 64)  # TensorRT-LLM (and chips with no engine): the block the model used before, stated
+# (engine, chip generation) whose bf16 MoE layers run a library kernel by default: TensorRT-LLM everywhere;
+# vLLM 0.24 on Blackwell (FlashInfer's TensorRT-LLM bf16 experts: every B200 vLLM row but two shapes,
+# which ran FlashInfer's CUTLASS kernel, also a library one).
+LIBRARY_DEFAULT = frozenset({("vllm", "blackwell")})
+LIBRARY_BN = 128  # columns of an autotuned library tile (stated: the tile column count they all offer)
+
+
+def is_library_kernel(kernel_source: str) -> bool:
+    """Whether an aiconfigurator-core `kernel_source` names a library MoE kernel (not the Triton `fused_moe`)."""
+    return not ("triton" in kernel_source or kernel_source == "vllm_fused_moe")
+
+
+def shape_key(experts: float, topk: float, hidden: float) -> str:
+    return f"{int(experts)},{int(topk)},{int(hidden)}"
+
+
+def runs_library(stack: str, generation: str, experts: float, topk: float, hidden: float,
+                 library_shapes: tuple[str, ...] | frozenset[str] = ()) -> bool:
+    """Whether `stack`'s MoE layer for this expert shape runs a library kernel on a chip of `generation`."""
+    return (stack not in TRITON_ENGINES or (stack, generation) in LIBRARY_DEFAULT
+            or shape_key(experts, topk, hidden) in library_shapes)
+
+
+def autotuned_block(tokens: float, topk: float, experts: float) -> int:
+    """Rows per block of an autotuned library kernel: the smallest of 16, 32, 64, 128 that holds an
+    expert's average rows (the token-expert pairs over the distinct experts they touch)."""
+    touched = max(1.0, distinct_experts(experts, topk, tokens)) if experts > 0 else 1.0
+    rows = tokens * topk / touched
+    for bm in (16, 32, 64):
+        if rows <= bm:
+            return bm
+    return 128
 _NAME = re.compile(r"E=(\d+),N=(\d+),device_name=([^,]+?)(,dtype=[^,]+?)?(,block_shape=[^,]*?)?"
                    r"(,per_channel_quant=True)?(_down)?\.json$")
 
@@ -69,20 +113,23 @@ def _table() -> dict:
     return json.loads(DATA.read_text())
 
 
-def moe_tile(stack: str, chip: str, experts: float, n: float, tokens: float) -> tuple[int, int]:
-    """(rows, columns) of the output tile `stack`'s fused-MoE kernel runs on `chip` for experts of inner size
-    `n` per chip, at `tokens` tokens: the tuned file's configuration for the nearest size it lists where the
-    engine ships one for the shape, else the engine's default."""
-    if stack not in TRITON_ENGINES:
-        return (16, AUTOTUNED_TILE[1]) if tokens <= experts else AUTOTUNED_TILE
+def moe_tile(stack: str, chip: str, experts: float, n: float, tokens: float, topk: float = 1.0,
+             library: bool = False) -> tuple[int, int, float]:
+    """(rows, columns, fed) of the output tile `stack`'s fused-MoE kernel runs on `chip` for experts of inner
+    size `n` per chip, at `tokens` tokens: the tuned file's configuration for the nearest size it lists where
+    the engine ships one for the shape, else the engine's default; a `library` kernel's autotuned block.
+    `fed` is 1 where the tile's operand feed limits the kernel (Triton), 0 where it does not (libraries)."""
+    if library or stack not in TRITON_ENGINES:
+        return autotuned_block(tokens, topk, experts), LIBRARY_BN, 0.0
     entry = _table()["engines"].get(stack, {}).get(chip)
     version = entry["version"] if entry else max(VERSIONS[stack].values(), key=lambda v: tuple(map(int, v.split("."))))
     if entry is not None:
         tuned = entry["tuned"].get(f"{int(experts)},{int(round(n))}")
         if tuned is not None:  # the engines take the configuration of the nearest tuned size (the first on a tie)
             m, bm, bn = min(tuned, key=lambda row: abs(row[0] - tokens))
-            return int(bm), int(bn)
-    return default_tile(stack, version, tokens, experts)
+            return int(bm), int(bn), 1.0
+    bm, bn = default_tile(stack, version, tokens, experts)
+    return bm, bn, 1.0
 
 
 # ---- reading the engines' wheels (refit time only) ---------------------------------------------
