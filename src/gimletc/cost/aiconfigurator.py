@@ -53,7 +53,7 @@ from gimletc.cost.engine import (
     profile_path,
     routing,
 )
-from gimletc.cost.moe_tiles import is_library_kernel, moe_tile, shape_key
+from gimletc.cost.moe_tiles import TRITON, kernel_class, moe_tile, shape_key
 from gimletc.errors import GimletError, UnknownNameError
 from gimletc.models.arch import Model
 from gimletc.models.workload import visible_keys
@@ -138,7 +138,7 @@ class Tables:
     files: dict[str, str] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     lookup: dict[str, Any] = field(default_factory=dict)  # DataFrames for composing steps
-    library_moe: tuple[str, ...] = ()  # MoE shapes ("E,k,h") whose fastest rows ran a library kernel
+    moe_kernels: dict[str, str] = field(default_factory=dict)  # "E,k,h" -> the library kernel its fastest rows ran
 
 
 def _cols(df: Any, names: list[str]) -> dict[str, np.ndarray]:
@@ -187,7 +187,7 @@ def load_tables(system: str, framework: str) -> Tables:
         parts.append(c)
     attn = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    moe, library_moe = None, ()
+    moe, moe_kernels = None, {}
     # fp8 experts: the block-scaled kernels (what fp8 MoE checkpoints use); vLLM's per-tensor fp8 MoE
     # kernel measures ~3x slower than bf16 on Hopper and is left out. Expert parallelism is left out too
     # (the engines' default for MoE under tensor parallelism is to split every expert).
@@ -203,14 +203,14 @@ def load_tables(system: str, framework: str) -> Tables:
         moe["fp8"] = (df.moe_dtype == "fp8_block").to_numpy(dtype=float)
         # The kernel each row ran (Triton fused_moe or a library's) and its tile (the engine's file for the
         # shape, else its default; a library's autotuned block): facts of the tables and engines, not fitted.
-        lib = np.array([is_library_kernel(str(k)) for k in df.kernel_source])
-        library_moe = tuple(sorted({shape_key(e, k, h) for e, k, h, x in zip(
-            moe["num_experts"], moe["topk"], moe["hidden_size"], lib, strict=True) if x},
-            key=lambda key: tuple(int(v) for v in key.split(","))))
-        tiles = np.array([moe_tile(framework, SYSTEM_CHIP[system], e, f / tp, n, k, bool(x)) for n, e, f, tp, k, x in
+        kind = [kernel_class(str(k)) for k in df.kernel_source]
+        found = {shape_key(e, k, h): x for e, k, h, x in zip(moe["num_experts"], moe["topk"], moe["hidden_size"], kind,
+                                                            strict=True) if x != TRITON}
+        moe_kernels = {k: found[k] for k in sorted(found, key=lambda key: tuple(int(v) for v in key.split(",")))}
+        tiles = np.array([moe_tile(framework, SYSTEM_CHIP[system], e, f / tp, n, k, x) for n, e, f, tp, k, x in
                           zip(moe["num_tokens"], moe["num_experts"], moe["inter_size"], moe["moe_tp_size"],
-                              moe["topk"], lib, strict=True)])
-        moe["bm"], moe["bn"], moe["fed"] = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+                              moe["topk"], kind, strict=True)])
+        moe["bm"], moe["bn"], moe["fed"], moe["streamed"] = tiles[:, 0], tiles[:, 1], tiles[:, 2], tiles[:, 3]
         # The rows' routing (experts touched, padded rows, row blocks): fixed by the shape and tile, not fitted.
         r = np.array([routing(int(n), int(k), int(e), int(bm)) for n, k, e, bm in
                       zip(moe["num_tokens"], moe["topk"], moe["num_experts"], moe["bm"], strict=True)])
@@ -224,7 +224,7 @@ def load_tables(system: str, framework: str) -> Tables:
         df = df.groupby(["num_gpus", "message_size"], as_index=False).latency.min()
         files["allreduce"], rows["allreduce"], look["allreduce"] = str(f.relative_to(root)), len(df), df
         ar = _cols(df, ["num_gpus", "message_size", "latency"])
-    return Tables(system, framework, gemm, attn, moe, ar, files, rows, look, library_moe)
+    return Tables(system, framework, gemm, attn, moe, ar, files, rows, look, moe_kernels)
 
 
 # ---- the physics, on table rows ----------------------------------------------------------
@@ -290,7 +290,7 @@ def _moe_pred(p: EngineProfile, chip: Any, c: dict[str, np.ndarray]) -> np.ndarr
     lo = c["fp8"] > 0
     sms = float(chip.compute_units)
     args = (tokens, h, f, k, c["touched"], c["rows"], c["blocks"])
-    tile = (c["bm"], c["bn"], c["fed"])
+    tile = (c["bm"], c["bn"], c["fed"], c["streamed"])
     t = moe_s(p, bf16, bw, *args, 2.0, sms=sms, tile=tile)
     t8 = moe_s(p, fp8, bw, *args, 1.0, low_precision=True, sms=sms, tile=tile)
     return np.where(lo, t8, t)
@@ -386,7 +386,7 @@ def fit(t: Tables, stack: str, held: tuple[Model, int] | None = None, low_range:
         fallback: EngineProfile | None = None) -> EngineProfile:
     """Fit every parameter group of `stack` on `t`'s rows (minus what `held`/`low_range` hold out)."""
     chip = _chip(t.system)
-    p = replace(start_profile(chip, stack), library_moe=t.library_moe)
+    p = replace(start_profile(chip, stack), moe_kernels=t.moe_kernels)
     masks = _masks(t, held, low_range)
     data = {"gemm": t.gemm, "gemm_fp8": t.gemm, "attn": t.attn, "moe": t.moe, "ar": t.ar}
     lo = t.gemm["fp8"] > 0
@@ -675,7 +675,7 @@ def calibrate_engine(system: str, framework: str, fallback: EngineProfile | None
     full = full.with_params({n: _round(getattr(full, n)) for n in PARAMS})
     checks = held_out_checks(t, stack, full)
     b = {k: _round_up(v) for k, v in bands(checks).items()}  # never below the error it must hold
-    prof = EngineProfile(**{**{f: getattr(full, f) for f in ("chip", "stack", "library_moe", *PARAMS)},
+    prof = EngineProfile(**{**{f: getattr(full, f) for f in ("chip", "stack", "moe_kernels", *PARAMS)},
                             "origin": f"fitted: gimletc calibrate --from-aiconfigurator {system} --framework {framework} "
                                       f"({PACKAGE} {package_version()})", "bands": b})
     return Calibration(prof, t, group_errors(prof, t), summarise(fit_checks(t, prof)), summarise(checks), checks)
@@ -693,7 +693,7 @@ def profile_json(c: Calibration) -> str:
         "origin": p.origin,
         "params": {n: getattr(p, n) for n in PARAMS},
         "fitted": list(fitted_params(_chip(c.tables.system))),
-        "library_moe": list(p.library_moe),
+        "moe_kernels": p.moe_kernels,
         "bands": p.bands,
         "provenance": {
             "package": f"{PACKAGE} {package_version()}",

@@ -160,7 +160,7 @@ class EngineProfile:
     mem_latency_s: float = MEM_LATENCY_S  # stated, not fitted
     origin: str = ""
     bands: dict[str, float] = field(default_factory=dict, compare=False)  # op kind -> held-out p90 |rel. error|
-    library_moe: tuple[str, ...] = ()  # "E,k,h" MoE shapes the engine's tables ran on a library kernel (moe_tiles)
+    moe_kernels: dict[str, str] = field(default_factory=dict, compare=False)  # "E,k,h" -> library kernel measured
     measured: bool = True
 
     def params(self) -> dict[str, float]:
@@ -185,7 +185,7 @@ def load_profile_file(path: Path) -> EngineProfile:
     kw.update({k: float(v) for k, v in raw["params"].items() if k in names})
     kw["origin"] = raw.get("origin", "")
     kw["bands"] = {k: float(v) for k, v in raw.get("bands", {}).items()}
-    kw["library_moe"] = tuple(raw.get("library_moe", ()))
+    kw["moe_kernels"] = {str(k): str(v) for k, v in raw.get("moe_kernels", {}).items()}
     return EngineProfile(**kw)
 
 
@@ -422,21 +422,23 @@ def uniform_routing(tokens: float, topk: int, experts: int, bm: int) -> tuple[fl
 
 def moe_s(p: EngineProfile, peak: float, bw: float, tokens, hidden, inter, topk, touched, rows, blocks,  # noqa: ANN001
           wbytes: float, abytes: float = 2.0, low_precision: bool = False, sms: float = 132.0,
-          tile: tuple = (64, 64, 1.0)):  # noqa: ANN201
+          tile: tuple = (64, 64, 1.0, 0.0)):  # noqa: ANN201
     """Seconds of one MoE layer's fused kernels for `tokens` tokens on one chip holding experts of inner
     size `inter` (already divided by tensor parallelism), of which `touched` run on `rows` padded rows in
-    `blocks` row blocks of the kernel's `tile` = (rows, columns, fed) (`routing`, `gimletc.cost.moe_tiles`).
-    The grouped GEMMs compute at the dense GEMMs' fraction of peak (`gemm_fp8_eff` for low-precision
-    experts) and, where `fed` (Triton kernels), load each output tile's operands, (BM + BN)·K elements, at
-    `moe_feed_bw`."""
-    bm, bn, fed = tile
+    `blocks` row blocks of the kernel's `tile` = (rows, columns, fed, streamed) (`routing`,
+    `gimletc.cost.moe_tiles`). The grouped GEMMs compute at the dense GEMMs' fraction of peak
+    (`gemm_fp8_eff` for low-precision experts); where `fed` (Triton kernels) they load each output tile's
+    operands, (BM + BN)·K elements, at `moe_feed_bw`; where `streamed` (trtllm-gen kernels) each row block
+    streams its expert's weights, elsewhere each touched expert's weights are read once."""
+    bm, bn, fed, streamed = tile
     pairs = tokens * topk
     eff = p.gemm_fp8_eff if low_precision else p.gemm_eff
     oa = 1.0 if low_precision else abytes  # low-precision kernels quantise the activations they multiply
     t_up, t_down = blocks * _ceil(2.0 * inter / bn), blocks * _ceil(hidden / bn)  # gate/up, then down
     comp = 2.0 * rows * 3.0 * hidden * inter / (peak * eff) + (t_up + t_down) * p.tile_s / sms
     feed = fed * (t_up * hidden + t_down * inter) * (bm * oa + bn * wbytes) / p.moe_feed_bw
-    mem = (touched * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes) / (bw * p.mem_eff)
+    streams = (1.0 - streamed) * touched + streamed * blocks
+    mem = (streams * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes) / (bw * p.mem_eff)
     aux = (pairs * (3.0 * inter + hidden) + tokens * hidden) * abytes / (bw * p.mem_eff)  # activation, combine
     return (comp ** OVERLAP + mem ** OVERLAP + feed ** OVERLAP) ** (1.0 / OVERLAP) + aux + MOE_KERNELS * p.kernel_s
 

@@ -23,19 +23,30 @@ fallback picks it) into
 the engines' `get_default_config` rules for bf16, restated below (facts about
 the engines, cited, not fitted). Chips no engine file names take the engine's default.
 
-Not every MoE layer runs the Triton kernel. TensorRT-LLM's CUTLASS kernels,
-FlashInfer's (vLLM 0.24 on the B200 runs its bf16 experts through FlashInfer's
-TensorRT-LLM kernels; SGLang on Hopper and Blackwell runs some shapes through
-FlashInfer's CUTLASS or TensorRT-LLM kernels) are library kernels that pick a
-tactic by autotuning when the engine starts, which no file records. For them
-gimletc takes the row block an autotuner picks, the smallest of 16, 32, 64 and
-128 rows that holds an expert's rows, 128 columns, and no operand-feed limit
-(their tiles are chosen to stay compute- or memory-bound: the TensorRT-LLM fits
-on the H100 and H200 took the feed bandwidth to its bound when they had one).
+Not every MoE layer runs the Triton kernel. Library kernels pick a tactic by
+autotuning when the engine starts, which no file records; gimletc takes the row
+block an autotuner picks, the smallest of 16, 32, 64 and 128 rows that holds an
+expert's rows, 128 columns, and no operand-feed limit (their tiles are chosen to
+stay compute- or memory-bound: the TensorRT-LLM fits on the H100 and H200 took
+the feed bandwidth to its bound when they had one). Two kinds, by how they
+read an expert's weights:
+
+- `cutlass`: grouped GEMMs (TensorRT-LLM's CUTLASS MoE, FlashInfer's CUTLASS
+  MoE), which read an expert's weights once, as Triton's grouped launch order
+  does through L2;
+- `trtllm-gen`: FlashInfer's TensorRT-LLM-generated MoE kernels (vLLM 0.24's
+  bf16 experts on the B200, SGLang's `flashinfer_trtllm` backend), built for
+  low latency with the weights on the MMA's wide side and the tokens on its
+  narrow side, so each block of tokens streams the expert's weights again. On
+  the B200 under vLLM, Mixtral-8x7B's experts at 8k tokens take 0.73, 1.42 and
+  4.12 ms at TP8, TP4 and TP2, where streaming the weights once per 128-token
+  block at the B200's bandwidth takes 0.7, 1.4 and 2.8 ms, and computing them
+  0.32, 0.64 and 1.28 ms.
+
 Which kernel ran each measured row is in aiconfigurator-core's tables
-(`kernel_source`); a profile lists the shapes whose rows ran a library kernel
-(`library_moe`), and other shapes take the engine's default on the chip
-(`LIBRARY_DEFAULT`).
+(`kernel_source`); a profile lists the shapes whose rows ran a library kernel,
+with its kind (`moe_kernels`), and other shapes take the engine's default on
+the chip (`DEFAULT_KERNEL`).
 """
 
 from __future__ import annotations
@@ -60,27 +71,37 @@ VERSIONS: dict[str, dict[str, str]] = {
     "sglang": {"a100-sxm-80gb": "0.5.10", "h100-sxm": "0.5.14", "h200": "0.5.14", "b200": "0.5.14"},
 }
 TRITON_ENGINES = frozenset(VERSIONS)
-# (engine, chip generation) whose bf16 MoE layers run a library kernel by default: TensorRT-LLM everywhere;
-# vLLM 0.24 on Blackwell (FlashInfer's TensorRT-LLM bf16 experts: every B200 vLLM row but two shapes,
-# which ran FlashInfer's CUTLASS kernel, also a library one).
-LIBRARY_DEFAULT = frozenset({("vllm", "blackwell")})
+TRITON, CUTLASS, STREAMING = "triton", "cutlass", "trtllm-gen"
+# The kernel an engine's bf16 MoE layer runs by default where its tables measured no other: TensorRT-LLM's
+# CUTLASS kernels everywhere; vLLM 0.24 on Blackwell FlashInfer's TensorRT-LLM bf16 experts (every B200
+# vLLM row but two shapes, which ran FlashInfer's CUTLASS kernel); Triton otherwise.
+DEFAULT_KERNEL: dict[tuple[str, str], str] = {("vllm", "blackwell"): STREAMING}
 LIBRARY_BN = 128  # columns of an autotuned library tile (stated: the tile column count they all offer)
+_NAME = re.compile(r"E=(\d+),N=(\d+),device_name=([^,]+?)(,dtype=[^,]+?)?(,block_shape=[^,]*?)?"
+                   r"(,per_channel_quant=True)?(_down)?\.json$")
 
 
-def is_library_kernel(kernel_source: str) -> bool:
-    """Whether an aiconfigurator-core `kernel_source` names a library MoE kernel (not the Triton `fused_moe`)."""
-    return not ("triton" in kernel_source or kernel_source == "vllm_fused_moe")
+def kernel_class(kernel_source: str) -> str:
+    """The kind of MoE kernel an aiconfigurator-core `kernel_source` names: triton, cutlass or trtllm-gen."""
+    if "triton" in kernel_source or kernel_source == "vllm_fused_moe":
+        return TRITON
+    return STREAMING if "flashinfer_trtllm" in kernel_source else CUTLASS
 
 
 def shape_key(experts: float, topk: float, hidden: float) -> str:
     return f"{int(experts)},{int(topk)},{int(hidden)}"
 
 
-def runs_library(stack: str, generation: str, experts: float, topk: float, hidden: float,
-                 library_shapes: tuple[str, ...] | frozenset[str] = ()) -> bool:
-    """Whether `stack`'s MoE layer for this expert shape runs a library kernel on a chip of `generation`."""
-    return (stack not in TRITON_ENGINES or (stack, generation) in LIBRARY_DEFAULT
-            or shape_key(experts, topk, hidden) in library_shapes)
+def moe_kernel(stack: str, generation: str, experts: float, topk: float, hidden: float,
+               measured: dict[str, str] | None = None) -> str:
+    """The kind of kernel `stack`'s MoE layer runs for this expert shape on a chip of `generation`: the one
+    its tables measured for the shape if a library one, else the engine's default on the generation."""
+    got = (measured or {}).get(shape_key(experts, topk, hidden))
+    if got is not None:
+        return got
+    if stack not in TRITON_ENGINES:
+        return CUTLASS
+    return DEFAULT_KERNEL.get((stack, generation), TRITON)
 
 
 def autotuned_block(tokens: float, topk: float, experts: float) -> int:
@@ -92,8 +113,6 @@ def autotuned_block(tokens: float, topk: float, experts: float) -> int:
         if rows <= bm:
             return bm
     return 128
-_NAME = re.compile(r"E=(\d+),N=(\d+),device_name=([^,]+?)(,dtype=[^,]+?)?(,block_shape=[^,]*?)?"
-                   r"(,per_channel_quant=True)?(_down)?\.json$")
 
 
 def default_tile(stack: str, version: str, tokens: float, experts: float) -> tuple[int, int]:
@@ -114,22 +133,23 @@ def _table() -> dict:
 
 
 def moe_tile(stack: str, chip: str, experts: float, n: float, tokens: float, topk: float = 1.0,
-             library: bool = False) -> tuple[int, int, float]:
-    """(rows, columns, fed) of the output tile `stack`'s fused-MoE kernel runs on `chip` for experts of inner
-    size `n` per chip, at `tokens` tokens: the tuned file's configuration for the nearest size it lists where
-    the engine ships one for the shape, else the engine's default; a `library` kernel's autotuned block.
-    `fed` is 1 where the tile's operand feed limits the kernel (Triton), 0 where it does not (libraries)."""
-    if library or stack not in TRITON_ENGINES:
-        return autotuned_block(tokens, topk, experts), LIBRARY_BN, 0.0
+             kernel: str = TRITON) -> tuple[int, int, float, float]:
+    """(rows, columns, fed, streamed) of the output tile `stack`'s MoE `kernel` runs on `chip` for experts of
+    inner size `n` per chip, at `tokens` tokens. Triton: the tuned file's configuration for the nearest size it
+    lists where the engine ships one for the shape, else the engine's default. Libraries: the autotuned block.
+    `fed` is 1 where the tile's operand feed limits the kernel (Triton), `streamed` 1 where each row block
+    streams the expert's weights again (trtllm-gen)."""
+    if kernel != TRITON or stack not in TRITON_ENGINES:
+        return autotuned_block(tokens, topk, experts), LIBRARY_BN, 0.0, 1.0 if kernel == STREAMING else 0.0
     entry = _table()["engines"].get(stack, {}).get(chip)
     version = entry["version"] if entry else max(VERSIONS[stack].values(), key=lambda v: tuple(map(int, v.split("."))))
     if entry is not None:
         tuned = entry["tuned"].get(f"{int(experts)},{int(round(n))}")
         if tuned is not None:  # the engines take the configuration of the nearest tuned size (the first on a tie)
             m, bm, bn = min(tuned, key=lambda row: abs(row[0] - tokens))
-            return int(bm), int(bn), 1.0
+            return int(bm), int(bn), 1.0, 0.0
     bm, bn = default_tile(stack, version, tokens, experts)
-    return bm, bn, 1.0
+    return bm, bn, 1.0, 0.0
 
 
 # ---- reading the engines' wheels (refit time only) ---------------------------------------------
