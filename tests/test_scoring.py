@@ -64,3 +64,29 @@ def test_compile_scores_by_replay_and_a_bare_manager_by_list_schedule(pipeline):
     ctx = PassContext(cluster=cl)
     PassManager(pipeline).run(chat(), ctx)
     assert ctx.placement is not None and ctx.placement.partition_scoring == "list-schedule"
+
+
+def test_place_tries_each_partitioning_with_the_drivers_scorers():
+    """The context place scores a partitioning in carries the compile's inputs and both of the driver's
+    scorers (a kv-reuse run by the partition scorer then decides as the one after place does), with results
+    of its own (the caller's are not written by a candidate)."""
+    cl = slow_pair()
+    seen: list[PassContext] = []
+
+    def rest(graph, ctx, after):  # a stand-in RestScorer: the scorer's context must carry it
+        raise AssertionError("not called here")
+
+    def score_placed(graph, ctx, objective):
+        seen.append(ctx)
+        return plan_metrics(graph, ctx.analyses.timeline(graph), cl).objective(objective)
+
+    ctx = PassContext(cluster=cl, objective="energy", power_budget_w=5000.0, pins={"answer": "a.h100-sxm.0"},
+                      stack="reference", score_placed=score_placed, score_rest=rest)
+    PassManager("expand-llm,place").run(chat(), ctx)
+    assert seen
+    for sub in seen:
+        assert sub is not ctx and sub.score_rest is rest and sub.score_placed is score_placed
+        assert (sub.cluster, sub.objective, sub.power_budget_w, sub.pins, sub.stack) == \
+            (cl, "energy", 5000.0, {"answer": "a.h100-sxm.0"}, "reference")
+        assert sub.partitions == {} and sub.kv_reuse is None and sub.pins is not ctx.pins
+    assert ctx.placement is not None and set(ctx.partitions) == {"answer"}

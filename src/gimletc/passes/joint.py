@@ -18,7 +18,10 @@ searched as follows:
 Small graphs (at most `joint_units` ops) score each configuration with the
 driver's scorer (`PassContext.score_placed`): the user's own passes after
 place, then the plan's metrics on the replay, the same numbers the plan
-reports (so a pipeline without overlap scores without it). Larger graphs, and
+reports (so a pipeline without overlap scores without it). Each configuration
+is tried in a context of its own that carries the driver's scorers
+(`PassContext.trial`), so the passes the scorer runs (kv-reuse) choose their
+rewrites as they will after place. Larger graphs, and
 pipelines run without a driver (no scorer), score by the placement's own
 list-schedule; larger ones also skip steps 2-3, evaluating one configuration
 per kind that applies beyond phase (phase split places a superset of what
@@ -71,8 +74,7 @@ def choose_partitions(graph: Graph, calls: dict[str, LLMCall], ctx: PassContext,
         if key in cache:
             return cache[key][0]
         g = apply_variants(graph, calls, {n: options[n][k] for n, k in config.items()})
-        sub = PassContext(cluster=ctx.cluster, objective=objective, power_budget_w=ctx.power_budget_w, pins=dict(ctx.pins),
-                          stack=ctx.stack)
+        sub = ctx.trial(objective)
         try:
             placed, ev = place(g, sub, objective)
             score = scorer(placed, sub, objective) if scorer is not None else ev.objective(objective)

@@ -109,6 +109,17 @@ class PassContext:
     overlap: OverlapReport | None = None  # by overlap
     kv_reuse: KVReuseReport | None = None  # by kv-reuse
 
+    def trial(self, objective: str | None = None) -> PassContext:
+        """A context to try a candidate in (a partitioning, a rewrite) before choosing it: this one's inputs
+        (cluster, objective, power budget, pins, stack) and the driver's scorers, with results of its own.
+        The scorers carry over so that passes run on the candidate score their choices as the finished
+        pipeline will: a kv-reuse run while place scores a partitioning decides with the same metrics as
+        the kv-reuse that runs after place (without them it would fall back to a shorter pipeline, and
+        the candidate's score would not be the plan's)."""
+        return PassContext(cluster=self.cluster, objective=objective or self.objective,
+                           power_budget_w=self.power_budget_w, pins=dict(self.pins), stack=self.stack,
+                           score_placed=self.score_placed, score_rest=self.score_rest)
+
 
 # ---- passes and their options ------------------------------------------------------------
 
