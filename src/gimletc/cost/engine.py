@@ -32,14 +32,17 @@ measured with those engines (`aiconfigurator-core`; see
   were collected with (`routing`: a power law of exponent 1.01 over experts);
   estimates route uniformly, as load-balanced trained routers do (`uniform_routing`:
   the workload's expected distinct experts, the pairs shared evenly among them); each
-  touched expert's rows pad to the fused-MoE kernel's row block `BM` (16 while
-  there are no more tokens than experts, else 64: the engines' default fused-MoE
-  configuration), and each of its output tiles (`BM x MOE_TILE_N`) pays the same
-  per-tile `tile_s` as a dense GEMM's:
-  `‖2·rows·3·h·f / (peak·moe_eff) + tiles·tile_s / P, (touched·3hf·w + pairs·(2h+3f)·a) / (BW·mem_eff)‖₃`
-  `+ (pairs·(3f + h) + M·h)·a / (BW·mem_eff) + 6·kernel_s` — the last pass is the
-  activation and the combine, separate kernels that no GEMM overlaps;
-  fp8 experts run at `moe_eff · gemm_fp8_eff / gemm_eff` of the fp8 peak
+  touched expert's rows pad to the fused-MoE kernel's row block `BM`, and its
+  columns to `BN`: the tile of the configuration the engine ships for that
+  expert shape and GPU, or of its default configuration where it ships none
+  (`gimletc.cost.moe_tiles`). Each output tile pays the same per-tile `tile_s`
+  as a dense GEMM's, computes at the dense GEMMs' fraction of peak, and loads
+  (BM·a + BN·w)·K operand bytes into shared memory at the kernel's operand-feed
+  bandwidth `moe_feed_bw` (the L2-to-SM path a Triton kernel's loads take):
+  `‖2·rows·3·h·f / (peak·gemm_eff) + tiles·tile_s / P, (touched·3hf·w + pairs·(2h+3f)·a) / (BW·mem_eff),
+  Σ tiles·(BM·a + BN·w)·K / moe_feed_bw‖₃ + (pairs·(3f + h) + M·h)·a / (BW·mem_eff) + 6·kernel_s`
+  — the last pass is the activation and the combine, separate kernels that no
+  GEMM overlaps; fp8 experts compute at `gemm_fp8_eff` of the fp8 peak
   (six kernels: top-k, align, two grouped GEMMs, activation, combine).
 - tensor-parallel all-reduce (the engine's own one-shot/two-shot kernel in a
   captured graph, NCCL for large messages), pipelined over chunks:
@@ -111,7 +114,7 @@ PARAMS: dict[str, tuple[float, float, float]] = {
     "attn_mem_eff": (0.8, 0.05, 1.0),
     "attn_seq_s": (2e-8, 0.0, 1e-5),
     "attn_pad_keys": (500.0, 0.0, 1e4),
-    "moe_eff": (0.5, 0.02, 1.0),
+    "moe_feed_bw": (1e13, 1e11, 2e14),
     "ar_latency_s": (4e-6, 1e-8, 1e-4),
     "ar_bw": (2e11, 1e9, 2e12),
 }
@@ -150,13 +153,14 @@ class EngineProfile:
     attn_mem_eff: float
     attn_seq_s: float
     attn_pad_keys: float
-    moe_eff: float
+    moe_feed_bw: float
     ar_latency_s: float
     ar_bw: float
     gemm_wave_floor: float = 1.0
     mem_latency_s: float = MEM_LATENCY_S  # stated, not fitted
     origin: str = ""
     bands: dict[str, float] = field(default_factory=dict, compare=False)  # op kind -> held-out p90 |rel. error|
+    moe_kernels: dict[str, str] = field(default_factory=dict, compare=False)  # "E,k,h" -> library kernel measured
     measured: bool = True
 
     def params(self) -> dict[str, float]:
@@ -181,6 +185,7 @@ def load_profile_file(path: Path) -> EngineProfile:
     kw.update({k: float(v) for k, v in raw["params"].items() if k in names})
     kw["origin"] = raw.get("origin", "")
     kw["bands"] = {k: float(v) for k, v in raw.get("bands", {}).items()}
+    kw["moe_kernels"] = {str(k): str(v) for k, v in raw.get("moe_kernels", {}).items()}
     return EngineProfile(**kw)
 
 
@@ -258,11 +263,16 @@ def derive_profile(chip: Chip, stack: str) -> EngineProfile:
         from gimletc.hardware.catalog import get_chip
 
         origin = (f"derived: {ref.chip} {stack} profile (nearest measured chip in memory bandwidth and bf16 peak), "
-                  f"all-reduce bandwidth scaled by scale-up bandwidth; no measurement of {chip.name}")
+                  f"all-reduce bandwidth scaled by scale-up bandwidth, fused-MoE operand feed by bf16 peak; "
+                  f"no measurement of {chip.name}")
         r = get_chip(ref.chip)
         ar_bw = ref.ar_bw * (chip.scale_up_bw or r.scale_up_bw or 1.0) / (r.scale_up_bw or 1.0)
-        return replace(ref, chip=chip.name, origin=origin, bands=bands, measured=False, ar_bw=ar_bw)
-    zero = {"kernel_s": 0.0, "attn_seq_s": 0.0, "tile_s": 0.0, "gemm_wave_floor": 1.0, "mem_latency_s": 0.0}
+        # The operand feed (L2 to the SMs) grows with the SMs and their clock, as the bf16 peak does.
+        feed = ref.moe_feed_bw * chip.flops_for("bf16")[1] / r.flops_for("bf16")[1]
+        return replace(ref, chip=chip.name, origin=origin, bands=bands, measured=False, ar_bw=ar_bw, moe_feed_bw=feed)
+    # No cache hierarchy to feed tiles through either: a static program multiplies operands where they sit.
+    zero = {"kernel_s": 0.0, "attn_seq_s": 0.0, "tile_s": 0.0, "gemm_wave_floor": 1.0, "mem_latency_s": 0.0,
+            "moe_feed_bw": SRAM_FEED_BW}
     issue, sync = SRAM_FLOOR.get(chip.name, SRAM_FLOOR_DEFAULT)
     origin = (f"derived: {ref.chip} {stack} fractions of peak, no per-kernel costs (one static program per step), "
               f"per-step floor of {issue * 1e6:.3g} us issue per layer + {sync * 1e6:.3g} us per cross-card sync "
@@ -270,6 +280,8 @@ def derive_profile(chip: Chip, stack: str) -> EngineProfile:
     return replace(ref, chip=chip.name, origin=origin, measured=False,
                    bands={k: SRAM_BAND for k in ref.bands}, **zero)
 
+
+SRAM_FEED_BW = 1e18  # B/s: no operand-feed limit on SRAM accelerators (their feed term vanishes)
 
 _DERIVED: dict[tuple, EngineProfile] = {}
 
@@ -322,7 +334,6 @@ def stream_s(p: EngineProfile, nbytes, bw: float, eff: float):  # noqa: ANN001, 
 # and Blackwell's warp-specialised kernels 128x256 (stated, from the libraries' default tile shapes).
 GEMM_TILE: dict[str, tuple[int, int]] = {"ampere": (128, 128)}
 GEMM_TILE_DEFAULT = (128, 256)
-MOE_TILE_N = 64  # fused-MoE (Triton) output tile columns of the engines' default configuration
 
 
 def gemm_tile(chip: Chip) -> tuple[int, int]:
@@ -367,16 +378,10 @@ MOE_KERNELS = 6  # per MoE layer: top-k, align/permute, two grouped GEMMs, activ
 ROUTING_ALPHA = 1.01  # power-law exponent of tokens over experts: aiconfigurator-core's default ("power_law_1.01")
 
 
-def moe_block_m(tokens: float, experts: float) -> int:
-    """Rows per fused-MoE block: 16 while tokens <= experts (decode), else 64 (vLLM's and SGLang's default
-    fused-MoE configuration)."""
-    return 16 if tokens <= experts else 64
-
-
 @lru_cache(maxsize=4096)
-def routing(tokens: int, topk: int, experts: int) -> tuple[float, float, float]:
-    """(experts touched, rows after padding each to its block, row blocks) when `tokens` tokens route to
-    `topk` of `experts` experts with the power-law skew the engine tables were measured with.
+def routing(tokens: int, topk: int, experts: int, bm: int) -> tuple[float, float, float]:
+    """(experts touched, rows after padding each to its `bm`-row block, row blocks) when `tokens` tokens route
+    to `topk` of `experts` experts with the power-law skew the engine tables were measured with.
 
     aiconfigurator-core draws each expert's share from a power law of exponent `ROUTING_ALPHA` on [1, 0.8·M]
     (on [0.01, 2] when there are fewer token-expert pairs than experts), scales the shares to the M·k pairs and
@@ -397,39 +402,45 @@ def routing(tokens: int, topk: int, experts: int) -> tuple[float, float, float]:
     elif d < 0:
         np.subtract.at(c, e - 1 - (np.arange(-d) % e), 1.0)
     c = np.maximum(c, 0.0)
-    bm = moe_block_m(tokens, experts)
     blocks = np.ceil(c / bm)
     return float((c > 0).sum()), float(blocks.sum() * bm), float(blocks.sum())
 
 
-def uniform_routing(tokens: float, topk: int, experts: int) -> tuple[float, float, float]:
+def uniform_routing(tokens: float, topk: int, experts: int, bm: int) -> tuple[float, float, float]:
     """(experts touched, padded rows, row blocks) as `routing` gives them, for a serving step whose tokens
     route top-`topk` uniformly (trained routers are load-balanced): the expected number of distinct experts
     (`distinct_experts`, the workload's count), the token-expert pairs shared evenly among them, each
-    expert's share padded to the fused-MoE row block. The fit uses `routing`, the skew the tables were
+    expert's share padded to the fused-MoE row block `bm`. The fit uses `routing`, the skew the tables were
     measured with, so that the fitted efficiencies are not biased by it; estimates use this."""
     pairs = tokens * topk
     if experts <= 0 or pairs <= 0:
         return 0.0, 0.0, 0.0
     touched = distinct_experts(experts, topk, tokens)
-    bm = moe_block_m(tokens, experts)
     blocks = touched * math.ceil(pairs / touched / bm - 1e-9)
     return touched, blocks * bm, blocks
 
 
 def moe_s(p: EngineProfile, peak: float, bw: float, tokens, hidden, inter, topk, touched, rows, blocks,  # noqa: ANN001
-          wbytes: float, abytes: float = 2.0, low_precision: bool = False, sms: float = 132.0):  # noqa: ANN201
+          wbytes: float, abytes: float = 2.0, low_precision: bool = False, sms: float = 132.0,
+          tile: tuple = (64, 64, 1.0, 0.0)):  # noqa: ANN201
     """Seconds of one MoE layer's fused kernels for `tokens` tokens on one chip holding experts of inner
     size `inter` (already divided by tensor parallelism), of which `touched` run on `rows` padded rows in
-    `blocks` row blocks (`routing`). Low-precision (fp8, fp4) grouped GEMMs keep the fraction of their peak
-    that the chip's dense low-precision GEMMs keep: `moe_eff · gemm_fp8_eff / gemm_eff`."""
+    `blocks` row blocks of the kernel's `tile` = (rows, columns, fed, streamed) (`routing`,
+    `gimletc.cost.moe_tiles`). The grouped GEMMs compute at the dense GEMMs' fraction of peak
+    (`gemm_fp8_eff` for low-precision experts); where `fed` (Triton kernels) they load each output tile's
+    operands, (BM + BN)·K elements, at `moe_feed_bw`; where `streamed` (trtllm-gen kernels) each row block
+    streams its expert's weights, elsewhere each touched expert's weights are read once."""
+    bm, bn, fed, streamed = tile
     pairs = tokens * topk
-    eff = p.moe_eff * (p.gemm_fp8_eff / p.gemm_eff if low_precision else 1.0)
-    tiles = blocks * (_ceil(2.0 * inter / MOE_TILE_N) + _ceil(hidden / MOE_TILE_N))  # gate/up, then down
-    comp = 2.0 * rows * 3.0 * hidden * inter / (peak * eff) + tiles * p.tile_s / sms
-    mem = (touched * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes) / (bw * p.mem_eff)
+    eff = p.gemm_fp8_eff if low_precision else p.gemm_eff
+    oa = 1.0 if low_precision else abytes  # low-precision kernels quantise the activations they multiply
+    t_up, t_down = blocks * _ceil(2.0 * inter / bn), blocks * _ceil(hidden / bn)  # gate/up, then down
+    comp = 2.0 * rows * 3.0 * hidden * inter / (peak * eff) + (t_up + t_down) * p.tile_s / sms
+    feed = fed * (t_up * hidden + t_down * inter) * (bm * oa + bn * wbytes) / p.moe_feed_bw
+    streams = (1.0 - streamed) * touched + streamed * blocks
+    mem = (streams * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes) / (bw * p.mem_eff)
     aux = (pairs * (3.0 * inter + hidden) + tokens * hidden) * abytes / (bw * p.mem_eff)  # activation, combine
-    return _overlap(comp, mem) + aux + MOE_KERNELS * p.kernel_s
+    return (comp ** OVERLAP + mem ** OVERLAP + feed ** OVERLAP) ** (1.0 / OVERLAP) + aux + MOE_KERNELS * p.kernel_s
 
 
 def allreduce_s(p: EngineProfile, nbytes, n):  # noqa: ANN001, ANN201

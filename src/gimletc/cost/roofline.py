@@ -53,6 +53,7 @@ from gimletc.cost.engine import (
     sram_floor_s,
     uniform_routing,
 )
+from gimletc.cost.moe_tiles import moe_kernel, moe_tile
 from gimletc.dtypes import compute_dtype, nbytes
 from gimletc.errors import DoesNotFitError, EstimateError
 from gimletc.hardware.schema import Chip
@@ -371,11 +372,14 @@ def _engine_estimate(model: Model, chip: Chip, work: Workload, chips: int, need:
             moe = model.moe
             assert moe is not None
             peak_e, low_e = _gemm_mode(chip, model, model.expert_dtype)
-            touched, rows, blocks = (routing(int(op.seqs), moe.active_experts, moe.experts) if table_routing
-                                     else uniform_routing(op.seqs, moe.active_experts, moe.experts))
+            kernel = moe_kernel(p.stack, chip.generation, moe.experts, moe.active_experts, model.hidden, p.moe_kernels)
+            tile = moe_tile(p.stack, chip.name, moe.experts, op.n / chips, op.seqs, moe.active_experts, kernel)
+            touched, rows, blocks = (routing(int(op.seqs), moe.active_experts, moe.experts, tile[0]) if table_routing
+                                     else uniform_routing(op.seqs, moe.active_experts, moe.experts, tile[0]))
             t1 = moe_s(p, peak_e, bw_w, op.seqs, op.k, op.n / chips, moe.active_experts, touched, rows, blocks, eb, ab,
-                       low_e, sms)
-            fixed, comp = MOE_KERNELS * p.kernel_s, op.flops / chips / (peak_e * p.moe_eff)
+                       low_e, sms, tile)
+            fixed = MOE_KERNELS * p.kernel_s
+            comp = op.flops / chips / (peak_e * (p.gemm_fp8_eff if low_e else p.gemm_eff))
             mem = op.bytes / chips / (bw_w * p.mem_eff)
         elif op.kind == "gemm":
             k, cols = op.k, op.n
