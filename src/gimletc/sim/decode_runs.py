@@ -118,15 +118,21 @@ class DecodeRuns:
             self._cut_one(eng, run[0][0], run[0][1], run[0][2], ctx[0], t0, row, dt)
             return
 
+        parts = [(mq.cost.decode_run, mq.B, c, n) for (_, mq, n), c in zip(run, ctx, strict=True)]
+        seen: dict[int, tuple[float, float]] = {}
+
         def after(cycles: int) -> tuple[float, float]:  # time and busy time of the first `cycles` cycles
-            a = b = 0.0
-            for (_, mq, n), c in zip(run, ctx, strict=True):
-                m = min(n, cycles)
-                if m:
-                    x, y = mq.cost.decode_run(mq.B, c, m)
-                    a += x
-                    b += y
-            return a, b
+            v = seen.get(cycles)
+            if v is None:
+                a = b = 0.0
+                for decode_run, B, c, n in parts:
+                    m = n if n < cycles else cycles
+                    if m:
+                        x, y = decode_run(B, c, m)
+                        a += x
+                        b += y
+                v = seen[cycles] = (a, b)
+            return v
 
         F = max(n for _, _, n in run)
         lo, hi = 0, F  # after(lo) <= dt < after(hi)

@@ -58,6 +58,7 @@ class Engines:
         for e in self.engines:
             mine = set(e.devs)
             e.near = tuple(o for o in self.engines if mine & set(o.devs))
+            e.alone = len(e.near) == 1
         self.pools = [tuple(p) for p in wl.pools]
         self.pool_rr = [0] * len(self.pools)
         self.costs: dict[tuple[str, str, int], StepCost] = {}
@@ -182,6 +183,9 @@ class Engines:
         return bool(eng.accel) or eng.policy.waiting(eng)
 
     def contended(self, eng: Engine) -> bool:
+        """Whether another engine waits for one of the engine's devices."""
+        if eng.alone:
+            return False
         nblocked = self.dev_nblocked
         for d in eng.devs:
             if nblocked[d]:
@@ -206,7 +210,7 @@ class Engines:
         if eng.blocked or not self.has_work(eng):
             return
         holder, nblocked = self.dev_holder, self.dev_nblocked
-        if any(holder[d] >= 0 or nblocked[d] for d in eng.devs):
+        if not eng.alone and any(holder[d] >= 0 or nblocked[d] for d in eng.devs):
             eng.blocked = True
             self.blocked.append(eng)
             for d in eng.devs:

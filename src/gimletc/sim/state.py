@@ -142,7 +142,7 @@ class Engine:
 
     __slots__ = ("idx", "spec", "n", "devs", "near", "mqs", "mq_by_model", "busy", "blocked", "rr", "accel",
                  "outstanding", "busy_s", "iters", "batch_sum", "max_batch_seen", "prefill_iters", "epoch", "ff",
-                 "preemptions", "recomputed", "aux", "aux_r", "policy", "grows")
+                 "preemptions", "recomputed", "aux", "aux_r", "policy", "grows", "alone")
 
     def __init__(self, idx: int, spec: EngineSpec, devs: tuple[int, ...], aux: tuple[int, ...] = ()):
         self.idx, self.spec, self.n = idx, spec, len(spec.devices)
@@ -152,6 +152,7 @@ class Engine:
         self.policy: Any = None  # its batching policy (gimletc.sim.batching.BatchPolicy)
         self.grows = False  # whether that policy grows KV caches token by token
         self.near: tuple[Engine, ...] = ()  # engines sharing a device with this one (itself included)
+        self.alone = True  # no other engine shares its devices: nobody else holds them or waits for them
         self.mqs: list[ModelQueue] = []
         self.mq_by_model: dict[tuple[str, int, tuple], ModelQueue] = {}
         self.busy = False  # running an iteration (holding its devices)
