@@ -36,28 +36,38 @@ class DecodeRuns:
         up to the first model with a finishing sequence. Step times sum in closed form
         (`StepCost.decode_run`); `cut` stops the run early when work arrives."""
         es = self.engines
-        k = len(eng.mqs)
+        mqs = eng.mqs
+        k = len(mqs)
         if k == 1:
             self._start_one(eng, t)
             return
-        if not es.cfg.fast_forward or es.queued(eng) or es.contended(eng):
-            idx = (eng.rr + j) % k
-            eng.rr = (idx + 1) % k
-            run = [(idx, eng.mqs[idx], 1)]
-        else:
-            act = [(i, eng.mqs[i]) for i in ((eng.rr + x) % k for x in range(j, k)) if eng.mqs[i].B > 0]
-            F, star = min((mq.run[0][0] - mq.iters, slot) for slot, (_, mq) in enumerate(act))
+        run = None
+        if es.cfg.fast_forward and not es.queued(eng) and not es.contended(eng):
+            act = []  # (index, model queue) of the running models, in turn order from model j
+            F: int | None = None
+            star = 0
+            for x in range(j, k):
+                i = (eng.rr + x) % k
+                mq = mqs[i]
+                if mq.B > 0:
+                    f = mq.run[0][0] - mq.iters
+                    if F is None or f < F:  # the first of the fewest iterations to a finishing sequence
+                        F, star = f, len(act)
+                    act.append((i, mq))
             cap = eng.policy.decode_limit(eng, [mq for _, mq in act]) if eng.grows else None  # cycles KV allows
             if cap is not None and cap < F:
                 F, star = cap, len(act) - 1
-            if F <= 0:  # not one whole cycle: the first model's iteration alone (its policy made room for it)
-                idx = (eng.rr + j) % k
-                eng.rr = (idx + 1) % k
-                run = [(idx, eng.mqs[idx], 1)]
-            else:
-                run = [(i, mq, F if slot <= star else F - 1) for slot, (i, mq) in enumerate(act)]
-                run = [r for r in run if r[2] > 0]
+            if F > 0:
+                run = []
+                for slot, (i, mq) in enumerate(act):
+                    n = F if slot <= star else F - 1
+                    if n > 0:
+                        run.append((i, mq, n))
                 eng.rr = (act[star][0] + 1) % k
+        if run is None:  # one iteration; or not one whole cycle: the first model's alone (its policy made room)
+            idx = (eng.rr + j) % k
+            eng.rr = (idx + 1) % k
+            run = [(idx, mqs[idx], 1)]
         ctx = []
         parts = []
         secs = busy = 0.0
