@@ -173,12 +173,7 @@ class DecodeRuns:
                 secs += x
                 busy += y
         dropped = sum(a[2] - b[2] for a, b in zip(run, run2, strict=True))
-        eng.busy_s -= old_s - secs
-        for d in eng.devs:
-            es.dev_busy_s[d] -= old_s - secs
-            es.dev_active_s[d] -= old_b - busy
-        if eng.aux:
-            es.account_aux(eng, secs - old_s, busy - old_b)
+        self._cut_short(eng, old_s - secs, old_b - busy)
         eng.iters -= dropped
         eng.batch_sum -= sum(mq.B * (a[2] - b[2]) for a, b in zip(run, run2, strict=True) for mq in (a[1],))
         eng.rr = (run2[cut][0] + 1) % len(eng.mqs)
@@ -188,6 +183,19 @@ class DecodeRuns:
             timeline[row] = (r[0], r[1], t0 + secs, r[3], r[4], r[5] - dropped)
         eng.epoch += 1
         es.sim.push(t0 + secs, EV_ITER, eng, (eng.epoch, ("decode", [(mq, n) for _, mq, n in run2 if n])))
+
+    def _cut_short(self, eng: Engine, secs: float, busy: float) -> None:
+        """A fast-forwarded run of the engine was cut: `secs` and `busy` seconds fewer on its devices."""
+        es = self.engines
+        eng.busy_s -= secs
+        if eng.owns:
+            eng.active_s -= busy
+        else:
+            for d in eng.devs:
+                es.dev_busy_s[d] -= secs
+                es.dev_active_s[d] -= busy
+        if eng.aux:
+            es.account_aux(eng, -secs, -busy)
 
     def _cut_one(self, eng: Engine, idx: int, mq: ModelQueue, n: int, c: float, t0: float, row: int | None,
                  dt: float) -> None:
@@ -207,12 +215,7 @@ class DecodeRuns:
         old_s, old_b = cost.decode_run(B, c, n)
         secs, busy = cost.decode_run(B, c, n2)
         dropped = n - n2
-        eng.busy_s -= old_s - secs
-        for d in eng.devs:
-            es.dev_busy_s[d] -= old_s - secs
-            es.dev_active_s[d] -= old_b - busy
-        if eng.aux:
-            es.account_aux(eng, secs - old_s, busy - old_b)
+        self._cut_short(eng, old_s - secs, old_b - busy)
         eng.iters -= dropped
         eng.batch_sum -= B * dropped
         eng.rr = (idx + 1) % len(eng.mqs)
