@@ -93,7 +93,7 @@ class DecodeRuns:
         if most > eng.max_batch_seen:
             eng.max_batch_seen = most
         if iters > 1:
-            eng.ff = [run, ctx, t, row]
+            eng.ff = [run, ctx, t, row, secs]
 
     def _start_one(self, eng: Engine, t: float) -> None:
         """`start` for an engine of one model (most): the same run, without the turn-taking."""
@@ -116,16 +116,16 @@ class DecodeRuns:
         if B > eng.max_batch_seen:
             eng.max_batch_seen = B
         if n > 1:
-            eng.ff = [[(0, mq, n)], [c], t, row]
+            eng.ff = [[(0, mq, n)], [c], t, row, secs]
 
     def cut(self, eng: Engine, t: float) -> None:
         """Stop a fast-forwarded run after the iteration in progress at `t`."""
         es = self.engines
-        run, ctx, t0, row = eng.ff
+        run, ctx, t0, row, total = eng.ff
         eng.ff = None
         dt = t - t0
         if len(run) == 1:
-            self._cut_one(eng, run[0][0], run[0][1], run[0][2], ctx[0], t0, row, dt)
+            self._cut_one(eng, run[0][0], run[0][1], run[0][2], ctx[0], t0, row, dt, total)
             return
 
         parts = [(mq.cost.decode_run, mq.B, c, n) for (_, mq, n), c in zip(run, ctx, strict=True)]
@@ -145,7 +145,14 @@ class DecodeRuns:
             return v
 
         F = max(n for _, _, n in run)
-        lo, hi = 0, F  # after(lo) <= dt < after(hi)
+        # The cycles done by dt: the last whose end is at or before dt (the sums grow with the cycles). Cycles take
+        # about equal time, so dt's share of the run's time points at it; else bisect.
+        lo = min(F - 1, int(dt / total * F)) if total > 0 else 0
+        if lo < 0 or after(lo)[0] > dt or (lo + 1 < F and after(lo + 1)[0] <= dt):
+            lo = 0
+            hi = F  # after(lo) <= dt < after(hi)
+        else:
+            hi = lo + 1
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if after(mid)[0] <= dt:
@@ -198,22 +205,26 @@ class DecodeRuns:
             es.account_aux(eng, -secs, -busy)
 
     def _cut_one(self, eng: Engine, idx: int, mq: ModelQueue, n: int, c: float, t0: float, row: int | None,
-                 dt: float) -> None:
+                 dt: float, total: float) -> None:
         """`cut` for a run of one model's iterations: keep those up to the one in progress at t0 + dt."""
         es = self.engines
-        B, cost = mq.B, mq.cost
-        lo, hi = 0, n  # decode_run(lo) <= dt < decode_run(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if cost.decode_run(B, c, mid)[0] <= dt:
-                lo = mid
-            else:
-                hi = mid
+        B, decode_run = mq.B, mq.cost.decode_run
+        lo = min(n - 1, int(dt / total * n)) if total > 0 else 0  # as in `cut`: dt's share of the run, else bisect
+        nxt = decode_run(B, c, lo + 1) if lo >= 0 else None
+        if nxt is None or (lo and decode_run(B, c, lo)[0] > dt) or (lo + 1 < n and nxt[0] <= dt):
+            lo, hi = 0, n  # decode_run(lo) <= dt < decode_run(hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if decode_run(B, c, mid)[0] <= dt:
+                    lo = mid
+                else:
+                    hi = mid
+            nxt = None
         n2 = lo + 1
         if n2 == n:
             return
-        old_s, old_b = cost.decode_run(B, c, n)
-        secs, busy = cost.decode_run(B, c, n2)
+        old_s, old_b = decode_run(B, c, n)
+        secs, busy = nxt if nxt is not None else decode_run(B, c, n2)
         dropped = n - n2
         self._cut_short(eng, old_s - secs, old_b - busy)
         eng.iters -= dropped

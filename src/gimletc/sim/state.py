@@ -172,7 +172,7 @@ class Engine:
         self.batch_sum = 0
         self.max_batch_seen = 0
         self.epoch = 0  # iteration events of an older epoch were cut short and are ignored
-        self.ff: list | None = None  # a fast-forwarded decode run in progress: [run, contexts, start, timeline row]
+        self.ff: list | None = None  # a fast-forwarded decode run in progress: [run, contexts, start, timeline row, seconds]
         self.preemptions = 0  # running requests sent back to wait under KV pressure
         self.recomputed = 0  # tokens prefilled again to rebuild their KV caches
 
