@@ -313,8 +313,10 @@ class Engines:
                 self._prefilled(eng, mq, job)
         elif kind == "decode":
             eng.ff = None
-            self.sim.events += sum(n for _, n in what[1]) - 1  # the fast-forwarded iterations
+            sim = self.sim
+            sim.events -= 1  # counted as one event: count its iterations (fast-forwarded) instead
             for mq, n in what[1]:
+                sim.events += n
                 self.decode_step(eng, mq, t, n)
         else:  # chunked
             mq, parts = what[1], what[2]
