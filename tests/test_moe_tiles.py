@@ -10,6 +10,7 @@ import pytest
 from gimletc.cost.engine import EngineProfile, measured_profiles, moe_s, uniform_routing
 from gimletc.cost.moe_tiles import (
     CUTLASS,
+    DATA,
     STREAMING,
     TRITON,
     autotuned_block,
@@ -129,6 +130,12 @@ def test_reading_a_wheel_keeps_bf16_files_of_the_measured_gpus_newest_triton_fir
     with pytest.raises(ValueError, match="no wheel given for: vllm a100-sxm-80gb 0.14.0"):
         build([str(w)])
     assert main([]) == 2  # usage
+    before = DATA.read_bytes()
+    assert main(["--write", str(w)]) == 2  # a missing wheel: one line, nothing written
+    assert main(["--write", str(tmp_path / "nope-1.0-py3-none-any.whl")]) == 2
+    (tmp_path / "vllm-0.24.0-py3-none-any.whl").write_text("not a zip")
+    assert main(["--write", str(tmp_path / "vllm-0.24.0-py3-none-any.whl")]) == 2
+    assert DATA.read_bytes() == before
 
 
 def test_the_operand_feed_is_what_the_tiles_load(tmp_path):

@@ -15,8 +15,8 @@ aiconfigurator-core's tables; `gimletc.cost.engine.moe_s` prices it as the
 kernel's operand feed, `moe_feed_bw`.
 
 What this module knows is read from the engines' released wheels, at the
-versions aiconfigurator-core measured, by `python -m gimletc.cost.moe_tiles
---write WHEEL...` (bf16 files only, each file's tile per token count; where
+versions aiconfigurator-core measured, by `make moe-tiles`
+(`gimletc.cost.moe_tiles.main`) (bf16 files only, each file's tile per token count; where
 SGLang ships one shape for several Triton versions, the newest, as SGLang's own
 fallback picks it) into
 `data/fused_moe_tiles.json`, with each file's wheel and path. The defaults are
@@ -206,7 +206,7 @@ def build(wheels: list[str]) -> dict:
     if missing:
         raise ValueError(f"no wheel given for: {', '.join(missing)}")
     return {"source": "bf16 fused-MoE configuration files shipped in the engines' wheels (PyPI), read by "
-                      "`python -m gimletc.cost.moe_tiles --write WHEEL...`; tuned: {\"E,N\": [[tokens, BLOCK_SIZE_M, "
+                      "`make moe-tiles`; tuned: {\"E,N\": [[tokens, BLOCK_SIZE_M, "
                       "BLOCK_SIZE_N], ...]}",
             "engines": {e: dict(sorted(engines[e].items())) for e in sorted(engines)}}
 
@@ -236,10 +236,14 @@ def main(argv: list[str]) -> int:
     write = "--write" in argv
     wheels = [a for a in argv if a != "--write"]
     if not wheels:
-        print("usage: python -m gimletc.cost.moe_tiles [--write] WHEEL... (vllm 0.14.0 and 0.24.0, sglang 0.5.10 "
+        print("usage: moe_tiles [--write] WHEEL... (or make moe-tiles) (vllm 0.14.0 and 0.24.0, sglang 0.5.10 "
               "and 0.5.14: pip download --no-deps vllm==0.24.0 ...)", file=sys.stderr)
         return 2
-    table = build(wheels)
+    try:
+        table = build(wheels)
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:  # one line, exit 2, nothing written
+        print(f"moe_tiles: {e}", file=sys.stderr)
+        return 2
     text = dumps(table)
     if write:
         tmp = DATA.with_suffix(".json.tmp")
