@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench calibrate mutation clean gpu-bundle
+.PHONY: demo test bench calibrate moe-tiles mutation clean gpu-bundle
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ calibrate: $(STAMP)
 	$(BIN)/gimletc calibrate src/gimletc/cost/data/h200_llama_calibration.json --write
 	@for s in $(ENGINE_SYSTEMS); do for f in vllm sglang trtllm; do \
 		$(BIN)/gimletc calibrate --from-aiconfigurator $$s --framework $$f --write || exit 1; done; done
+
+# The fused-MoE tiles the engines ship (src/gimletc/cost/data/fused_moe_tiles.json), read from their wheels at
+# the versions aiconfigurator-core measured (downloaded from PyPI, about 600 MB, into build/wheels); then
+# `make calibrate`.
+MOE_WHEELS := vllm==0.14.0 vllm==0.24.0 sglang==0.5.10 sglang==0.5.14
+moe-tiles: $(STAMP)
+	@mkdir -p build/wheels
+	@for w in $(MOE_WHEELS); do $(BIN)/python -m pip download -q --no-deps $$w -d build/wheels || exit 1; done
+	$(BIN)/python -c 'import sys; from gimletc.cost.moe_tiles import main; sys.exit(main(sys.argv[1:]))' --write \
+		build/wheels/vllm-0.14.0-*.whl build/wheels/vllm-0.24.0-*.whl build/wheels/sglang-0.5.10-*.whl \
+		build/wheels/sglang-0.5.14-*.whl
 
 # Mutation testing (not CI): the `mutation` extra, then mutmut over the scope in pyproject.toml.
 $(VENV)/.mutation: pyproject.toml $(STAMP)

@@ -10,6 +10,7 @@ import pytest
 from gimletc.cost.engine import EngineProfile, measured_profiles, moe_s, uniform_routing
 from gimletc.cost.moe_tiles import (
     CUTLASS,
+    DATA,
     STREAMING,
     TRITON,
     autotuned_block,
@@ -69,10 +70,12 @@ def test_library_kernels_take_an_autotuned_block_unfed_and_trtllm_gen_streams_we
     assert moe_kernel("vllm", "blackwell", 8, 2, 4096) == STREAMING
     assert moe_kernel("vllm", "hopper", 8, 2, 4096) == TRITON
     assert moe_kernel("sglang", "hopper", 128, 6, 2688, {"128,6,2688": CUTLASS}) == CUTLASS
-    # Mixtral-8x7B at 8k tokens: 2048 rows an expert, 128-row blocks; a decode step of 16 tokens: 4 rows, 16
-    assert autotuned_block(8192, 2, 8) == 128 and autotuned_block(16, 2, 8) == 16 and autotuned_block(96, 2, 8) == 32
-    assert _moe_tile("vllm", "b200", 8, 7168, 8192, 2, STREAMING) == (128, 128, 0.0, 1.0)
-    assert _moe_tile("trtllm", "h200", 8, 7168, 8192, 2, CUTLASS) == (128, 128, 0.0, 0.0)
+    # Mixtral-8x7B at 8k tokens: 2048 rows an expert, 256-row blocks; a decode step of 16 tokens: 4 rows, 16;
+    # Qwen3-235B (128 experts, top-8) at 2048 tokens: 128 rows an expert
+    assert autotuned_block(8192, 2, 8) == 256 and autotuned_block(16, 2, 8) == 16 and autotuned_block(96, 2, 8) == 32
+    assert autotuned_block(2048, 8, 128) == 128 and autotuned_block(2049, 8, 128) == 256
+    assert _moe_tile("vllm", "b200", 8, 7168, 8192, 2, STREAMING) == (256, 128, 0.0, 1.0)
+    assert _moe_tile("trtllm", "h200", 8, 7168, 512, 2, CUTLASS) == (128, 128, 0.0, 0.0)
 
 
 def test_a_streaming_kernel_reads_each_experts_weights_once_per_row_block():
@@ -127,6 +130,12 @@ def test_reading_a_wheel_keeps_bf16_files_of_the_measured_gpus_newest_triton_fir
     with pytest.raises(ValueError, match="no wheel given for: vllm a100-sxm-80gb 0.14.0"):
         build([str(w)])
     assert main([]) == 2  # usage
+    before = DATA.read_bytes()
+    assert main(["--write", str(w)]) == 2  # a missing wheel: one line, nothing written
+    assert main(["--write", str(tmp_path / "nope-1.0-py3-none-any.whl")]) == 2
+    (tmp_path / "vllm-0.24.0-py3-none-any.whl").write_text("not a zip")
+    assert main(["--write", str(tmp_path / "vllm-0.24.0-py3-none-any.whl")]) == 2
+    assert DATA.read_bytes() == before
 
 
 def test_the_operand_feed_is_what_the_tiles_load(tmp_path):
