@@ -36,28 +36,38 @@ class DecodeRuns:
         up to the first model with a finishing sequence. Step times sum in closed form
         (`StepCost.decode_run`); `cut` stops the run early when work arrives."""
         es = self.engines
-        k = len(eng.mqs)
+        mqs = eng.mqs
+        k = len(mqs)
         if k == 1:
             self._start_one(eng, t)
             return
-        if not es.cfg.fast_forward or es.queued(eng) or es.contended(eng):
-            idx = (eng.rr + j) % k
-            eng.rr = (idx + 1) % k
-            run = [(idx, eng.mqs[idx], 1)]
-        else:
-            act = [(i, eng.mqs[i]) for i in ((eng.rr + x) % k for x in range(j, k)) if eng.mqs[i].B > 0]
-            F, star = min((mq.run[0][0] - mq.iters, slot) for slot, (_, mq) in enumerate(act))
+        run = None
+        if es.cfg.fast_forward and not es.queued(eng) and not es.contended(eng):
+            act = []  # (index, model queue) of the running models, in turn order from model j
+            F: int | None = None
+            star = 0
+            for x in range(j, k):
+                i = (eng.rr + x) % k
+                mq = mqs[i]
+                if mq.B > 0:
+                    f = mq.run[0][0] - mq.iters
+                    if F is None or f < F:  # the first of the fewest iterations to a finishing sequence
+                        F, star = f, len(act)
+                    act.append((i, mq))
             cap = eng.policy.decode_limit(eng, [mq for _, mq in act]) if eng.grows else None  # cycles KV allows
             if cap is not None and cap < F:
                 F, star = cap, len(act) - 1
-            if F <= 0:  # not one whole cycle: the first model's iteration alone (its policy made room for it)
-                idx = (eng.rr + j) % k
-                eng.rr = (idx + 1) % k
-                run = [(idx, eng.mqs[idx], 1)]
-            else:
-                run = [(i, mq, F if slot <= star else F - 1) for slot, (i, mq) in enumerate(act)]
-                run = [r for r in run if r[2] > 0]
+            if F > 0:
+                run = []
+                for slot, (i, mq) in enumerate(act):
+                    n = F if slot <= star else F - 1
+                    if n > 0:
+                        run.append((i, mq, n))
                 eng.rr = (act[star][0] + 1) % k
+        if run is None:  # one iteration; or not one whole cycle: the first model's alone (its policy made room)
+            idx = (eng.rr + j) % k
+            eng.rr = (idx + 1) % k
+            run = [(idx, mqs[idx], 1)]
         ctx = []
         parts = []
         secs = busy = 0.0
@@ -83,7 +93,7 @@ class DecodeRuns:
         if most > eng.max_batch_seen:
             eng.max_batch_seen = most
         if iters > 1:
-            eng.ff = [run, ctx, t, row]
+            eng.ff = [run, ctx, t, row, secs]
 
     def _start_one(self, eng: Engine, t: float) -> None:
         """`start` for an engine of one model (most): the same run, without the turn-taking."""
@@ -106,30 +116,43 @@ class DecodeRuns:
         if B > eng.max_batch_seen:
             eng.max_batch_seen = B
         if n > 1:
-            eng.ff = [[(0, mq, n)], [c], t, row]
+            eng.ff = [[(0, mq, n)], [c], t, row, secs]
 
     def cut(self, eng: Engine, t: float) -> None:
         """Stop a fast-forwarded run after the iteration in progress at `t`."""
         es = self.engines
-        run, ctx, t0, row = eng.ff
+        run, ctx, t0, row, total = eng.ff
         eng.ff = None
         dt = t - t0
         if len(run) == 1:
-            self._cut_one(eng, run[0][0], run[0][1], run[0][2], ctx[0], t0, row, dt)
+            self._cut_one(eng, run[0][0], run[0][1], run[0][2], ctx[0], t0, row, dt, total)
             return
 
+        parts = [(mq.cost.decode_run, mq.B, c, n) for (_, mq, n), c in zip(run, ctx, strict=True)]
+        seen: dict[int, tuple[float, float]] = {}
+
         def after(cycles: int) -> tuple[float, float]:  # time and busy time of the first `cycles` cycles
-            a = b = 0.0
-            for (_, mq, n), c in zip(run, ctx, strict=True):
-                m = min(n, cycles)
-                if m:
-                    x, y = mq.cost.decode_run(mq.B, c, m)
-                    a += x
-                    b += y
-            return a, b
+            v = seen.get(cycles)
+            if v is None:
+                a = b = 0.0
+                for decode_run, B, c, n in parts:
+                    m = n if n < cycles else cycles
+                    if m:
+                        x, y = decode_run(B, c, m)
+                        a += x
+                        b += y
+                v = seen[cycles] = (a, b)
+            return v
 
         F = max(n for _, _, n in run)
-        lo, hi = 0, F  # after(lo) <= dt < after(hi)
+        # The cycles done by dt: the last whose end is at or before dt (the sums grow with the cycles). Cycles take
+        # about equal time, so dt's share of the run's time points at it; else bisect.
+        lo = min(F - 1, int(dt / total * F)) if total > 0 else 0
+        if lo < 0 or after(lo)[0] > dt or (lo + 1 < F and after(lo + 1)[0] <= dt):
+            lo = 0
+            hi = F  # after(lo) <= dt < after(hi)
+        else:
+            hi = lo + 1
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if after(mid)[0] <= dt:
@@ -157,12 +180,7 @@ class DecodeRuns:
                 secs += x
                 busy += y
         dropped = sum(a[2] - b[2] for a, b in zip(run, run2, strict=True))
-        eng.busy_s -= old_s - secs
-        for d in eng.devs:
-            es.dev_busy_s[d] -= old_s - secs
-            es.dev_active_s[d] -= old_b - busy
-        if eng.aux:
-            es.account_aux(eng, secs - old_s, busy - old_b)
+        self._cut_short(eng, old_s - secs, old_b - busy)
         eng.iters -= dropped
         eng.batch_sum -= sum(mq.B * (a[2] - b[2]) for a, b in zip(run, run2, strict=True) for mq in (a[1],))
         eng.rr = (run2[cut][0] + 1) % len(eng.mqs)
@@ -173,30 +191,42 @@ class DecodeRuns:
         eng.epoch += 1
         es.sim.push(t0 + secs, EV_ITER, eng, (eng.epoch, ("decode", [(mq, n) for _, mq, n in run2 if n])))
 
+    def _cut_short(self, eng: Engine, secs: float, busy: float) -> None:
+        """A fast-forwarded run of the engine was cut: `secs` and `busy` seconds fewer on its devices."""
+        es = self.engines
+        eng.busy_s -= secs
+        if eng.owns:
+            eng.active_s -= busy
+        else:
+            for d in eng.devs:
+                es.dev_busy_s[d] -= secs
+                es.dev_active_s[d] -= busy
+        if eng.aux:
+            es.account_aux(eng, -secs, -busy)
+
     def _cut_one(self, eng: Engine, idx: int, mq: ModelQueue, n: int, c: float, t0: float, row: int | None,
-                 dt: float) -> None:
+                 dt: float, total: float) -> None:
         """`cut` for a run of one model's iterations: keep those up to the one in progress at t0 + dt."""
         es = self.engines
-        B, cost = mq.B, mq.cost
-        lo, hi = 0, n  # decode_run(lo) <= dt < decode_run(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if cost.decode_run(B, c, mid)[0] <= dt:
-                lo = mid
-            else:
-                hi = mid
+        B, decode_run = mq.B, mq.cost.decode_run
+        lo = min(n - 1, int(dt / total * n)) if total > 0 else 0  # as in `cut`: dt's share of the run, else bisect
+        nxt = decode_run(B, c, lo + 1) if lo >= 0 else None
+        if nxt is None or (lo and decode_run(B, c, lo)[0] > dt) or (lo + 1 < n and nxt[0] <= dt):
+            lo, hi = 0, n  # decode_run(lo) <= dt < decode_run(hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if decode_run(B, c, mid)[0] <= dt:
+                    lo = mid
+                else:
+                    hi = mid
+            nxt = None
         n2 = lo + 1
         if n2 == n:
             return
-        old_s, old_b = cost.decode_run(B, c, n)
-        secs, busy = cost.decode_run(B, c, n2)
+        old_s, old_b = decode_run(B, c, n)
+        secs, busy = nxt if nxt is not None else decode_run(B, c, n2)
         dropped = n - n2
-        eng.busy_s -= old_s - secs
-        for d in eng.devs:
-            es.dev_busy_s[d] -= old_s - secs
-            es.dev_active_s[d] -= old_b - busy
-        if eng.aux:
-            es.account_aux(eng, secs - old_s, busy - old_b)
+        self._cut_short(eng, old_s - secs, old_b - busy)
         eng.iters -= dropped
         eng.batch_sum -= B * dropped
         eng.rr = (idx + 1) % len(eng.mqs)

@@ -14,7 +14,18 @@ from gimletc.sim.state import Engine, ModelQueue
 from gimletc.sim.steps import StepCost
 from gimletc.sim.workload import Workload
 
-__all__ = ["assign_policies", "index_devices", "load_models"]
+__all__ = ["assign_policies", "index_devices", "link_engines", "load_models"]
+
+
+def link_engines(engines: Sequence[Engine]) -> None:
+    """Each engine's neighbours (the engines sharing a device with it), and whether it is alone on its devices
+    or owns them (alone, and no engine's auxiliary devices among them)."""
+    aux = {d for e in engines for d in e.aux}
+    for e in engines:
+        mine = set(e.devs)
+        e.near = tuple(o for o in engines if mine & set(o.devs))
+        e.alone = len(e.near) == 1
+        e.owns = e.alone and not aux.intersection(e.devs)
 
 
 def index_devices(wl: Workload) -> tuple[list[str], dict[str, int], list[Chip]]:

@@ -24,11 +24,11 @@ from gimletc.hardware.schema import Chip
 from gimletc.sim.batching import DecodeStep, MixedStep, PrefillStep
 from gimletc.sim.config import SimConfig, SimulationError
 from gimletc.sim.decode_runs import DecodeRuns
-from gimletc.sim.engine_setup import assign_policies, index_devices, load_models
+from gimletc.sim.engine_setup import assign_policies, index_devices, link_engines, load_models
 from gimletc.sim.kv import KEY_SPAN
 from gimletc.sim.results import note_iteration
 from gimletc.sim.roles import ROLE_PARTS, role_cost
-from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, request_tokens
+from gimletc.sim.state import EV_ITER, EV_MARK, Engine, Job, ModelQueue, Req, has_work, request_tokens
 from gimletc.sim.steps import SoftwareProfile, StepCost
 from gimletc.sim.template import Tail
 from gimletc.sim.workload import TaskSpec, Workload
@@ -55,9 +55,7 @@ class Engines:
         self.blocked: list[Engine] = []  # engines waiting for devices, first come first served
         self.engines = [Engine(i, s, tuple(dev_idx[d] for d in s.devices), tuple(dev_idx[d] for d in s.aux))
                         for i, s in enumerate(wl.engines)]
-        for e in self.engines:
-            mine = set(e.devs)
-            e.near = tuple(o for o in self.engines if mine & set(o.devs))
+        link_engines(self.engines)
         self.pools = [tuple(p) for p in wl.pools]
         self.pool_rr = [0] * len(self.pools)
         self.costs: dict[tuple[str, str, int], StepCost] = {}
@@ -182,18 +180,12 @@ class Engines:
         return bool(eng.accel) or eng.policy.waiting(eng)
 
     def contended(self, eng: Engine) -> bool:
+        """Whether another engine waits for one of the engine's devices."""
+        if eng.alone:
+            return False
         nblocked = self.dev_nblocked
         for d in eng.devs:
             if nblocked[d]:
-                return True
-        return False
-
-    @staticmethod
-    def has_work(eng: Engine) -> bool:
-        if eng.accel:
-            return True
-        for mq in eng.mqs:
-            if mq.pq or mq.wait or mq.B:
                 return True
         return False
 
@@ -203,10 +195,10 @@ class Engines:
             if eng.ff is not None and (self.queued(eng) or self.contended(eng)):
                 self.runs.cut(eng, t)
             return
-        if eng.blocked or not self.has_work(eng):
+        if eng.blocked or not has_work(eng):
             return
         holder, nblocked = self.dev_holder, self.dev_nblocked
-        if any(holder[d] >= 0 or nblocked[d] for d in eng.devs):
+        if not eng.alone and any(holder[d] >= 0 or nblocked[d] for d in eng.devs):
             eng.blocked = True
             self.blocked.append(eng)
             for d in eng.devs:
@@ -270,10 +262,13 @@ class Engines:
         """Start `iters` iterations (one unless fast-forwarded); returns their timeline row, if recorded."""
         eng.busy = True
         eng.busy_s += secs
-        for d in eng.devs:
-            self.dev_holder[d] = eng.idx
-            self.dev_busy_s[d] += secs
-            self.dev_active_s[d] += busy
+        if eng.owns:
+            eng.active_s += busy
+        else:
+            for d in eng.devs:
+                self.dev_holder[d] = eng.idx
+                self.dev_busy_s[d] += secs
+                self.dev_active_s[d] += busy
         if eng.aux:
             self.account_aux(eng, secs, busy)
         eng.iters += iters
@@ -318,8 +313,10 @@ class Engines:
                 self._prefilled(eng, mq, job)
         elif kind == "decode":
             eng.ff = None
-            self.sim.events += sum(n for _, n in what[1]) - 1  # the fast-forwarded iterations
+            sim = self.sim
+            sim.events -= 1  # counted as one event: count its iterations (fast-forwarded) instead
             for mq, n in what[1]:
+                sim.events += n
                 self.decode_step(eng, mq, t, n)
         else:  # chunked
             mq, parts = what[1], what[2]
@@ -345,8 +342,9 @@ class Engines:
             for job in resumed:  # after this iteration's decode step, which they were not part of
                 self._prefilled(eng, mq, job)
         eng.busy = False
-        for d in eng.devs:
-            self.dev_holder[d] = -1
+        if not eng.owns:
+            for d in eng.devs:
+                self.dev_holder[d] = -1
         if self.blocked:
             self.serve_blocked(t)
         for o in eng.near:  # itself last among equals: waiting engines were served first

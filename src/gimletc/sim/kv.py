@@ -126,6 +126,10 @@ class KVMemory:
                     f"{cap / 1e9:.1f} GB usable ({mem_fraction:.0%} of a {dev_chip[d].name}); "
                     "no room for a KV cache")
         self.ev = [0.0] * len(dev_ids)  # bytes of unpinned cached prefixes (evictable) per device
+        # Per engine, the device whose room decides `fits` for all of them (-1: each is checked): an engine alone on
+        # devices of equal room reserves, grows, caches and frees the same on each, so they stay equal.
+        self.fit_at = [e.devs[0] if len(e.near) == 1 and len({self.cap[d] for d in e.devs}) == 1 else -1
+                       for e in engines]
         self.caches: list[PrefixCache | None] = [None] * len(engines)
         self.grow_at = [-1] * len(engines)  # per engine: -1 no prefix cache, else see `enable_prefix_cache`
         self._tick = itertools.count(1)
@@ -390,6 +394,9 @@ class KVMemory:
     def fits(self, eng: Engine, need: float) -> bool:
         used, cap, ev = self.used, self.cap, self.ev
         per = need / eng.n
+        d0 = self.fit_at[eng.idx]
+        if d0 >= 0:
+            return not used[d0] - ev[d0] + per > cap[d0] + 1e-6
         for d in eng.devs:
             if used[d] - ev[d] + per > cap[d] + 1e-6:
                 return False

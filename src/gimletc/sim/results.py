@@ -140,10 +140,15 @@ def load_result(sim: Simulator, t_end: float) -> LoadResult:
     util: dict[str, float] = {}
     energy = 0.0
     engines = []
+    held, active = list(es.dev_busy_s), list(es.dev_active_s)
+    for e in es.engines:  # devices an engine owns are accounted on the engine (`Engine.owns`)
+        if e.owns:
+            for d in e.devs:
+                held[d], active[d] = e.busy_s, e.active_s
     for d, dev in enumerate(es.dev_ids):
         chip = es.dev_chip[d]
-        util[dev] = es.dev_busy_s[d] / span if span > 0 else 0.0
-        energy += accounting.energy_j(chip, es.dev_active_s[d], span)
+        util[dev] = held[d] / span if span > 0 else 0.0
+        energy += accounting.energy_j(chip, active[d], span)
     totals: dict[str, Any] | None = None
     for e in es.engines:
         chip = e.spec.chip

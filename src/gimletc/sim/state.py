@@ -142,7 +142,8 @@ class Engine:
 
     __slots__ = ("idx", "spec", "n", "devs", "near", "mqs", "mq_by_model", "busy", "blocked", "rr", "accel",
                  "outstanding", "busy_s", "iters", "batch_sum", "max_batch_seen", "prefill_iters", "epoch", "ff",
-                 "preemptions", "recomputed", "aux", "aux_r", "policy", "grows")
+                 "preemptions", "recomputed", "aux", "aux_r", "policy", "grows", "alone",
+                 "owns", "active_s")
 
     def __init__(self, idx: int, spec: EngineSpec, devs: tuple[int, ...], aux: tuple[int, ...] = ()):
         self.idx, self.spec, self.n = idx, spec, len(spec.devices)
@@ -152,6 +153,7 @@ class Engine:
         self.policy: Any = None  # its batching policy (gimletc.sim.batching.BatchPolicy)
         self.grows = False  # whether that policy grows KV caches token by token
         self.near: tuple[Engine, ...] = ()  # engines sharing a device with this one (itself included)
+        self.alone = True  # no other engine shares its devices: nobody else holds them or waits for them
         self.mqs: list[ModelQueue] = []
         self.mq_by_model: dict[tuple[str, int, tuple], ModelQueue] = {}
         self.busy = False  # running an iteration (holding its devices)
@@ -160,14 +162,29 @@ class Engine:
         self.accel: deque[tuple[Req, int, float]] = deque()
         self.outstanding = 0
         self.busy_s = 0.0  # wall seconds with an iteration running
+        # Whether only this engine's iterations use its devices (it is alone on them and they are no engine's
+        # auxiliary devices): then they are not tracked device by device, and each device's busy seconds are
+        # `busy_s`, its operator-busy seconds `active_s` (`Engines.device_seconds`).
+        self.owns = False
+        self.active_s = 0.0
         self.iters = 0
         self.prefill_iters = 0
         self.batch_sum = 0
         self.max_batch_seen = 0
         self.epoch = 0  # iteration events of an older epoch were cut short and are ignored
-        self.ff: list | None = None  # a fast-forwarded decode run in progress: [run, contexts, start, timeline row]
+        self.ff: list | None = None  # a fast-forwarded decode run in progress: [run, contexts, start, timeline row, seconds]
         self.preemptions = 0  # running requests sent back to wait under KV pressure
         self.recomputed = 0  # tokens prefilled again to rebuild their KV caches
+
+
+def has_work(eng: Engine) -> bool:
+    """Whether the engine has a job queued or running."""
+    if eng.accel:
+        return True
+    for mq in eng.mqs:
+        if mq.pq or mq.wait or mq.B:
+            return True
+    return False
 
 
 class Pool:

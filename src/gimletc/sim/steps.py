@@ -205,14 +205,23 @@ class StepCost:
         total_t = total_b = 0.0
         i = 0
         S = CTX_STEP
+        points = self._dec
+        ceil = math.ceil
         while i < k:
             c = ctx + i
-            cell = int(c / S)
-            end = min(k, max(i + 1, math.ceil((cell + 1) * S - ctx)))
+            x = c / S
+            cell = int(x)
+            end = ceil((cell + 1) * S - ctx)
+            if end <= i:
+                end = i + 1
+            if end > k:
+                end = k
             n = end - i
-            t0, b0 = self._dec_point(batch, cell)
-            t1, b1 = self._dec_point(batch, cell + 1)
-            off = n * (c / S - cell) + n * (n - 1) / 2 / S  # Σ of the interpolation fractions
+            p0 = points.get((batch, cell))
+            t0, b0 = p0 if p0 is not None else self._dec_point(batch, cell)
+            p1 = points.get((batch, cell + 1))
+            t1, b1 = p1 if p1 is not None else self._dec_point(batch, cell + 1)
+            off = n * (x - cell) + n * (n - 1) / 2 / S  # Σ of the interpolation fractions
             total_t += n * t0 + (t1 - t0) * off  # the points include iteration_s, once per iteration
             total_b += n * b0 + (b1 - b0) * off
             i = end

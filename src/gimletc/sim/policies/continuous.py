@@ -181,10 +181,9 @@ class ContinuousPolicy(BatchPolicy):
         eng.recomputed += ctx * job.seqs
 
     def decode_limit(self, eng: Engine, mqs: list[ModelQueue]) -> int | None:
-        if len(mqs) == 1:
-            per_cycle = mqs[0].B * mqs[0].g
-        else:
-            per_cycle = sum(mq.B * mq.g for mq in mqs)
+        per_cycle = mqs[0].B * mqs[0].g
+        for mq in mqs[1:]:
+            per_cycle += mq.B * mq.g
         if per_cycle <= 0:
             return None
         return int((self.kv.room(eng) + 1e-6 * eng.n) // per_cycle)
