@@ -53,7 +53,7 @@ from gimletc.cost.engine import (
     profile_path,
     routing,
 )
-from gimletc.cost.moe_tiles import TRITON, kernel_class, moe_tile, shape_key
+from gimletc.cost.moe_tiles import TRITON, kernel_class, key_order, moe_tile, shape_key
 from gimletc.errors import GimletError, UnknownNameError
 from gimletc.models.arch import Model
 from gimletc.models.workload import visible_keys
@@ -206,7 +206,7 @@ def load_tables(system: str, framework: str) -> Tables:
         kind = [kernel_class(str(k)) for k in df.kernel_source]
         found = {shape_key(e, k, h): x for e, k, h, x in zip(moe["num_experts"], moe["topk"], moe["hidden_size"], kind,
                                                             strict=True) if x != TRITON}
-        moe_kernels = {k: found[k] for k in sorted(found, key=lambda key: tuple(int(v) for v in key.split(",")))}
+        moe_kernels = {k: found[k] for k in sorted(found, key=key_order)}
         tiles = np.array([moe_tile(framework, SYSTEM_CHIP[system], e, f / tp, n, k, x) for n, e, f, tp, k, x in
                           zip(moe["num_tokens"], moe["num_experts"], moe["inter_size"], moe["moe_tp_size"],
                               moe["topk"], kind, strict=True)])

@@ -317,12 +317,13 @@ def _ceil(x):  # noqa: ANN001, ANN202 - works on floats and numpy arrays
 # and the kernel takes the OVERLAP-norm of the two: (c^q + m^q)^(1/q), equal to the max far from the ridge
 # and 2^(1/q) = 1.26x of it on the ridge. Stated for every chip and engine (q = 3: the GEMM and fused-MoE
 # tables of the H200 under vLLM, where it brings the GEMM fit from 7.2% to 6.8% median and the fused-MoE
-# fit from 9.8% to 7.9%; see docs/cost-model.md), not fitted per profile.
+# fit from 9.8% to 7.9%; see docs/cost-model.md), not fitted per profile. A fused-MoE kernel's operand feed is
+# a third such stage: the norm takes any number of terms.
 OVERLAP = 3.0
 
 
-def _overlap(c, m):  # noqa: ANN001, ANN202 - works on floats and numpy arrays
-    return (c ** OVERLAP + m ** OVERLAP) ** (1.0 / OVERLAP)
+def _overlap(*terms):  # noqa: ANN002, ANN202 - works on floats and numpy arrays
+    return sum(t ** OVERLAP for t in terms) ** (1.0 / OVERLAP)
 
 
 def stream_s(p: EngineProfile, nbytes, bw: float, eff: float):  # noqa: ANN001, ANN201
@@ -440,7 +441,7 @@ def moe_s(p: EngineProfile, peak: float, bw: float, tokens, hidden, inter, topk,
     streams = (1.0 - streamed) * touched + streamed * blocks
     mem = (streams * 3.0 * hidden * inter * wbytes + pairs * (2.0 * hidden + 3.0 * inter) * abytes) / (bw * p.mem_eff)
     aux = (pairs * (3.0 * inter + hidden) + tokens * hidden) * abytes / (bw * p.mem_eff)  # activation, combine
-    return (comp ** OVERLAP + mem ** OVERLAP + feed ** OVERLAP) ** (1.0 / OVERLAP) + aux + MOE_KERNELS * p.kernel_s
+    return _overlap(comp, mem, feed) + aux + MOE_KERNELS * p.kernel_s
 
 
 def allreduce_s(p: EngineProfile, nbytes, n):  # noqa: ANN001, ANN201

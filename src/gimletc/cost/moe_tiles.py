@@ -93,6 +93,11 @@ def shape_key(experts: float, topk: float, hidden: float) -> str:
     return f"{int(experts)},{int(topk)},{int(hidden)}"
 
 
+def key_order(key: str) -> tuple[int, ...]:
+    """Sort order of a comma-separated shape key ("E,N" or "E,k,h"): numeric, field by field."""
+    return tuple(int(v) for v in key.split(","))
+
+
 def moe_kernel(stack: str, generation: str, experts: float, topk: float, hidden: float,
                measured: dict[str, str] | None = None) -> str:
     """The kind of kernel `stack`'s MoE layer runs for this expert shape on a chip of `generation`: the one
@@ -191,7 +196,7 @@ def read_wheel(path: str | Path) -> dict[str, dict]:
                 cfg = {int(k): v for k, v in json.loads(z.read(n)).items() if k.isdigit()}
                 tuned[key] = [[m, int(cfg[m]["BLOCK_SIZE_M"]), int(cfg[m]["BLOCK_SIZE_N"])] for m in sorted(cfg)]
                 files[key] = n
-            order = sorted(tuned, key=lambda k: tuple(int(x) for x in k.split(",")))
+            order = sorted(tuned, key=key_order)
             out[chip] = {"version": version, "wheel": Path(path).name,
                          "tuned": {k: tuned[k] for k in order}, "files": {k: files[k] for k in order}}
     return {engine: out}
