@@ -15,9 +15,28 @@ from gimletc.sim.results import note_iteration
 from gimletc.sim.state import EV_ITER, Engine, ModelQueue
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gimletc.sim.engines import Engines
 
 __all__ = ["DecodeRuns"]
+
+
+def _done_by(after: Callable[[int], tuple[float, float]], n: int, dt: float, total: float) -> int:
+    """How many of a run's `n` iterations (cycles) have ended `dt` into it: the last m < n with after(m)[0] <= dt,
+    `after(m)` being the time (and busy time) of the first m, which grows with m. Iterations take about equal
+    time, so dt's share of the run's `total` seconds points at m, checked against its neighbours; else bisect."""
+    lo = max(0, min(n - 1, int(dt / total * n))) if total > 0 else 0
+    if after(lo)[0] <= dt and (lo + 1 >= n or after(lo + 1)[0] > dt):
+        return lo
+    lo, hi = 0, n  # after(lo) <= dt < after(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if after(mid)[0] <= dt:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 class DecodeRuns:
@@ -145,20 +164,7 @@ class DecodeRuns:
             return v
 
         F = max(n for _, _, n in run)
-        # The cycles done by dt: the last whose end is at or before dt (the sums grow with the cycles). Cycles take
-        # about equal time, so dt's share of the run's time points at it; else bisect.
-        lo = min(F - 1, int(dt / total * F)) if total > 0 else 0
-        if lo < 0 or after(lo)[0] > dt or (lo + 1 < F and after(lo + 1)[0] <= dt):
-            lo = 0
-            hi = F  # after(lo) <= dt < after(hi)
-        else:
-            hi = lo + 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if after(mid)[0] <= dt:
-                lo = mid
-            else:
-                hi = mid
+        lo = _done_by(after, F, dt, total)
         # Cycle lo + 1 is in progress: find the slot running at dt.
         acc = after(lo)[0]
         cut = len(run) - 1
@@ -209,22 +215,19 @@ class DecodeRuns:
         """`cut` for a run of one model's iterations: keep those up to the one in progress at t0 + dt."""
         es = self.engines
         B, decode_run = mq.B, mq.cost.decode_run
-        lo = min(n - 1, int(dt / total * n)) if total > 0 else 0  # as in `cut`: dt's share of the run, else bisect
-        nxt = decode_run(B, c, lo + 1) if lo >= 0 else None
-        if nxt is None or (lo and decode_run(B, c, lo)[0] > dt) or (lo + 1 < n and nxt[0] <= dt):
-            lo, hi = 0, n  # decode_run(lo) <= dt < decode_run(hi)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if decode_run(B, c, mid)[0] <= dt:
-                    lo = mid
-                else:
-                    hi = mid
-            nxt = None
-        n2 = lo + 1
+        seen: dict[int, tuple[float, float]] = {}
+
+        def after(m: int) -> tuple[float, float]:  # time and busy time of the first m iterations
+            v = seen.get(m)
+            if v is None:
+                v = seen[m] = decode_run(B, c, m)
+            return v
+
+        n2 = _done_by(after, n, dt, total) + 1
         if n2 == n:
             return
-        old_s, old_b = decode_run(B, c, n)
-        secs, busy = nxt if nxt is not None else decode_run(B, c, n2)
+        old_s, old_b = after(n)
+        secs, busy = after(n2)
         dropped = n - n2
         self._cut_short(eng, old_s - secs, old_b - busy)
         eng.iters -= dropped

@@ -128,7 +128,7 @@ class KVMemory:
         self.ev = [0.0] * len(dev_ids)  # bytes of unpinned cached prefixes (evictable) per device
         # Per engine, the device whose room decides `fits` for all of them (-1: each is checked): an engine alone on
         # devices of equal room reserves, grows, caches and frees the same on each, so they stay equal.
-        self.fit_at = [e.devs[0] if len(e.near) == 1 and len({self.cap[d] for d in e.devs}) == 1 else -1
+        self.fit_at = [e.devs[0] if e.alone and len({self.cap[d] for d in e.devs}) == 1 else -1
                        for e in engines]
         self.caches: list[PrefixCache | None] = [None] * len(engines)
         self.grow_at = [-1] * len(engines)  # per engine: -1 no prefix cache, else see `enable_prefix_cache`

@@ -164,7 +164,7 @@ class Engine:
         self.busy_s = 0.0  # wall seconds with an iteration running
         # Whether only this engine's iterations use its devices (it is alone on them and they are no engine's
         # auxiliary devices): then they are not tracked device by device, and each device's busy seconds are
-        # `busy_s`, its operator-busy seconds `active_s` (`Engines.device_seconds`).
+        # `busy_s`, its operator-busy seconds `active_s` (expanded per device by `results.load_result`).
         self.owns = False
         self.active_s = 0.0
         self.iters = 0
