@@ -72,6 +72,7 @@ VERSIONS: dict[str, dict[str, str]] = {
     "sglang": {"a100-sxm-80gb": "0.5.10", "h100-sxm": "0.5.14", "h200": "0.5.14", "b200": "0.5.14"},
 }
 TRITON_ENGINES = frozenset(VERSIONS)
+NEWEST = {e: max(vs.values(), key=lambda v: tuple(int(x) for x in v.split("."))) for e, vs in VERSIONS.items()}
 TRITON, CUTLASS, STREAMING = "triton", "cutlass", "trtllm-gen"
 # The kernel an engine's bf16 MoE layer runs by default where its tables measured no other: TensorRT-LLM's
 # CUTLASS kernels everywhere; vLLM 0.24 on Blackwell FlashInfer's TensorRT-LLM bf16 experts (every B200
@@ -148,7 +149,7 @@ def moe_tile(stack: str, chip: str, experts: float, n: float, tokens: float, top
     if kernel != TRITON or stack not in TRITON_ENGINES:
         return autotuned_block(tokens, topk, experts), LIBRARY_BN, 0.0, 1.0 if kernel == STREAMING else 0.0
     entry = _table()["engines"].get(stack, {}).get(chip)
-    version = entry["version"] if entry else max(VERSIONS[stack].values(), key=lambda v: tuple(map(int, v.split("."))))
+    version = entry["version"] if entry else NEWEST[stack]
     if entry is not None:
         tuned = entry["tuned"].get(f"{int(experts)},{int(round(n))}")
         if tuned is not None:  # the engines take the configuration of the nearest tuned size (the first on a tie)
